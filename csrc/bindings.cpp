@@ -1,0 +1,57 @@
+// pybind11 module flowkernels._C: integer pointers in, no libtorch, no Python objects kept.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+
+#include "mc_api.h"
+
+namespace py = pybind11;
+
+namespace {
+
+fk::GridDesc grid_desc(int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
+                       double level) {
+  fk::GridDesc g{fk::DType(dtype), data, {}, {}, level};
+  for (int a = 0; a < 3; ++a) {
+    g.shape[a] = shape[a];
+    g.strides[a] = strides[a];
+  }
+  return g;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "flowkernels native core (marching cubes); called through flowkernels.marching_cubes";
+  m.def("cuda_built", &fk::cuda_built);
+  m.def(
+      "mc_count",
+      [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
+         double level, uintptr_t counts, uintptr_t spans, uintptr_t stream, int num_threads) {
+        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
+        py::gil_scoped_release release;
+        if (cuda) fk::mc_count_cuda(g, counts, spans, stream);
+        else fk::mc_count_cpu(g, counts, spans, num_threads);
+      },
+      py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
+      py::arg("counts"), py::arg("spans"), py::arg("stream"), py::arg("num_threads"));
+  m.def(
+      "mc_emit",
+      [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
+         double level, uintptr_t offsets, uintptr_t spans, uintptr_t verts, uintptr_t faces, uintptr_t normals,
+         std::array<double, 3> origin, std::array<double, 3> scale, bool flip, uintptr_t stream, int num_threads) {
+        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
+        fk::EmitDesc d{offsets, spans, verts, faces, normals, {}, {}, flip};
+        for (int a = 0; a < 3; ++a) {
+          d.origin[a] = origin[a];
+          d.scale[a] = scale[a];
+        }
+        py::gil_scoped_release release;
+        if (cuda) fk::mc_emit_cuda(g, d, stream);
+        else fk::mc_emit_cpu(g, d, num_threads);
+      },
+      py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
+      py::arg("offsets"), py::arg("spans"), py::arg("verts"), py::arg("faces"), py::arg("normals"), py::arg("origin"),
+      py::arg("scale"), py::arg("flip"), py::arg("stream"), py::arg("num_threads"));
+}

@@ -1,0 +1,34 @@
+// What the drivers export to the Python bindings. All memory is allocated by the caller (torch); pointers,
+// shapes and strides arrive as integers, and the CUDA stream as a raw handle.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace fk {
+
+enum class DType : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+
+struct GridDesc {
+  DType dtype;
+  uintptr_t data;
+  int64_t shape[3];
+  int64_t strides[3];  // in elements
+  double level;
+};
+
+struct EmitDesc {
+  uintptr_t offsets, spans, verts, faces, normals;  // normals may be 0
+  double origin[3], scale[3];
+  bool flip;
+};
+
+// counts[2 * row + {0, 1}] = vertices owned by / triangles emitted from row (i, j) = i * ny + j;
+// spans[2 * row + {0, 1}] = first / last k of a point with a vertex in that row.
+void mc_count_cpu(const GridDesc& grid, uintptr_t counts, uintptr_t spans, int num_threads);
+void mc_emit_cpu(const GridDesc& grid, const EmitDesc& out, int num_threads);
+bool cuda_built();
+void mc_count_cuda(const GridDesc& grid, uintptr_t counts, uintptr_t spans, uintptr_t stream);
+void mc_emit_cuda(const GridDesc& grid, const EmitDesc& out, uintptr_t stream);
+
+}  // namespace fk

@@ -1,0 +1,288 @@
+// Marching cubes core shared by the CPU and CUDA drivers: classification, welded vertex numbering and
+// triangle emission for one grid row (fixed i, j; k walks the last axis).
+//
+// Output order, identical on every driver: vertices by (grid point in C order, axis x<y<z) of the edge they lie
+// on; triangles by cell in C order, then table order. Each crossed edge is owned by its lower grid point, so a
+// vertex is produced once and shared by every face that uses it (welded by construction).
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <math.h>  // sqrt overloads for float and double, host and device
+
+#include "mc_tables.h"
+
+#if defined(__CUDACC__)
+#define FK_HD __host__ __device__ __forceinline__
+#else
+#define FK_HD inline
+#endif
+
+namespace fk {
+
+// 16-bit storage types, converted by hand so the CPU build needs no CUDA headers.
+struct half_bits { uint16_t bits; };
+struct bf16_bits { uint16_t bits; };
+
+FK_HD float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+FK_HD float to_compute(half_bits h) {
+  uint32_t sign = uint32_t(h.bits & 0x8000u) << 16, exp = (h.bits >> 10) & 0x1fu, mant = h.bits & 0x3ffu;
+  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (mant << 13));  // inf / NaN
+  if (exp == 0) {
+    if (mant == 0) return bits_to_float(sign);
+    exp = 113;  // subnormal: renormalise
+    while (!(mant & 0x400u)) { mant <<= 1; --exp; }
+    return bits_to_float(sign | (exp << 23) | ((mant & 0x3ffu) << 13));
+  }
+  return bits_to_float(sign | ((exp + 112) << 23) | (mant << 13));
+}
+FK_HD float to_compute(bf16_bits b) { return bits_to_float(uint32_t(b.bits) << 16); }
+FK_HD float to_compute(float f) { return f; }
+FK_HD double to_compute(double d) { return d; }
+
+// Values are compared and interpolated in float, or in double for double grids (as scikit-image does).
+template <typename T> struct ComputeType { using type = float; };
+template <> struct ComputeType<double> { using type = double; };
+
+namespace tables {
+static constexpr int8_t kEdgeCorner[12] = FK_EDGE_CORNER;
+static constexpr int8_t kEdgeAxis[12] = FK_EDGE_AXIS;
+static constexpr int8_t kTriCount[256] = FK_TRI_COUNT;
+static constexpr int8_t kTriEdges[256][3 * FK_MAX_TRIANGLES] = FK_TRI_EDGES;
+#if defined(__CUDACC__)
+__constant__ int8_t dEdgeCorner[12] = FK_EDGE_CORNER;
+__constant__ int8_t dEdgeAxis[12] = FK_EDGE_AXIS;
+__constant__ int8_t dTriCount[256] = FK_TRI_COUNT;
+__constant__ int8_t dTriEdges[256][3 * FK_MAX_TRIANGLES] = FK_TRI_EDGES;
+#endif
+}  // namespace tables
+
+// Table access: __constant__ memory in device code, static arrays on the host.
+#if defined(__CUDA_ARCH__)
+#define FK_TABLE(host, device) tables::device
+#else
+#define FK_TABLE(host, device) tables::host
+#endif
+FK_HD int edge_corner(int e) { return FK_TABLE(kEdgeCorner, dEdgeCorner)[e]; }
+FK_HD int edge_axis(int e) { return FK_TABLE(kEdgeAxis, dEdgeAxis)[e]; }
+FK_HD int tri_count(int config) { return FK_TABLE(kTriCount, dTriCount)[config]; }
+FK_HD int tri_edge(int config, int n) { return FK_TABLE(kTriEdges, dTriEdges)[config][n]; }
+
+FK_HD int popcount3(unsigned m) { return (m & 1u) + ((m >> 1) & 1u) + ((m >> 2) & 1u); }
+
+template <typename R> FK_HD bool is_finite(R v) { return v - v == R(0); }  // false for NaN and +-inf
+
+// A read-only strided view of one [nx, ny, nz] grid.
+template <typename T>
+struct Volume {
+  using R = typename ComputeType<T>::type;
+  const T* data;
+  int64_t nx, ny, nz;
+  int64_t sx, sy, sz;  // strides in elements
+  R level;
+
+  FK_HD R at(int64_t i, int64_t j, int64_t k) const { return to_compute(data[i * sx + j * sy + k * sz]); }
+
+  // A cell (lower corner i, j, k) takes part only if all 8 corners are finite: NaN holes emit nothing.
+  FK_HD int cell_config(int64_t i, int64_t j, int64_t k) const {
+    int config = 0;
+    for (int c = 0; c < 8; ++c) {
+      R v = at(i + (c & 1), j + ((c >> 1) & 1), k + ((c >> 2) & 1));
+      if (!is_finite(v)) return -1;
+      config |= int(v < level) << c;
+    }
+    return config;
+  }
+
+  // Does the edge from (i, j, k) one step along `axis` carry a vertex? It must cross the level and border at
+  // least one valid cell, so that no vertex is left unreferenced next to a NaN hole.
+  FK_HD bool edge_crosses(int64_t i, int64_t j, int64_t k, int axis) const {
+    int64_t p[3] = {i, j, k}, n[3] = {nx, ny, nz};
+    if (p[axis] + 1 >= n[axis]) return false;
+    R v0 = at(i, j, k);
+    R v1 = at(i + (axis == 0), j + (axis == 1), k + (axis == 2));
+    if (!is_finite(v0) || !is_finite(v1) || ((v0 < level) == (v1 < level))) return false;
+    int u = (axis + 1) % 3, w = (axis + 2) % 3;
+    for (int du = 0; du < 2; ++du) {
+      for (int dw = 0; dw < 2; ++dw) {
+        int64_t c[3] = {i, j, k};
+        c[u] -= du;
+        c[w] -= dw;
+        if (c[u] < 0 || c[w] < 0 || c[u] + 1 >= n[u] || c[w] + 1 >= n[w]) continue;
+        if (cell_config(c[0], c[1], c[2]) >= 0) return true;
+      }
+    }
+    return false;
+  }
+
+  // Bit a set: the edge from (i, j, k) along axis a carries a vertex. The common case (no sign change) costs
+  // four loads; the neighbour-cell check runs only on crossing edges.
+  FK_HD unsigned edge_mask(int64_t i, int64_t j, int64_t k) const {
+    R v0 = at(i, j, k);
+    if (!is_finite(v0)) return 0u;
+    bool in0 = v0 < level;
+    bool cross[3] = {i + 1 < nx && (at(i + 1, j, k) < level) != in0, j + 1 < ny && (at(i, j + 1, k) < level) != in0,
+                     k + 1 < nz && (at(i, j, k + 1) < level) != in0};
+    unsigned m = 0;
+    for (int a = 0; a < 3; ++a)
+      if (cross[a] && edge_crosses(i, j, k, a)) m |= 1u << a;
+    return m;
+  }
+
+  // d value / d index along `axis` at a grid point: central where both neighbours are finite, else one-sided.
+  FK_HD R gradient(int64_t i, int64_t j, int64_t k, int axis) const {
+    int64_t p[3] = {i, j, k}, n[3] = {nx, ny, nz};
+    R c = at(i, j, k);
+    bool has_lo = p[axis] > 0, has_hi = p[axis] + 1 < n[axis];
+    R lo = has_lo ? at(i - (axis == 0), j - (axis == 1), k - (axis == 2)) : R(0);
+    R hi = has_hi ? at(i + (axis == 0), j + (axis == 1), k + (axis == 2)) : R(0);
+    has_lo = has_lo && is_finite(lo);
+    has_hi = has_hi && is_finite(hi);
+    if (has_lo && has_hi) return (hi - lo) / R(2);
+    if (has_hi) return hi - c;
+    if (has_lo) return c - lo;
+    return R(0);
+  }
+};
+
+// Per row: vertices it owns, triangles its cells emit, and the span [kmin, kmax] of points with a vertex
+// (kmin > kmax when none). The emit pass walks only the spans, as Flying Edges does.
+struct RowCounts { int64_t verts, tris, kmin, kmax; };
+
+// Where outputs go. offsets[2 * row] / [2 * row + 1]: first vertex / triangle of each row (exclusive scan);
+// spans[2 * row] / [2 * row + 1]: the row's kmin / kmax from the count pass.
+struct EmitTarget {
+  const int64_t* offsets;
+  const int64_t* spans;
+  float* verts;     // [V, 3]
+  int64_t* faces;   // [F, 3]
+  float* normals;   // [V, 3] or nullptr
+  double origin[3], scale[3];  // world = origin + index * scale
+  bool flip;        // reverse winding (gradient_direction="ascent")
+};
+
+template <typename T>
+FK_HD RowCounts count_row(const Volume<T>& vol, int64_t i, int64_t j) {
+  using R = typename Volume<T>::R;
+  RowCounts c{0, 0, vol.nz, -1};
+  auto add_verts = [&](int64_t k, unsigned mask) {
+    if (!mask) return;
+    c.verts += popcount3(mask);
+    c.kmin = c.kmin < k ? c.kmin : k;
+    c.kmax = k;
+  };
+  if (i + 1 >= vol.nx || j + 1 >= vol.ny) {  // last row of a face: no cells, a plain walk
+    for (int64_t k = 0; k < vol.nz; ++k) add_verts(k, vol.edge_mask(i, j, k));
+    return c;
+  }
+  // Rolling window over the 2 x 2 column of rows (r = dx | dy << 1): four loads per step serve the cell's
+  // configuration and this row's edge tests; only crossing edges pay for the neighbour-cell check.
+  R lo[4], hi[4];
+  for (int r = 0; r < 4; ++r) lo[r] = vol.at(i + (r & 1), j + (r >> 1), 0);
+  for (int64_t k = 0; k < vol.nz; ++k) {
+    bool next = k + 1 < vol.nz;
+    if (next)
+      for (int r = 0; r < 4; ++r) hi[r] = vol.at(i + (r & 1), j + (r >> 1), k + 1);
+    bool in0 = lo[0] < vol.level;
+    unsigned maybe = unsigned((lo[1] < vol.level) != in0) | unsigned((lo[2] < vol.level) != in0) << 1 |
+                     unsigned(next && (hi[0] < vol.level) != in0) << 2;
+    if (maybe) {  // NaN compares false, so a NaN corner can look crossed: confirm with the full test
+      unsigned mask = 0;
+      for (int a = 0; a < 3; ++a)
+        if ((maybe >> a & 1u) && vol.edge_crosses(i, j, k, a)) mask |= 1u << a;
+      add_verts(k, mask);
+    }
+    if (next) {
+      int config = 0;
+      bool finite = true;
+      for (int r = 0; r < 4; ++r) {
+        finite = finite && is_finite(lo[r]) && is_finite(hi[r]);
+        config |= int(lo[r] < vol.level) << r | int(hi[r] < vol.level) << (r + 4);
+      }
+      if (finite && config > 0) c.tris += tri_count(config);
+      for (int r = 0; r < 4; ++r) lo[r] = hi[r];
+    }
+  }
+  return c;
+}
+
+template <typename T>
+FK_HD void emit_vertex(const Volume<T>& vol, const EmitTarget& out, int64_t id, int64_t i, int64_t j, int64_t k,
+                       int axis) {
+  using R = typename Volume<T>::R;
+  R v0 = vol.at(i, j, k), v1 = vol.at(i + (axis == 0), j + (axis == 1), k + (axis == 2));
+  R frac = (vol.level - v0) / (v1 - v0);  // v0 and v1 lie on opposite sides: never 0 / 0
+  R pos[3] = {R(i), R(j), R(k)};
+  pos[axis] += frac;
+  for (int d = 0; d < 3; ++d) out.verts[3 * id + d] = float(out.origin[d] + double(pos[d]) * out.scale[d]);
+  if (!out.normals) return;
+  // Outward normal (toward values >= level) in world space: grad / spacing, blended along the edge.
+  R g[3], norm2 = 0;
+  for (int d = 0; d < 3; ++d) {
+    R g0 = vol.gradient(i, j, k, d);
+    R g1 = vol.gradient(i + (axis == 0), j + (axis == 1), k + (axis == 2), d);
+    g[d] = (g0 + frac * (g1 - g0)) / R(out.scale[d]);
+    norm2 += g[d] * g[d];
+  }
+  R sign = out.flip ? R(-1) : R(1);
+  if (!(norm2 > R(0)) || !is_finite(norm2)) {  // flat or broken gradient: fall back to the crossed edge
+    for (int d = 0; d < 3; ++d) g[d] = d == axis ? (v1 > v0 ? R(1) : R(-1)) : R(0);
+    norm2 = 1;
+  }
+  R inv = R(1) / sqrt(norm2);
+  for (int d = 0; d < 3; ++d) out.normals[3 * id + d] = float(sign * g[d] * inv);
+}
+
+template <typename T>
+FK_HD void emit_row(const Volume<T>& vol, const EmitTarget& out, int64_t i, int64_t j) {
+  const int64_t row = i * vol.ny + j;
+  int64_t v = out.offsets[2 * row];
+  for (int64_t k = out.spans[2 * row]; k <= out.spans[2 * row + 1]; ++k) {
+    unsigned m = vol.edge_mask(i, j, k);
+    for (int axis = 0; axis < 3; ++axis)
+      if (m >> axis & 1u) emit_vertex(vol, out, v++, i, j, k, axis);
+  }
+  if (i + 1 >= vol.nx || j + 1 >= vol.ny) return;
+  // Walk the four rows around this row of cells (r = dx | dy << 1), tracking the id of the first vertex owned
+  // by the current point of each, so a cell's edge maps to its global vertex id without any lookup table.
+  // A cell with a triangle has a crossed edge owned by one of the four rows at k or k + 1, so only cells in
+  // [min kmin - 1, max kmax] can emit; no row owns a vertex before that start, so its first id is its offset.
+  int64_t base[4], kfirst = vol.nz, klast = -1;
+  unsigned mask_k[4], mask_k1[4];
+  for (int r = 0; r < 4; ++r) {
+    int64_t rr = (i + (r & 1)) * vol.ny + j + (r >> 1);
+    base[r] = out.offsets[2 * rr];
+    kfirst = out.spans[2 * rr] < kfirst ? out.spans[2 * rr] : kfirst;
+    klast = out.spans[2 * rr + 1] > klast ? out.spans[2 * rr + 1] : klast;
+  }
+  if (klast < 0) return;
+  kfirst = kfirst > 0 ? kfirst - 1 : 0;
+  klast = klast < vol.nz - 2 ? klast : vol.nz - 2;
+  for (int r = 0; r < 4; ++r) mask_k[r] = vol.edge_mask(i + (r & 1), j + (r >> 1), kfirst);
+  int64_t t = out.offsets[2 * row + 1];
+  for (int64_t k = kfirst; k <= klast; ++k) {
+    for (int r = 0; r < 4; ++r) mask_k1[r] = vol.edge_mask(i + (r & 1), j + (r >> 1), k + 1);
+    int config = vol.cell_config(i, j, k);
+    int ntri = config > 0 ? tri_count(config) : 0;
+    for (int n = 0; n < ntri; ++n, ++t) {
+      int64_t ids[3];
+      for (int c = 0; c < 3; ++c) {
+        int e = tri_edge(config, 3 * n + c), corner = edge_corner(e), axis = edge_axis(e);
+        int r = (corner & 1) | ((corner >> 1) & 1) << 1;
+        bool upper = (corner >> 2) & 1;  // the edge's owner point sits at k + 1
+        unsigned m = upper ? mask_k1[r] : mask_k[r];
+        int64_t b = upper ? base[r] + popcount3(mask_k[r]) : base[r];
+        ids[c] = b + popcount3(m & ((1u << axis) - 1u));
+      }
+      out.faces[3 * t] = ids[0];
+      out.faces[3 * t + 1] = out.flip ? ids[2] : ids[1];
+      out.faces[3 * t + 2] = out.flip ? ids[1] : ids[2];
+    }
+    for (int r = 0; r < 4; ++r) {
+      base[r] += popcount3(mask_k[r]);
+      mask_k[r] = mask_k1[r];
+    }
+  }
+}
+
+}  // namespace fk

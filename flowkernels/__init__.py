@@ -1,0 +1,11 @@
+"""flowkernels: fused GPU kernels for flow-matching 3D generative models.
+
+Importing the package never builds or loads the compiled marching-cubes extension; it is loaded on first use.
+"""
+from .flow_matching import flow_interpolate, flow_matching_loss
+from .marching_cubes import Mesh, marching_cubes
+from .ops.time_sampling import sample_time
+
+__version__ = "0.1.0"
+
+__all__ = ["flow_interpolate", "flow_matching_loss", "sample_time", "marching_cubes", "Mesh", "__version__"]

@@ -1,0 +1,44 @@
+"""Input validation at the Python boundary: every error names the offending argument."""
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_choice(name: str, value, choices):
+    """Normalise a string option (case-insensitive) and reject unknown names."""
+    key = value.lower() if isinstance(value, str) else value
+    if key not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {sorted(str(c) for c in choices)}")
+    return choices[key] if isinstance(choices, dict) else key
+
+
+def check_float_tensor(name: str, x, dtypes=FLOAT_DTYPES, min_ndim: int = 1) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in dtypes:
+        raise ValueError(f"{name} has dtype {x.dtype}; expected one of {list(dtypes)}")
+    if x.dim() < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_same_shape(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor):
+    if x.shape != ref.shape:
+        raise ValueError(f"{name} has shape {tuple(x.shape)} but {ref_name} has shape {tuple(ref.shape)}")
+    if x.device != ref.device:
+        raise ValueError(f"{name} is on {x.device} but {ref_name} is on {ref.device}")
+
+
+def check_per_sample(name: str, x, batch: int, device, dtypes=FLOAT_DTYPES + (torch.float64,)) -> torch.Tensor:
+    """A per-sample vector: shape [B] (or broadcastable [B, 1, ...]) on the data's device."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape [{batch}], got {type(x).__name__}")
+    if x.dtype not in dtypes:
+        raise ValueError(f"{name} has dtype {x.dtype}; expected a floating dtype")
+    if x.numel() != batch or (x.dim() > 0 and x.shape[0] != batch) or any(s != 1 for s in x.shape[1:]):
+        raise ValueError(f"{name} must hold one value per sample (shape [{batch}]), got shape {tuple(x.shape)}")
+    if x.device != torch.device(device):
+        raise ValueError(f"{name} is on {x.device} but the data is on {device}")
+    return x.reshape(batch)

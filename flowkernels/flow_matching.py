@@ -1,0 +1,103 @@
+"""Public functional API of the fused flow-matching training kernels."""
+from __future__ import annotations
+
+import torch
+
+from ._validation import check_choice, check_float_tensor, check_per_sample, check_same_shape
+from .ops import _launch
+from .ops.flow_coefficients import resolve_scheme
+from .ops.flow_interpolate import flow_interpolate_op
+from .ops.flow_loss import flow_loss_op
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _seed_tensor(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, torch.Tensor):
+        if seed.device.type != "cpu" or seed.numel() != 1 or seed.dtype.is_floating_point:
+            raise ValueError("seed must be a Python int or a one-element integer CPU tensor "
+                             "(a device tensor would need a host sync to read)")
+        return seed.reshape(()).to(torch.int64)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed} must lie in [0, 2**63)")
+    return torch.tensor(seed, dtype=torch.int64)
+
+
+def _check_common(x1, t, noise, seed):
+    check_float_tensor("x1", x1)
+    t = check_per_sample("t", t, x1.shape[0], x1.device)
+    if noise is not None:
+        check_float_tensor("noise", noise)
+        check_same_shape("noise", noise, "x1", x1)
+        if seed is not None:
+            raise ValueError("pass either noise or seed, not both")
+    elif seed is None:
+        raise ValueError("noise is None: pass a noise tensor or a seed for in-kernel noise")
+    for name, x in (("x1", x1), ("noise", noise), ("t", t)):
+        if x is not None and x.requires_grad:
+            raise ValueError(f"{name} requires grad, but flow-matching kernels differentiate w.r.t. the model "
+                             f"output only; pass {name}.detach()")
+    if x1.device.type == "cpu" and not torch.compiler.is_compiling() and t.numel():
+        if bool(((t < 0) | (t > 1) | torch.isnan(t)).any()):  # CPU only: free; on CUDA this would sync
+            raise ValueError("t has values outside [0, 1]")
+    return t
+
+
+def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, *, seed=None,
+                     convention: str = "sit", path: str | None = "linear", prediction: str = "velocity",
+                     sigma_min: float | None = None, return_target: bool = False, out_dtype=None,
+                     backend: str | None = None):
+    """Build x_t (and, with return_target=True, the regression target) from data x1, noise and t.
+
+    Noise is a tensor, or drawn inside the kernel from `seed` (Philox keyed by element index), in which case
+    `flow_matching_loss(..., seed=seed)` regenerates the same noise bit-exactly and nothing is stored.
+    Conventions: "sit"/"hunyuan3d" (path linear/gvp/vp, t=1 data), "trellis" (sigma_min=1e-5, t=0 data),
+    "sd3"/"diffusers" (sigma: t=0 data). Returns x_t, or (x_t, target).
+    """
+    t = _check_common(x1, t, noise, seed)
+    if convention in ("trellis", "sd3", "diffusers") and path == "linear":
+        path = None
+    scheme, pred_code, _, smin = resolve_scheme(convention, path, prediction, None, sigma_min)
+    out_dtype = x1.dtype if out_dtype is None else out_dtype
+    check_choice("out_dtype", out_dtype, {d: d for d in (torch.float32, torch.bfloat16, torch.float16)})
+    backend = _launch.resolve_backend(backend, x1.device)
+    xt, target = flow_interpolate_op(x1, noise, t, _seed_tensor(seed), scheme, pred_code, smin,
+                                     bool(return_target), out_dtype, backend)
+    return (xt, target) if return_target else xt
+
+
+def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None,
+                       *, seed=None, convention: str = "sit", path: str | None = "linear",
+                       prediction: str = "velocity", weighting: str | None = None, weight: torch.Tensor | None = None,
+                       sigma_min: float | None = None, reduction: str = "none", backend: str | None = None):
+    """Per-sample mean-flat flow-matching MSE of `pred` against the target rebuilt from (x1, noise|seed, t).
+
+    One fused pass computes the loss (fp32) and, when pred requires grad, d loss / d pred; backward only
+    scales it. `weighting` picks the convention's weighting ("velocity"/"likelihood" for SiT noise/score
+    models, "sigma_sqrt"/"cosmap" for SD3); `weight` multiplies an extra per-sample weight [B].
+    A t outside [0, 1] raises on CPU and gives a NaN loss for that sample on CUDA (checking would sync).
+    """
+    check_float_tensor("pred", pred)
+    t = _check_common(x1, t, noise, seed)
+    check_same_shape("pred", pred, "x1", x1)
+    if weight is not None:
+        weight = check_per_sample("weight", weight, x1.shape[0], x1.device)
+        if weight.requires_grad:
+            raise ValueError("weight requires grad; per-sample weights are treated as constants, pass weight.detach()")
+    reduction = check_choice("reduction", reduction, REDUCTIONS)
+    if convention in ("trellis", "sd3", "diffusers") and path == "linear":
+        path = None
+    scheme, pred_code, weight_code, smin = resolve_scheme(convention, path, prediction, weighting, sigma_min)
+    backend = _launch.resolve_backend(backend, pred.device)
+    compute_grad = pred.requires_grad and torch.is_grad_enabled()
+    loss, _ = flow_loss_op(pred, x1, noise, t, weight, _seed_tensor(seed), scheme, pred_code, weight_code, smin,
+                           compute_grad, backend)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss

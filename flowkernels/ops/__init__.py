@@ -1,0 +1,1 @@
+"""Kernels, one file per op (Triton kernel, host functions, custom op + autograd)."""

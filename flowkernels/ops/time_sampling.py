@@ -1,0 +1,52 @@
+"""Device-side time samplers: t is drawn where the data lives, with an optional torch.Generator, no host sync."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._validation import check_choice
+
+SAMPLERS = {"uniform": "uniform", "logit_normal": "logit_normal", "logitnormal": "logit_normal", "mode": "mode"}
+SHIFT_SENSES = {"sit": "sit", "sd3": "sd3"}
+
+
+def sample_time(batch_size: int, *, sampler: str = "uniform", device=None, generator=None,
+                t0: float = 0.0, t1: float = 1.0, mean: float = 0.0, std: float = 1.0,
+                mode_scale: float = 1.29, shift: float = 1.0, shift_sense: str = "sit",
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Draw per-sample times t of shape [batch_size].
+
+    sampler:
+      - "uniform": t ~ U(t0, t1).
+      - "logit_normal": t = sigmoid(mean + std * z), z ~ N(0, 1).
+      - "mode": SD3's mode sampling u <- 1 - u - m (cos^2(pi u / 2) - 1 + u), m = mode_scale.
+    shift (applied after sampling when != 1):
+      - shift_sense="sit" (Hunyuan3D-2.1): r = sqrt(shift); t <- r t / (1 + (r - 1) t); t is the data end
+        (t=1 data), so shift > 1 moves samples toward the data.
+      - shift_sense="sd3": t <- shift t / (1 + (shift - 1) t), t = sigma (t=1 noise): toward the noise.
+    """
+    if not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size={batch_size!r} must be a non-negative int")
+    sampler = check_choice("sampler", sampler, SAMPLERS)
+    sense = check_choice("shift_sense", shift_sense, SHIFT_SENSES)
+    if not (0.0 <= t0 <= t1 <= 1.0):
+        raise ValueError(f"t0={t0}, t1={t1} must satisfy 0 <= t0 <= t1 <= 1")
+    if std < 0:
+        raise ValueError(f"std={std} must be >= 0")
+    if not shift > 0:
+        raise ValueError(f"shift={shift} must be > 0")
+    if generator is not None and device is None:
+        device = generator.device
+    kw = dict(device=device, generator=generator, dtype=torch.float32)
+    if sampler == "uniform":
+        t = torch.rand(batch_size, **kw) * (t1 - t0) + t0
+    elif sampler == "logit_normal":
+        t = torch.sigmoid(torch.randn(batch_size, **kw) * std + mean)
+    else:
+        u = torch.rand(batch_size, **kw)
+        t = 1.0 - u - mode_scale * (torch.cos(math.pi * u / 2.0) ** 2 - 1.0 + u)
+    if shift != 1.0:
+        r = math.sqrt(shift) if sense == "sit" else shift
+        t = r * t / (1.0 + (r - 1.0) * t)
+    return t.to(dtype)
