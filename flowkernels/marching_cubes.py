@@ -33,6 +33,8 @@ def _as_tensor(grid):
         raise ValueError(f"grid must be a torch.Tensor or numpy.ndarray, got {type(grid).__name__}")
     if grid.dtype not in _DTYPE_CODES:
         raise ValueError(f"grid has dtype {grid.dtype}; expected float16, bfloat16, float32 or float64")
+    if grid.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"grid is on {grid.device}; marching cubes runs on CPU or CUDA tensors")
     return grid.detach(), False
 
 

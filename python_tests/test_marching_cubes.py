@@ -182,6 +182,7 @@ BAD = {
     "bounds-inverted": (lambda: fk.marching_cubes(torch.zeros(4, 4, 4), bounds=(1, -1)), "bounds"),
     "bounds-shape": (lambda: fk.marching_cubes(torch.zeros(4, 4, 4), bounds=[1, 2, 3]), "bounds"),
     "bounds-text": (lambda: fk.marching_cubes(torch.zeros(4, 4, 4), bounds="big"), "bounds"),
+    "meta-device": (lambda: fk.marching_cubes(torch.zeros(3, 3, 3, device="meta")), "grid"),
     "direction": (lambda: fk.marching_cubes(torch.zeros(4, 4, 4), gradient_direction="up"), "gradient_direction"),
 }
 
@@ -225,3 +226,16 @@ def test_import_never_loads_the_extension():
     import sys
     code = "import sys, flowkernels; assert 'flowkernels._C' not in sys.modules; print('ok')"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
+
+
+def test_cpu_only_build_explains_how_to_rebuild(monkeypatch):
+    from flowkernels import _backend
+
+    class CpuOnly:
+        @staticmethod
+        def cuda_built():
+            return False
+
+    monkeypatch.setattr(_backend, "_native", CpuOnly)
+    with pytest.raises(RuntimeError, match="FLOWKERNELS_CUDA=ON"):
+        _backend.require_cuda_build()
