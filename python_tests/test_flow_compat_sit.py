@@ -159,6 +159,7 @@ def _ddp_worker(rank, world, path, x1, t, x0, state):
     loss.backward()
     if rank == 0:
         torch.save([p.grad for p in model.parameters()], path + ".grads")
+    torch.distributed.barrier()  # no rank tears gloo down while another still uses it
     torch.distributed.destroy_process_group()
 
 
