@@ -4,6 +4,7 @@ See flowkernels/marching_cubes.md for the design (welding, ordering, NaN handlin
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import NamedTuple
@@ -75,11 +76,13 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
     device = grid.device
     nx, ny, nz = grid.shape
     rows = nx * ny
-    empty = Mesh(torch.empty((0, 3), dtype=torch.float32, device=device),
-                 torch.empty((0, 3), dtype=torch.int64, device=device),
-                 torch.empty((0, 3), dtype=torch.float32, device=device) if return_normals else None)
+    def empty():
+        return Mesh(torch.empty((0, 3), dtype=torch.float32, device=device),
+                    torch.empty((0, 3), dtype=torch.int64, device=device),
+                    torch.empty((0, 3), dtype=torch.float32, device=device) if return_normals else None)
+
     if grid.numel() == 0:
-        return empty
+        return empty()
     cuda = device.type == "cuda"
     if cuda:
         _backend.require_cuda_build()
@@ -88,14 +91,14 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
         stream = 0
     common = dict(cuda=cuda, dtype=_DTYPE_CODES[grid.dtype], data=grid.data_ptr(), shape=(nx, ny, nz),
                   strides=tuple(grid.stride()), level=level, stream=stream, num_threads=threads)
-    with torch.cuda.device(device) if cuda else _nullcontext():
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
         counts = torch.empty((rows, 2), dtype=torch.int64, device=device)
         spans = torch.empty((rows, 2), dtype=torch.int64, device=device)
         ext.mc_count(counts=counts.data_ptr(), spans=spans.data_ptr(), **common)
         inclusive = counts.cumsum(0)
         n_verts, n_faces = inclusive[-1].tolist()  # the one read-back: output sizes
         if n_faces == 0:
-            return empty
+            return empty()
         offsets = inclusive - counts
         verts = torch.empty((n_verts, 3), dtype=torch.float32, device=device)
         faces = torch.empty((n_faces, 3), dtype=torch.int64, device=device)
@@ -104,14 +107,6 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
                     normals=normals.data_ptr() if normals is not None else 0, origin=origin, scale=scale,
                     flip=flip, **common)
     return Mesh(verts, faces, normals)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction: str = "descent",

@@ -8,6 +8,7 @@ import torch
 
 import flowkernels as fk
 from flowkernels.compat import hunyuan3d, skimage as fk_skimage
+from flowkernels.mesh import export
 
 skimage = pytest.importorskip("skimage.measure")
 
@@ -79,18 +80,12 @@ def test_hunyuan_extractor_handles_nan_filled_grids():
 def test_export_round_trip(tmp_path, ext):
     trimesh = pytest.importorskip("trimesh")
     mesh = fk.marching_cubes(-blob(25), bounds=1.0)
-    path = fk_mesh_export(mesh, tmp_path / f"m{ext}")
+    path = export(mesh, str(tmp_path / f"m{ext}"))
     loaded = trimesh.load(path, force="mesh")
     assert loaded.is_watertight and abs(loaded.area - fk.mesh.to_trimesh(mesh).area) < 1e-3 * loaded.area
 
 
-def fk_mesh_export(mesh, path):
-    from flowkernels.mesh import export
-    return export(mesh, str(path))
-
-
 def test_export_rejects_unknown_format(tmp_path):
-    from flowkernels.mesh import export
     with pytest.raises(ValueError, match="path"):
         export(fk.marching_cubes(-blob(9)), str(tmp_path / "m.fbx"))
 
