@@ -5,7 +5,10 @@ Importing the package never builds or loads the compiled marching-cubes extensio
 from .flow_matching import flow_interpolate, flow_matching_loss
 from .marching_cubes import Mesh, marching_cubes
 from .ops.time_sampling import sample_time
+from . import sampling
+from .sampling import Guidance, sample_euler
 
 __version__ = "0.1.0"
 
-__all__ = ["flow_interpolate", "flow_matching_loss", "sample_time", "marching_cubes", "Mesh", "__version__"]
+__all__ = ["flow_interpolate", "flow_matching_loss", "sample_time", "marching_cubes", "Mesh", "sample_euler",
+           "Guidance", "sampling", "__version__"]

@@ -12,6 +12,11 @@ from .ops.flow_loss import flow_loss_op
 REDUCTIONS = ("none", "mean", "sum")
 
 
+def ragged_counts(offsets: torch.Tensor) -> torch.Tensor:
+    """Rows per sample, as float32, from offsets [B + 1] (on the device, no sync)."""
+    return (offsets[1:] - offsets[:-1]).to(torch.float32)
+
+
 def _seed_tensor(seed):
     if seed is None:
         return None
@@ -27,9 +32,36 @@ def _seed_tensor(seed):
     return torch.tensor(seed, dtype=torch.int64)
 
 
-def _check_common(x1, t, noise, seed):
+def _check_offsets(offsets, x1):
+    """offsets [B + 1] (int64 or int32) over the rows of a ragged x1 [N, C...]: named errors for what the host can
+    see; on CUDA the values are not read (a sync), and the kernels clamp them instead."""
+    if offsets is None:
+        return None
+    if not isinstance(offsets, torch.Tensor) or offsets.dim() != 1 or offsets.dtype not in (torch.int64, torch.int32):
+        raise ValueError("offsets must be a 1-D int64 tensor [B + 1] of row offsets "
+                         f"(got {getattr(offsets, 'dtype', type(offsets).__name__)}, "
+                         f"shape {tuple(getattr(offsets, 'shape', ()))})")
+    if offsets.numel() < 1:
+        raise ValueError("offsets must hold at least one value (B + 1 offsets for B samples)")
+    if offsets.device != x1.device:
+        raise ValueError(f"offsets is on {offsets.device} but x1 is on {x1.device}")
+    if x1.dim() < 2:
+        raise ValueError(f"with offsets, x1 must be [N_rows, C, ...], got shape {tuple(x1.shape)}")
+    if not x1.is_contiguous():
+        raise ValueError("with offsets, x1 must be contiguous (rows of a sparse tensor's feature matrix)")
+    offsets = offsets.to(torch.int64).contiguous()
+    if offsets.device.type == "cpu" and not torch.compiler.is_compiling():
+        if int(offsets[0]) != 0 or int(offsets[-1]) != x1.shape[0] or bool((offsets[1:] < offsets[:-1]).any()):
+            raise ValueError(f"offsets must rise from 0 to the number of rows of x1 ({x1.shape[0]}), got "
+                             f"{offsets.tolist()[:8]}{'...' if offsets.numel() > 8 else ''}")
+    return offsets
+
+
+def _check_common(x1, t, noise, seed, offsets=None):
     check_float_tensor("x1", x1)
-    t = check_per_sample("t", t, x1.shape[0], x1.device)
+    offsets = _check_offsets(offsets, x1)
+    batch = x1.shape[0] if offsets is None else offsets.numel() - 1
+    t = check_per_sample("t", t, batch, x1.device)
     if noise is not None:
         check_float_tensor("noise", noise)
         check_same_shape("noise", noise, "x1", x1)
@@ -44,28 +76,29 @@ def _check_common(x1, t, noise, seed):
     if x1.device.type == "cpu" and not torch.compiler.is_compiling() and t.numel():
         if bool(((t < 0) | (t > 1) | torch.isnan(t)).any()):  # CPU only: free; on CUDA this would sync
             raise ValueError("t has values outside [0, 1]")
-    return t
+    return t, offsets
 
 
 def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, *, seed=None,
                      convention: str = "sit", path: str | None = "linear", prediction: str = "velocity",
                      sigma_min: float | None = None, return_target: bool = False, out_dtype=None,
-                     backend: str | None = None):
+                     offsets: torch.Tensor | None = None, backend: str | None = None):
     """Build x_t (and, with return_target=True, the regression target) from data x1, noise and t.
 
     Noise is a tensor, or drawn inside the kernel from `seed` (Philox keyed by element index), in which case
     `flow_matching_loss(..., seed=seed)` regenerates the same noise bit-exactly and nothing is stored.
     Conventions: "sit"/"hunyuan3d" (path linear/gvp/vp, t=1 data), "trellis" (sigma_min=1e-5, t=0 data),
     "sd3"/"diffusers" (sigma: t=0 data). Returns x_t, or (x_t, target).
+    Sparse latents: x1 [N_rows, C] with `offsets` [B + 1]; t [B] is broadcast to each sample's rows in-kernel.
     """
-    t = _check_common(x1, t, noise, seed)
+    t, offsets = _check_common(x1, t, noise, seed, offsets)
     if convention in ("trellis", "sd3", "diffusers") and path == "linear":
         path = None
     scheme, pred_code, _, smin = resolve_scheme(convention, path, prediction, None, sigma_min)
     out_dtype = x1.dtype if out_dtype is None else out_dtype
     check_choice("out_dtype", out_dtype, {d: d for d in (torch.float32, torch.bfloat16, torch.float16)})
     backend = _launch.resolve_backend(backend, x1.device)
-    xt, target = flow_interpolate_op(x1, noise, t, _seed_tensor(seed), scheme, pred_code, smin,
+    xt, target = flow_interpolate_op(x1, noise, t, _seed_tensor(seed), offsets, scheme, pred_code, smin,
                                      bool(return_target), out_dtype, backend)
     return (xt, target) if return_target else xt
 
@@ -73,19 +106,23 @@ def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | No
 def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None,
                        *, seed=None, convention: str = "sit", path: str | None = "linear",
                        prediction: str = "velocity", weighting: str | None = None, weight: torch.Tensor | None = None,
-                       sigma_min: float | None = None, reduction: str = "none", backend: str | None = None):
+                       sigma_min: float | None = None, reduction: str = "none", offsets: torch.Tensor | None = None,
+                       backend: str | None = None):
     """Per-sample mean-flat flow-matching MSE of `pred` against the target rebuilt from (x1, noise|seed, t).
 
     One fused pass computes the loss (fp32) and, when pred requires grad, d loss / d pred; backward only
     scales it. `weighting` picks the convention's weighting ("velocity"/"likelihood" for SiT noise/score
     models, "sigma_sqrt"/"cosmap" for SD3); `weight` multiplies an extra per-sample weight [B].
     A t outside [0, 1] raises on CPU and gives a NaN loss for that sample on CUDA (checking would sync).
+    Sparse latents: `offsets` [B + 1] over the rows of pred/x1 [N_rows, C]; "none" gives each sample's mean over
+    its rows (NaN for a sample with no rows), "mean" the mean over all elements (samples with more rows weigh more,
+    as TRELLIS's SparseFlowMatchingTrainer), "sum" the sum of the per-sample means.
     """
     check_float_tensor("pred", pred)
-    t = _check_common(x1, t, noise, seed)
+    t, offsets = _check_common(x1, t, noise, seed, offsets)
     check_same_shape("pred", pred, "x1", x1)
     if weight is not None:
-        weight = check_per_sample("weight", weight, x1.shape[0], x1.device)
+        weight = check_per_sample("weight", weight, t.shape[0], x1.device)
         if weight.requires_grad:
             raise ValueError("weight requires grad; per-sample weights are treated as constants, pass weight.detach()")
     reduction = check_choice("reduction", reduction, REDUCTIONS)
@@ -94,8 +131,12 @@ def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, no
     scheme, pred_code, weight_code, smin = resolve_scheme(convention, path, prediction, weighting, sigma_min)
     backend = _launch.resolve_backend(backend, pred.device)
     compute_grad = pred.requires_grad and torch.is_grad_enabled()
-    loss, _ = flow_loss_op(pred, x1, noise, t, weight, _seed_tensor(seed), scheme, pred_code, weight_code, smin,
-                           compute_grad, backend)
+    loss, _ = flow_loss_op(pred, x1, noise, t, weight, _seed_tensor(seed), offsets, scheme, pred_code, weight_code,
+                           smin, compute_grad, backend)
+    if offsets is not None:
+        if reduction == "mean":
+            return loss.sum() / pred.numel()
+        loss = loss / (ragged_counts(offsets) * pred[0].numel() if pred.shape[0] else 1)
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":

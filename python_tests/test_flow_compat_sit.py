@@ -114,11 +114,19 @@ def test_opcheck(backend):
     t = torch.rand(3, device=DEVICE)
     pred = torch.randn(3, 4, 5, device=DEVICE, requires_grad=True)
     seed = torch.tensor(7)
-    torch.library.opcheck(flow_loss_op, (pred, x1, None, t, None, seed, 0, 0, 0, 0.0, True, backend))
-    torch.library.opcheck(flow_loss_op, (pred, x1, torch.randn_like(x1), t, t + 1, None, 2, 2, 1, 0.0, True,
+    torch.library.opcheck(flow_loss_op, (pred, x1, None, t, None, seed, None, 0, 0, 0, 0.0, True, backend))
+    torch.library.opcheck(flow_loss_op, (pred, x1, torch.randn_like(x1), t, t + 1, None, None, 2, 2, 1, 0.0, True,
                                          backend))
-    torch.library.opcheck(flow_interpolate_op, (x1, None, t, seed, 0, 0, 0.0, True, torch.float32, backend))
-    torch.library.opcheck(scale_rows_op, (torch.randn(3, 4, 5, device=DEVICE), t, backend))
+    torch.library.opcheck(flow_interpolate_op, (x1, None, t, seed, None, 0, 0, 0.0, True, torch.float32, backend))
+    torch.library.opcheck(scale_rows_op, (torch.randn(3, 4, 5, device=DEVICE), t, None, backend))
+    # ragged rows (sparse latents): 3 samples over 7 rows, one of them empty
+    offsets = torch.tensor([0, 4, 4, 7], device=DEVICE)
+    feats = torch.randn(7, 8, device=DEVICE)
+    pred_r = torch.randn(7, 8, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(flow_loss_op, (pred_r, feats, None, t, None, seed, offsets, 3, 0, 0, 1e-5, True, backend))
+    torch.library.opcheck(flow_interpolate_op, (feats, None, t, seed, offsets, 3, 0, 1e-5, False, torch.float32,
+                                                backend))
+    torch.library.opcheck(scale_rows_op, (torch.randn(7, 8, device=DEVICE), t, offsets, backend))
 
 
 def test_torch_compile_fullgraph_training_step():

@@ -180,7 +180,7 @@ def test_t_out_of_range_poisons_loss_in_kernel():
     from flowkernels.ops.flow_loss import flow_loss_op
     pred, x1, noise, _ = make_inputs((3, 8), torch.float32, torch.float32)
     t = torch.tensor([0.5, 1.5, -0.1], device=DEVICE)
-    loss, _ = flow_loss_op(pred, x1, noise, t, None, None, 0, 0, 0, 0.0, False, "triton")
+    loss, _ = flow_loss_op(pred, x1, noise, t, None, None, None, 0, 0, 0, 0.0, False, "triton")
     assert torch.isfinite(loss[0]) and torch.isnan(loss[1:]).all()
 
 

@@ -1,4 +1,5 @@
-"""Drop-in for Hunyuan3D-2.1's `MCSurfaceExtractor` (hy3dshape.models.autoencoders.surface_extractors).
+"""Drop-ins for Hunyuan3D-2.1: `MCSurfaceExtractor` (hy3dshape.models.autoencoders.surface_extractors) and
+`FlowMatchingSampler`, the denoising loop of Hunyuan3DDiTFlowMatchingPipeline.__call__.
 
 Differences from the original: extraction runs on the grid's device (CPU or CUDA) instead of scikit-image on
 the CPU; vertices use the correct step (hi - lo) / (n - 1) (the original divides by n, shrinking the mesh by
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from ..marching_cubes import marching_cubes
+from ..sampling import Guidance, hunyuan_timesteps, sample_euler
 
 
 class Latent2MeshOutput:
@@ -52,3 +54,46 @@ class MCSurfaceExtractor:
                 verts, faces = verts.cpu().numpy(), faces.cpu().numpy()
             outputs.append(Latent2MeshOutput(mesh_v=verts, mesh_f=faces))
         return outputs
+
+
+class FlowMatchingSampler:
+    """Hunyuan3D-2.1's flow-matching sampling loop (t: 0 noise → 1 data) on the fused guided step.
+
+    sample(model, latents, cond) calls model(x, t, cond, guidance=guidance_embed) with x = [latents; latents] and
+    t in [0, 1] when guidance_scale >= 0 (cond must then hold [cond; uncond], as the pipeline's encode_cond
+    builds it) and v = v_u + w (v_c − v_u); the update is x ← x + (t_next − t) v in fp32.
+
+    fix_final_step=True (default) spends every one of the `num_inference_steps` model calls on a real step
+    (grid linspace(0, 1, N + 1)); fix_final_step=False reproduces the original grid linspace(0, 1, N) + [1.0],
+    whose last model call has dt = 0.
+    """
+
+    def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, fix_final_step: bool = True,
+                 backend=None):
+        if not shift > 0:
+            raise ValueError(f"shift={shift!r} must be > 0")
+        self.num_train_timesteps = num_train_timesteps
+        self.shift = shift
+        self.fix_final_step = fix_final_step
+        self.backend = backend
+
+    def timesteps(self, num_inference_steps: int) -> list:
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an integer >= 1")
+        return hunyuan_timesteps(num_inference_steps, self.shift, self.fix_final_step)
+
+    @torch.no_grad()
+    def sample(self, model, latents: torch.Tensor, cond, *, num_inference_steps: int = 50,
+               guidance_scale: float = 5.0, guidance=None, enable_pbar: bool = True, cuda_graph: bool = False,
+               callback=None):
+        ts = self.timesteps(num_inference_steps)
+        scale = float(self.num_train_timesteps)
+
+        def model_fn(x, t):
+            # the pipeline passes (σ·1000 in fp32 → latents dtype) / 1000
+            t = (t * scale).to(x.dtype) / scale
+            return model(x, t, cond, guidance=guidance)
+
+        cfg = Guidance(scale=guidance_scale, formula="cfg") if guidance_scale >= 0 else None
+        return sample_euler(model_fn, latents, ts, guidance=cfg, convention="sit", verbose=enable_pbar,
+                            cuda_graph=cuda_graph, callback=callback, backend=self.backend)

@@ -6,6 +6,7 @@ import os
 
 import torch
 import triton
+import triton.language as tl
 
 BLOCK = 1024          # elements per tile on the GPU
 BLOCK_INTERPRET = 8192  # the interpreter pays per tile, not per element: bigger tiles run faster on CPU
@@ -55,6 +56,25 @@ def grid_for(B: int, M: int, device: torch.device) -> tuple[int, int, int]:
     return chunks, span, tile
 
 
+def layout(x: torch.Tensor, offsets) -> tuple[int, int, bool]:
+    """(samples, elements per sample (dense) or per row (ragged), ragged?) of a per-sample tensor."""
+    if offsets is None:
+        return x.shape[0], (x[0].numel() if x.shape[0] else 0), False
+    return offsets.shape[0] - 1, (x[0].numel() if x.shape[0] else 0), True
+
+
+def mean_sample_size(x: torch.Tensor, B: int, M: int, ragged: bool) -> int:
+    """Elements per sample, on average for ragged batches (sizes the grid without reading the offsets)."""
+    return triton.cdiv(x.numel(), max(B, 1)) if ragged else M
+
+
+def sample_index(offsets: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """The sample each row belongs to (torch path of ragged batches), without a host sync."""
+    counts = offsets[1:] - offsets[:-1]
+    return torch.repeat_interleave(torch.arange(counts.shape[0], device=offsets.device), counts,
+                                   output_size=n_rows)
+
+
 def seed_value(seed) -> int:
     """Seeds travel as CPU int64 tensors through the custom ops (no recompiles, no device sync)."""
     return int(seed.item()) if isinstance(seed, torch.Tensor) else int(seed)
@@ -65,3 +85,26 @@ def seeded_noise_torch(seed: int, shape, device) -> torch.Tensor:
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+
+
+@triton.jit
+def sample_extent(offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED: tl.constexpr, BLOCK: tl.constexpr):
+    """Where program (row, chunk) works, as (first element of the sample in a contiguous buffer, the sample's
+    element count, the chunk's first element, the chunk's length), all int64.
+
+    Dense: every sample has M elements. Ragged: sample `row` is rows offsets[row]:offsets[row + 1] of a [N, M]
+    buffer (sparse latents); its chunk length is derived here, so the host never needs the row counts. Offsets
+    are clamped to [0, n_rows] and made non-decreasing, so bad offsets on the device (which the host cannot check
+    without a sync) give wrong sums, never out-of-bounds accesses."""
+    if RAGGED:
+        r0 = tl.minimum(tl.maximum(tl.load(offsets_ptr + row), 0), n_rows)
+        r1 = tl.minimum(tl.maximum(tl.load(offsets_ptr + row + 1), r0), n_rows)
+        base = r0 * M
+        n = (r1 - r0) * M
+        chunk_len = tl.cdiv(tl.cdiv(n, n_chunks), BLOCK) * BLOCK
+    else:
+        zero = tl.full([], 0, tl.int64)
+        base = row * M + zero
+        n = M + zero
+        chunk_len = span + zero
+    return base, n, chunk * chunk_len, chunk_len

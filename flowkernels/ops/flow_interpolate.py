@@ -13,51 +13,64 @@ from .flow_coefficients import coefficients_torch, flow_coefficients
 
 @triton.jit
 def _flow_interpolate_kernel(
-    x1_ptr, noise_ptr, t_ptr, xt_ptr, target_ptr, seed,
-    M, span, stride_x1, stride_noise, stride_t, sigma_min,
+    x1_ptr, noise_ptr, t_ptr, offsets_ptr, n_rows, xt_ptr, target_ptr, seed,
+    M, span, n_chunks, stride_x1, stride_noise, stride_t, sigma_min,
     SCHEME: tl.constexpr, PREDICTION: tl.constexpr, HAS_NOISE: tl.constexpr, WRITE_TARGET: tl.constexpr,
-    BLOCK: tl.constexpr,
+    RAGGED: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    lo = tl.program_id(1).to(tl.int64) * span
+    base, n_el, lo, chunk_len = _launch.sample_extent(
+        offsets_ptr, n_rows, row, tl.program_id(1), M, span, n_chunks, RAGGED, BLOCK)
+    if RAGGED:  # t is broadcast to the sample's rows here: no per-row t buffer, no loop over the batch
+        x1_base, noise_base = base, base
+    else:
+        x1_base, noise_base = row * stride_x1, row * stride_noise
     t = tl.load(t_ptr + row * stride_t).to(tl.float64)  # per-sample scalars in fp64: one rounding each
     a, b, p, cD, cN, w = flow_coefficients(t, sigma_min, SCHEME, PREDICTION, 0)
     a = a.to(tl.float32)
     b = b.to(tl.float32)
     tD = (-cD / p).to(tl.float32)
     tN = (-cN / p).to(tl.float32)
-    for start in range(0, span, BLOCK):
+    for start in range(0, chunk_len, BLOCK):
         offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
-        mask = offs < M
-        d = tl.load(x1_ptr + row * stride_x1 + offs, mask=mask, other=0.0).to(tl.float32)
+        mask = offs < n_el
+        d = tl.load(x1_ptr + x1_base + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_NOISE:
-            n = tl.load(noise_ptr + row * stride_noise + offs, mask=mask, other=0.0).to(tl.float32)
+            n = tl.load(noise_ptr + noise_base + offs, mask=mask, other=0.0).to(tl.float32)
         else:
-            n = tl.randn(seed, row * M + offs)  # Philox keyed by the flat index: the loss regenerates it
-        tl.store(xt_ptr + row * M + offs, (a * d + b * n).to(xt_ptr.dtype.element_ty), mask=mask)
+            n = tl.randn(seed, base + offs)  # Philox keyed by the flat index: the loss regenerates it
+        tl.store(xt_ptr + base + offs, (a * d + b * n).to(xt_ptr.dtype.element_ty), mask=mask)
         if WRITE_TARGET:
             tgt = tD * d + tN * n
-            tl.store(target_ptr + row * M + offs, tgt.to(target_ptr.dtype.element_ty), mask=mask)
+            tl.store(target_ptr + base + offs, tgt.to(target_ptr.dtype.element_ty), mask=mask)
 
 
-def _interpolate_triton(x1, noise, t, seed, scheme, prediction, sigma_min, xt, target):
-    B, M = x1.shape[0], x1[0].numel() if x1.shape[0] else 0
-    if B == 0 or M == 0:
+def _interpolate_triton(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target):
+    B, M, ragged = _launch.layout(x1, offsets)
+    if B == 0 or x1.numel() == 0:
         return
-    x1, sx = _launch.rows(x1)
-    noise_arg, sn = _launch.rows(noise) if noise is not None else (x1, 0)
-    chunks, span, tile = _launch.grid_for(B, M, x1.device)
+    if ragged:
+        sx = sn = 0
+        noise_arg = noise if noise is not None else x1
+    else:
+        x1, sx = _launch.rows(x1)
+        noise_arg, sn = _launch.rows(noise) if noise is not None else (x1, 0)
+    chunks, span, tile = _launch.grid_for(B, _launch.mean_sample_size(x1, B, M, ragged), x1.device)
     _flow_interpolate_kernel[(B, chunks)](
-        x1, noise_arg, t, xt, target if target.numel() else xt, _launch.seed_value(seed) if noise is None else 0,
-        M, span, sx, sn, t.stride(0), sigma_min,
+        x1, noise_arg, t, offsets if ragged else t, x1.shape[0], xt, target if target.numel() else xt,
+        _launch.seed_value(seed) if noise is None else 0,
+        M, span, chunks, sx, sn, t.stride(0), sigma_min,
         SCHEME=scheme, PREDICTION=prediction, HAS_NOISE=noise is not None, WRITE_TARGET=target.numel() > 0,
-        BLOCK=tile, num_warps=4)
+        RAGGED=ragged, BLOCK=tile, num_warps=4)
 
 
-def _interpolate_torch(x1, noise, t, seed, scheme, prediction, sigma_min, xt, target):
+def _interpolate_torch(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target):
     if noise is None:
         noise = _launch.seeded_noise_torch(_launch.seed_value(seed), x1.shape, x1.device)
     a, b, p, cD, cN, _ = coefficients_torch(t, sigma_min, scheme, prediction, 0)
+    if offsets is not None:
+        index = _launch.sample_index(offsets, x1.shape[0])
+        a, b, p, cD, cN = (c[index] for c in (a, b, p, cD, cN))
     view = (-1,) + (1,) * (x1.dim() - 1)
     d, n = x1.float(), noise.float()
     xt.copy_(a.float().view(view) * d + b.float().view(view) * n)
@@ -68,16 +81,17 @@ def _interpolate_torch(x1, noise, t, seed, scheme, prediction, sigma_min, xt, ta
 @torch.library.custom_op("flowkernels::flow_interpolate", mutates_args=())
 def flow_interpolate_op(
     x1: torch.Tensor, noise: Optional[torch.Tensor], t: torch.Tensor, seed: Optional[torch.Tensor],
-    scheme: int, prediction: int, sigma_min: float, write_target: bool, out_dtype: torch.dtype, backend: str,
+    offsets: Optional[torch.Tensor], scheme: int, prediction: int, sigma_min: float, write_target: bool,
+    out_dtype: torch.dtype, backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xt = torch.empty(x1.shape, dtype=out_dtype, device=x1.device)
     target = torch.empty(x1.shape if write_target else (0,), dtype=out_dtype, device=x1.device)
     impl = _interpolate_triton if backend == "triton" else _interpolate_torch
-    impl(x1, noise, t, seed, scheme, prediction, sigma_min, xt, target)
+    impl(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target)
     return xt, target
 
 
 @flow_interpolate_op.register_fake
-def _(x1, noise, t, seed, scheme, prediction, sigma_min, write_target, out_dtype, backend):
+def _(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, write_target, out_dtype, backend):
     xt = x1.new_empty(x1.shape, dtype=out_dtype)
     return xt, x1.new_empty(x1.shape if write_target else (0,), dtype=out_dtype)

@@ -18,14 +18,19 @@ from .flow_coefficients import coefficients_torch, flow_coefficients
 
 @triton.jit
 def _flow_loss_kernel(
-    pred_ptr, x1_ptr, noise_ptr, t_ptr, weight_ptr, partial_ptr, grad_ptr, seed,
+    pred_ptr, x1_ptr, noise_ptr, t_ptr, weight_ptr, offsets_ptr, n_rows, partial_ptr, grad_ptr, seed,
     M, span, n_chunks, stride_pred, stride_x1, stride_noise, stride_t, stride_w, sigma_min,
     SCHEME: tl.constexpr, PREDICTION: tl.constexpr, WEIGHTING: tl.constexpr, HAS_NOISE: tl.constexpr,
-    HAS_WEIGHT: tl.constexpr, COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, COMPUTE_GRAD: tl.constexpr, RAGGED: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
-    lo = chunk.to(tl.int64) * span
+    base, n_el, lo, chunk_len = _launch.sample_extent(
+        offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED, BLOCK)
+    if RAGGED:  # contiguous [N, C] buffers; the loss is a per-sample sum (the caller divides by its count)
+        pred_base, x1_base, noise_base = base, base, base
+    else:
+        pred_base, x1_base, noise_base = row * stride_pred, row * stride_x1, row * stride_noise
     # per-sample scalars in fp64 (a few flops per program) so the weights add no fp32 rounding error
     t = tl.load(t_ptr + row * stride_t).to(tl.float64)
     a, b, p, cD, cN, w = flow_coefficients(t, sigma_min, SCHEME, PREDICTION, WEIGHTING)
@@ -33,125 +38,145 @@ def _flow_loss_kernel(
         w = w * tl.load(weight_ptr + row * stride_w).to(tl.float64)
     # t outside [0, 1] poisons the loss instead of a host-side check (which would need a sync)
     w = tl.where((t >= 0.0) & (t <= 1.0), w, float("nan"))
-    w_over_m = w / M  # fp64 scalar
+    if RAGGED:
+        w_over_m = w
+    else:
+        w_over_m = w / M  # fp64 scalar
     grad_scale = (2.0 * w_over_m * p).to(tl.float32)
     p = p.to(tl.float32)
     cD = cD.to(tl.float32)
     cN = cN.to(tl.float32)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, span, BLOCK):
+    for start in range(0, chunk_len, BLOCK):
         offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
-        mask = offs < M
-        o = tl.load(pred_ptr + row * stride_pred + offs, mask=mask, other=0.0).to(tl.float32)
-        d = tl.load(x1_ptr + row * stride_x1 + offs, mask=mask, other=0.0).to(tl.float32)
+        mask = offs < n_el
+        o = tl.load(pred_ptr + pred_base + offs, mask=mask, other=0.0).to(tl.float32)
+        d = tl.load(x1_ptr + x1_base + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_NOISE:
-            n = tl.load(noise_ptr + row * stride_noise + offs, mask=mask, other=0.0).to(tl.float32)
+            n = tl.load(noise_ptr + noise_base + offs, mask=mask, other=0.0).to(tl.float32)
         else:
-            n = tl.randn(seed, row * M + offs)  # the same stream flow_interpolate drew
+            n = tl.randn(seed, base + offs)  # the same stream flow_interpolate drew
         r = p * o + cD * d + cN * n
         r = tl.where(mask, r, 0.0)
         acc += r * r
         if COMPUTE_GRAD:
-            tl.store(grad_ptr + row * M + offs, (grad_scale * r).to(grad_ptr.dtype.element_ty), mask=mask)
+            tl.store(grad_ptr + base + offs, (grad_scale * r).to(grad_ptr.dtype.element_ty), mask=mask)
     tl.store(partial_ptr + row * n_chunks + chunk, (tl.sum(acc, axis=0).to(tl.float64) * w_over_m).to(tl.float32))
 
 
 @triton.jit
-def _scale_rows_kernel(grad_ptr, scale_ptr, out_ptr, M, span, stride_scale, BLOCK: tl.constexpr):
+def _scale_rows_kernel(grad_ptr, scale_ptr, offsets_ptr, n_rows, out_ptr, M, span, n_chunks, stride_scale,
+                       RAGGED: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
-    lo = tl.program_id(1).to(tl.int64) * span
+    base, n_el, lo, chunk_len = _launch.sample_extent(
+        offsets_ptr, n_rows, row, tl.program_id(1), M, span, n_chunks, RAGGED, BLOCK)
     s = tl.load(scale_ptr + row * stride_scale).to(tl.float32)
-    for start in range(0, span, BLOCK):
+    for start in range(0, chunk_len, BLOCK):
         offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
-        mask = offs < M
-        g = tl.load(grad_ptr + row * M + offs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(out_ptr + row * M + offs, (g * s).to(out_ptr.dtype.element_ty), mask=mask)
+        mask = offs < n_el
+        g = tl.load(grad_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + base + offs, (g * s).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _loss_triton(pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, grad):
-    B, M = pred.shape[0], pred[0].numel()
-    pred, sp = _launch.rows(pred)
-    x1, sx = _launch.rows(x1)
-    noise_arg, sn = _launch.rows(noise) if noise is not None else (x1, 0)
-    chunks, span, tile = _launch.grid_for(B, M, pred.device)
+def _loss_triton(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad):
+    B, M, ragged = _launch.layout(pred, offsets)
+    if ragged:
+        sp = sx = sn = 0
+        noise_arg = noise if noise is not None else x1
+    else:
+        pred, sp = _launch.rows(pred)
+        x1, sx = _launch.rows(x1)
+        noise_arg, sn = _launch.rows(noise) if noise is not None else (x1, 0)
+    chunks, span, tile = _launch.grid_for(B, _launch.mean_sample_size(pred, B, M, ragged), pred.device)
     partial = torch.empty((B, chunks), dtype=torch.float32, device=pred.device)
     _flow_loss_kernel[(B, chunks)](
-        pred, x1, noise_arg, t, weight if weight is not None else t, partial, grad if grad.numel() else partial,
-        _launch.seed_value(seed) if noise is None else 0,
+        pred, x1, noise_arg, t, weight if weight is not None else t, offsets if ragged else t, pred.shape[0], partial,
+        grad if grad.numel() else partial, _launch.seed_value(seed) if noise is None else 0,
         M, span, chunks, sp, sx, sn, t.stride(0), weight.stride(0) if weight is not None else 0, sigma_min,
         SCHEME=scheme, PREDICTION=prediction, WEIGHTING=weighting, HAS_NOISE=noise is not None,
-        HAS_WEIGHT=weight is not None, COMPUTE_GRAD=grad.numel() > 0, BLOCK=tile, num_warps=4)
+        HAS_WEIGHT=weight is not None, COMPUTE_GRAD=grad.numel() > 0, RAGGED=ragged, BLOCK=tile, num_warps=4)
     return partial[:, 0] if chunks == 1 else partial.sum(dim=1)
 
 
-def _loss_torch(pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, grad):
+def _loss_torch(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad):
+    B, M, ragged = _launch.layout(pred, offsets)
     if noise is None:
         noise = _launch.seeded_noise_torch(_launch.seed_value(seed), x1.shape, x1.device)
     a, b, p, cD, cN, w = coefficients_torch(t, sigma_min, scheme, prediction, weighting)
     if weight is not None:
         w = w * weight.double()
     w = torch.where((t >= 0) & (t <= 1), w, torch.full_like(w, float("nan")))
+    index = _launch.sample_index(offsets, pred.shape[0]) if ragged else None
+    per_row = (lambda c: c[index]) if ragged else (lambda c: c)
     view = (-1,) + (1,) * (pred.dim() - 1)
-    p32, cD32, cN32 = (c.float().view(view) for c in (p, cD, cN))
+    p32, cD32, cN32 = (per_row(c).float().view(view) for c in (p, cD, cN))
     r = p32 * pred.float() + cD32 * x1.float() + cN32 * noise.float()
-    M = pred[0].numel()
+    norm = 1.0 if ragged else 1.0 / M  # ragged: per-sample sums (the caller divides by the row counts)
     if grad.numel():
-        grad.copy_(((2.0 / M) * w * p).float().view(view) * r)
-    return (w * r.square().reshape(pred.shape[0], -1).mean(dim=1)).float()
+        grad.copy_(per_row(2.0 * norm * w * p).float().view(view) * r)
+    sq = r.square().reshape(pred.shape[0], -1).sum(dim=1)
+    if ragged:
+        sq = torch.zeros(B, dtype=sq.dtype, device=sq.device).index_add_(0, index, sq)
+    return (w * norm * sq.double()).float()
 
 
 @torch.library.custom_op("flowkernels::flow_matching_loss", mutates_args=())
 def flow_loss_op(
     pred: torch.Tensor, x1: torch.Tensor, noise: Optional[torch.Tensor], t: torch.Tensor,
-    weight: Optional[torch.Tensor], seed: Optional[torch.Tensor], scheme: int, prediction: int, weighting: int,
-    sigma_min: float, compute_grad: bool, backend: str,
+    weight: Optional[torch.Tensor], seed: Optional[torch.Tensor], offsets: Optional[torch.Tensor], scheme: int,
+    prediction: int, weighting: int, sigma_min: float, compute_grad: bool, backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    B = pred.shape[0]
+    """Dense: per-sample weighted means [B]. Ragged (offsets [B + 1] over the rows of pred): per-sample weighted
+    sums, and a gradient of those sums."""
+    B, M, ragged = _launch.layout(pred, offsets)
     grad = torch.empty(pred.shape if compute_grad else (0,), dtype=pred.dtype, device=pred.device)
-    if B == 0 or pred[0].numel() == 0:  # mean over zero elements is NaN, as in torch
-        return torch.full((B,), float("nan"), device=pred.device), grad.zero_()
+    if B == 0 or pred.numel() == 0:  # a mean over zero elements is NaN, as in torch; a sum is 0
+        return torch.full((B,), 0.0 if ragged else float("nan"), device=pred.device), grad.zero_()
     impl = _loss_triton if backend == "triton" else _loss_torch
-    loss = impl(pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, grad)
+    loss = impl(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad)
     return loss, grad
 
 
 @flow_loss_op.register_fake
-def _(pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, compute_grad, backend):
+def _(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, compute_grad, backend):
     grad = pred.new_empty(pred.shape if compute_grad else (0,))
-    return pred.new_empty((pred.shape[0],), dtype=torch.float32), grad
+    return pred.new_empty((t.shape[0],), dtype=torch.float32), grad
 
 
 @torch.library.custom_op("flowkernels::scale_rows", mutates_args=())
-def scale_rows_op(grad: torch.Tensor, row_scale: torch.Tensor, backend: str) -> torch.Tensor:
-    """out[b, ...] = grad[b, ...] * row_scale[b], computed in fp32 and stored in grad's dtype."""
+def scale_rows_op(grad: torch.Tensor, row_scale: torch.Tensor, offsets: Optional[torch.Tensor],
+                  backend: str) -> torch.Tensor:
+    """out[b, ...] = grad[b, ...] * row_scale[b] (ragged: rows offsets[b]:offsets[b+1] of sample b), computed in
+    fp32 and stored in grad's dtype."""
     out = torch.empty_like(grad, memory_format=torch.contiguous_format)
-    B = grad.shape[0]
+    B, M, ragged = _launch.layout(grad, offsets)
     if B == 0 or grad.numel() == 0:
         return out
     if backend != "triton":
-        view = (-1,) + (1,) * (grad.dim() - 1)
-        return out.copy_(grad.float() * row_scale.float().view(view))
-    M = grad[0].numel()
-    chunks, span, tile = _launch.grid_for(B, M, grad.device)
-    _scale_rows_kernel[(B, chunks)](grad, row_scale, out, M, span, row_scale.stride(0), BLOCK=tile, num_warps=4)
+        scale = row_scale.float()[_launch.sample_index(offsets, grad.shape[0])] if ragged else row_scale.float()
+        return out.copy_(grad.float() * scale.view((-1,) + (1,) * (grad.dim() - 1)))
+    chunks, span, tile = _launch.grid_for(B, _launch.mean_sample_size(grad, B, M, ragged), grad.device)
+    _scale_rows_kernel[(B, chunks)](grad, row_scale, offsets if ragged else row_scale, grad.shape[0], out, M, span, chunks,
+                                    row_scale.stride(0), RAGGED=ragged, BLOCK=tile, num_warps=4)
     return out
 
 
 @scale_rows_op.register_fake
-def _(grad, row_scale, backend):
+def _(grad, row_scale, offsets, backend):
     return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
 def _setup_context(ctx, inputs, output):
     ctx.backend = inputs[-1]
+    ctx.offsets = inputs[6]
     ctx.save_for_backward(output[1])
     ctx.mark_non_differentiable(output[1])
 
 
 def _backward(ctx, grad_loss, _grad_of_grad):
     (grad,) = ctx.saved_tensors
-    grad_pred = scale_rows_op(grad, grad_loss.contiguous(), ctx.backend) if grad_loss is not None else None
-    return grad_pred, None, None, None, None, None, None, None, None, None, None, None
+    grad_pred = scale_rows_op(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend) if grad_loss is not None else None
+    return (grad_pred,) + (None,) * 12
 
 
 flow_loss_op.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,220 @@
+"""Drop-in for diffusers' FlowMatchEulerDiscreteScheduler (SD3 / Flux-style rectified flow): same configuration,
+`set_timesteps`, `timesteps`, `sigmas`, `scale_noise` and `step` outputs, with `step` on the fused update kernel.
+
+    from flowkernels.compat.diffusers import FlowMatchEulerDiscreteScheduler
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(28, device="cuda")
+    for t in scheduler.timesteps:
+        latents = scheduler.step(model(latents, t), t, latents).prev_sample
+
+Differences: karras / exponential / beta sigma spacings and per-token timesteps are not implemented (a named
+error says so); `stochastic_sampling` runs on plain torch ops. `set_timesteps` uploads one small coefficient
+table, so `step` copies nothing from the host.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from ..ops import _launch
+from ..ops.guided_step import coefficient_row, guided_step
+
+
+@dataclass
+class FlowMatchEulerDiscreteSchedulerOutput:
+    prev_sample: torch.Tensor
+
+    def __getitem__(self, i):  # diffusers' BaseOutput allows output[0]
+        return (self.prev_sample,)[i]
+
+
+class FlowMatchEulerDiscreteScheduler:
+    order = 1
+    init_noise_sigma = 1.0
+
+    def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, use_dynamic_shifting: bool = False,
+                 base_shift: Optional[float] = 0.5, max_shift: Optional[float] = 1.15,
+                 base_image_seq_len: Optional[int] = 256, max_image_seq_len: Optional[int] = 4096,
+                 invert_sigmas: bool = False, shift_terminal: Optional[float] = None,
+                 use_karras_sigmas: bool = False, use_exponential_sigmas: bool = False, use_beta_sigmas: bool = False,
+                 time_shift_type: str = "exponential", stochastic_sampling: bool = False, backend: Optional[str] = None):
+        for name, flag in (("use_karras_sigmas", use_karras_sigmas), ("use_exponential_sigmas", use_exponential_sigmas),
+                           ("use_beta_sigmas", use_beta_sigmas)):
+            if flag:
+                raise NotImplementedError(f"{name}=True is not implemented by flowkernels' scheduler")
+        if time_shift_type not in ("exponential", "linear"):
+            raise ValueError(f"time_shift_type={time_shift_type!r} must be 'exponential' or 'linear'")
+        if not shift > 0:
+            raise ValueError(f"shift={shift!r} must be > 0")
+        self.config = SimpleNamespace(
+            num_train_timesteps=num_train_timesteps, shift=shift, use_dynamic_shifting=use_dynamic_shifting,
+            base_shift=base_shift, max_shift=max_shift, base_image_seq_len=base_image_seq_len,
+            max_image_seq_len=max_image_seq_len, invert_sigmas=invert_sigmas, shift_terminal=shift_terminal,
+            use_karras_sigmas=False, use_exponential_sigmas=False, use_beta_sigmas=False,
+            time_shift_type=time_shift_type, stochastic_sampling=stochastic_sampling)
+        self.backend = backend
+        timesteps = np.linspace(1, num_train_timesteps, num_train_timesteps, dtype=np.float32)[::-1].copy()
+        sigmas = torch.from_numpy(timesteps) / num_train_timesteps
+        if not use_dynamic_shifting:
+            sigmas = shift * sigmas / (1 + (shift - 1) * sigmas)
+        self.timesteps = sigmas * num_train_timesteps
+        self._shift = shift
+        self._step_index = None
+        self._begin_index = None
+        self.sigmas = sigmas.to("cpu")
+        self.sigma_min = self.sigmas[-1].item()
+        self.sigma_max = self.sigmas[0].item()
+        self._coef = None
+
+    # --- diffusers' small API ---------------------------------------------------------------------------------
+    @property
+    def shift(self):
+        return self._shift
+
+    @property
+    def step_index(self):
+        return self._step_index
+
+    @property
+    def begin_index(self):
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0):
+        self._begin_index = begin_index
+
+    def set_shift(self, shift: float):
+        self._shift = shift
+
+    def __len__(self):
+        return self.config.num_train_timesteps
+
+    def _sigma_to_t(self, sigma):
+        return sigma * self.config.num_train_timesteps
+
+    def time_shift(self, mu: float, sigma: float, t):
+        if self.config.time_shift_type == "exponential":
+            return math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** sigma)
+        return mu / (mu + (1 / t - 1) ** sigma)
+
+    def stretch_shift_to_terminal(self, t):
+        one_minus_z = 1 - t
+        scale_factor = one_minus_z[-1] / (1 - self.config.shift_terminal)
+        return 1 - (one_minus_z / scale_factor)
+
+    def scale_noise(self, sample, timestep, noise=None):
+        """Forward process: sigma · noise + (1 − sigma) · sample at the given timestep(s)."""
+        sigmas = self.sigmas.to(device=sample.device, dtype=sample.dtype)
+        schedule = self.timesteps.to(sample.device)
+        timestep = timestep.to(sample.device)
+        if self.begin_index is None:
+            idx = [self.index_for_timestep(t, schedule) for t in timestep]
+        elif self.step_index is not None:
+            idx = [self.step_index] * timestep.shape[0]
+        else:
+            idx = [self.begin_index] * timestep.shape[0]
+        sigma = sigmas[idx].flatten()
+        sigma = sigma.view(-1, *([1] * (sample.dim() - 1)))
+        return sigma * noise + (1.0 - sigma) * sample
+
+    def set_timesteps(self, num_inference_steps: Optional[int] = None, device: Union[str, torch.device] = None,
+                      sigmas=None, mu: Optional[float] = None, timesteps=None):
+        cfg = self.config
+        if cfg.use_dynamic_shifting and mu is None:
+            raise ValueError("mu must be given when use_dynamic_shifting=True")
+        if sigmas is not None and timesteps is not None and len(sigmas) != len(timesteps):
+            raise ValueError("sigmas and timesteps must have the same length")
+        if num_inference_steps is None:
+            if sigmas is None and timesteps is None:
+                raise ValueError("num_inference_steps is None: pass it, or sigmas / timesteps")
+            num_inference_steps = len(sigmas) if sigmas is not None else len(timesteps)
+        elif not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an integer >= 1")
+        self.num_inference_steps = num_inference_steps
+        given_timesteps = timesteps is not None
+        if given_timesteps:
+            timesteps = np.array(timesteps).astype(np.float32)
+        if sigmas is None:
+            if timesteps is None:
+                timesteps = np.linspace(self._sigma_to_t(self.sigma_max), self._sigma_to_t(self.sigma_min),
+                                        num_inference_steps)
+            sigmas = timesteps / cfg.num_train_timesteps
+        else:
+            sigmas = np.array(sigmas).astype(np.float32)
+            num_inference_steps = len(sigmas)
+        if cfg.use_dynamic_shifting:
+            sigmas = self.time_shift(mu, 1.0, sigmas)
+        else:
+            sigmas = self.shift * sigmas / (1 + (self.shift - 1) * sigmas)
+        if cfg.shift_terminal:
+            sigmas = self.stretch_shift_to_terminal(sigmas)
+        sigmas = torch.from_numpy(np.asarray(sigmas)).to(dtype=torch.float32, device=device)
+        timesteps = sigmas * cfg.num_train_timesteps if not given_timesteps else \
+            torch.from_numpy(timesteps).to(dtype=torch.float32, device=device)
+        if cfg.invert_sigmas:
+            sigmas = 1.0 - sigmas
+            timesteps = sigmas * cfg.num_train_timesteps
+            sigmas = torch.cat([sigmas, torch.ones(1, device=sigmas.device)])
+        else:
+            sigmas = torch.cat([sigmas, torch.zeros(1, device=sigmas.device)])
+        self.timesteps = timesteps
+        self.sigmas = sigmas
+        self._step_index = None
+        self._begin_index = None
+        # the update of every step, x + (σ_next − σ) v with x0 = x − σ v, as one device table
+        s = sigmas.detach().cpu().double().tolist()
+        rows = [coefficient_row(s[i + 1] - s[i], 1.0, 0.0, 1.0, -s[i]) for i in range(len(s) - 1)]
+        self._coef = torch.tensor(rows, dtype=torch.float32).to(sigmas.device, non_blocking=True)
+
+    def index_for_timestep(self, timestep, schedule_timesteps=None):
+        if schedule_timesteps is None:
+            schedule_timesteps = self.timesteps
+        indices = (schedule_timesteps == timestep).nonzero()
+        pos = 1 if len(indices) > 1 else 0
+        return indices[pos].item()
+
+    def _init_step_index(self, timestep):
+        if self.begin_index is None:
+            if isinstance(timestep, torch.Tensor):
+                timestep = timestep.to(self.timesteps.device)
+            self._step_index = self.index_for_timestep(timestep)
+        else:
+            self._step_index = self._begin_index
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, s_churn: float = 0.0,
+             s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,
+             generator: Optional[torch.Generator] = None, per_token_timesteps=None, return_dict: bool = True):
+        """x_next = x + (σ_next − σ) · v in fp32, returned in model_output's dtype (one fused kernel)."""
+        if isinstance(timestep, int) or (isinstance(timestep, torch.Tensor) and not timestep.is_floating_point()):
+            raise ValueError("timestep must be one of scheduler.timesteps, not an integer index")
+        if per_token_timesteps is not None:
+            raise NotImplementedError("per_token_timesteps is not implemented by flowkernels' scheduler")
+        if self._coef is None:
+            raise ValueError("call set_timesteps before step")
+        if model_output.shape != sample.shape:
+            raise ValueError(f"model_output has shape {tuple(model_output.shape)} but sample has "
+                             f"{tuple(sample.shape)}")
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        if self.step_index >= self._coef.shape[0]:
+            raise ValueError(f"step called {self.step_index + 1} times for {self._coef.shape[0]} timesteps")
+        if self.config.stochastic_sampling:
+            sigma = self.sigmas[self.step_index]
+            sigma_next = self.sigmas[self.step_index + 1]
+            x0 = sample.to(torch.float32) - sigma * model_output
+            noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+            prev = ((1.0 - sigma_next) * x0 + sigma_next * noise).to(model_output.dtype)
+        else:
+            prev = torch.empty(sample.shape, dtype=model_output.dtype, device=sample.device)
+            coef = self._coef[self.step_index].to(sample.device)
+            # element-wise: one long row (a copy only if sample or model_output is not contiguous)
+            guided_step(sample.reshape(1, -1), model_output.reshape(1, -1), None, coef, out=prev.view(1, -1),
+                        backend=_launch.resolve_backend(self.backend, sample.device))
+        self._step_index += 1
+        if not return_dict:
+            return (prev,)
+        return FlowMatchEulerDiscreteSchedulerOutput(prev_sample=prev)

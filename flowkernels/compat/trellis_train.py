@@ -1,0 +1,176 @@
+"""TRELLIS / TRELLIS.2 flow-matching training losses on the fused kernels, with per-time-bin statistics kept on the
+device (SPEC §1b).
+
+    class MyTrainer(FlowMatchingLossMixin, FlowMatchingTrainer): ...        # TRELLIS trainer subclass
+    terms, status = training_losses(denoiser, x_0, cond, t_schedule={"name": "logitNormal",
+                                                                      "args": {"mean": 1.0, "std": 1.0}})
+
+`terms["loss"]` (= `terms["mse"]`) is the mean over all elements, differentiable. The `bin_i` entries (mean of the
+per-sample MSEs whose t falls in [i/10, (i+1)/10)) are computed in the same step without a host sync; which bins
+exist is only known on the host, so it is read (one small copy) the first time a logger looks at those keys.
+
+Sparse latents: pass a TRELLIS SparseTensor (anything with .feats, .layout and .replace) or a feature matrix
+[N, C] with `offsets=` [B + 1]. t is broadcast to each sample's rows inside the kernels.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from ..flow_matching import _seed_tensor, flow_interpolate, ragged_counts
+from ..ops import _launch
+from ..ops.flow_loss import flow_loss_op
+from ..ops.flow_coefficients import RECTIFIED, TRELLIS_SIGMA_MIN, VELOCITY, W_NONE
+from ..ops.time_sampling import sample_time
+from ._trellis_sampling import AttrDict
+
+N_BINS = 10
+_BIN_EDGES = np.linspace(0, 1, N_BINS + 1)  # the exact float64 edges TRELLIS digitizes with
+
+
+class TrainingTerms(dict):
+    """TRELLIS's terms dict whose time-bin entries materialise on first read (one host copy of 10 counts)."""
+
+    def __init__(self, eager: dict, bin_sums: torch.Tensor, bin_counts: torch.Tensor):
+        super().__init__(eager)
+        self._pending = (bin_sums, bin_counts)
+
+    def _resolve(self):
+        if self._pending is None:
+            return
+        sums, counts = self._pending
+        self._pending = None
+        means = sums / counts.clamp_min(1)
+        for i, n in enumerate(counts.tolist()):
+            if n > 0:
+                dict.__setitem__(self, f"bin_{i}", AttrDict({"mse": means[i]}))
+
+    def __getitem__(self, key):
+        if not dict.__contains__(self, key):
+            self._resolve()
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key):
+        if not dict.__contains__(self, key):
+            self._resolve()
+        return dict.__contains__(self, key)
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+
+def _resolving(method: str):
+    """A dict method that first materialises the pending time-bin entries."""
+    def wrapper(self, *args, **kwargs):
+        self._resolve()
+        return getattr(dict, method)(self, *args, **kwargs)
+    wrapper.__name__ = method
+    return wrapper
+
+
+for _name in ("__iter__", "__len__", "keys", "items", "values", "copy", "__repr__", "__eq__"):
+    setattr(TrainingTerms, _name, _resolving(_name))
+
+
+def time_bin_stats(t: torch.Tensor, mse_per_sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin sums (float64) and counts of per-sample MSEs, binned as np.digitize(t, linspace(0, 1, 11)) - 1."""
+    edges = torch.tensor(_BIN_EDGES, dtype=torch.float64, device=t.device)
+    bins = torch.bucketize(t.double(), edges, right=True) - 1  # right=True: edges[i-1] <= t < edges[i], as digitize
+    member = bins[:, None] == torch.arange(N_BINS, device=t.device)[None, :]
+    # a masked sum, not a matmul: a NaN sample (e.g. one with no rows) must only poison its own bin, as in TRELLIS
+    sums = torch.where(member, mse_per_sample.double()[:, None], 0.0).sum(dim=0)
+    return sums, member.sum(dim=0)
+
+
+def sample_t_schedule(t_schedule, batch_size: int, device, generator=None) -> torch.Tensor:
+    """TRELLIS's sample_t: {"name": "uniform"} or {"name": "logitNormal", "args": {"mean", "std"}}, on the device."""
+    schedule = t_schedule or {"name": "uniform"}
+    name = schedule.get("name") if isinstance(schedule, dict) else None
+    if name == "uniform":
+        return sample_time(batch_size, sampler="uniform", device=device, generator=generator)
+    if name == "logitNormal":
+        args = schedule.get("args", {})
+        return sample_time(batch_size, sampler="logit_normal", mean=float(args.get("mean", 0.0)),
+                           std=float(args.get("std", 1.0)), device=device, generator=generator)
+    raise ValueError(f"t_schedule={t_schedule!r}: name must be 'uniform' or 'logitNormal'")
+
+
+def _sparse_parts(x_0, offsets):
+    """(features [N, C], offsets [B + 1] or None, rewrap) for dense tensors, TRELLIS sparse tensors or feats+offsets."""
+    if hasattr(x_0, "feats") and hasattr(x_0, "replace"):
+        if offsets is None:
+            layout = x_0.layout
+            bounds = [s.start for s in layout] + [layout[-1].stop if layout else 0]
+            offsets = torch.tensor(bounds, dtype=torch.int64).to(x_0.feats.device, non_blocking=True)
+        return x_0.feats, offsets, x_0.replace
+    if not isinstance(x_0, torch.Tensor):
+        raise ValueError(f"x_0 must be a torch.Tensor or a TRELLIS SparseTensor, got {type(x_0).__name__}")
+    return x_0, offsets, (lambda feats: feats)
+
+
+def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGMA_MIN, t_schedule=None,
+                    t=None, noise=None, offsets=None, generator=None, autocast_dtype=None, backend=None, **kwargs):
+    """TRELLIS's FlowMatchingTrainer.training_losses (dense) / SparseFlowMatchingTrainer's (sparse) → (terms, {}).
+
+    denoiser(x_t, t * 1000, cond, **kwargs) predicts v = (1 − σ) N − D. t and noise default to fresh draws
+    (t from t_schedule on the device; noise inside the kernels from a seed, never stored); pass them to reproduce
+    a given draw. autocast_dtype (e.g. torch.bfloat16, TRELLIS.2) runs the denoiser under autocast; the loss is
+    always computed in fp32.
+    """
+    feats, offsets, rewrap = _sparse_parts(x_0, offsets)
+    B = feats.shape[0] if offsets is None else offsets.numel() - 1
+    device = feats.device
+    if t is None:
+        t = sample_t_schedule(t_schedule, B, device, generator)
+    seed = None
+    if noise is None:  # a CPU seed from torch's global generator: reproducible under torch.manual_seed, no sync
+        seed = torch.randint(0, 2**62, (), dtype=torch.int64)
+    elif hasattr(noise, "feats"):
+        noise = noise.feats
+    kw = dict(convention="trellis", sigma_min=sigma_min, offsets=offsets, backend=backend)
+    x_t = flow_interpolate(feats, t, noise, seed=seed, **kw)
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with autocast:
+        pred = denoiser(rewrap(x_t), t * 1000, cond, **kwargs)
+    pred = pred.feats if hasattr(pred, "feats") else pred
+    if pred.shape != feats.shape:
+        raise ValueError(f"denoiser returned shape {tuple(pred.shape)} for x_t of shape {tuple(feats.shape)}")
+    backend = _launch.resolve_backend(backend, device)
+    compute_grad = pred.requires_grad and torch.is_grad_enabled()
+    noise_arg = noise.contiguous() if noise is not None and offsets is not None else noise
+    per_sample, _ = flow_loss_op(pred, feats, noise_arg, t.reshape(B).to(torch.float32), None, _seed_tensor(seed),
+                                 offsets, RECTIFIED, VELOCITY, W_NONE, float(sigma_min), compute_grad, backend)
+    if offsets is None:
+        mse = per_sample.mean()
+        mse_per_sample = per_sample
+    else:  # per-sample sums: the global mean weighs samples by their rows, as F.mse_loss over all features
+        mse = per_sample.sum() / pred.numel()
+        mse_per_sample = per_sample / (ragged_counts(offsets) * pred[0].numel())
+    sums, counts = time_bin_stats(t.reshape(B).float(), mse_per_sample.detach())
+    return TrainingTerms({"mse": mse, "loss": mse}, sums, counts), {}
+
+
+class FlowMatchingLossMixin:
+    """Put before TRELLIS's FlowMatchingTrainer (or SparseFlowMatchingTrainer) in a trainer's bases to run its
+    training_losses on the fused kernels. Uses self.training_models['denoiser'], self.get_cond, self.t_schedule,
+    self.sigma_min, and the class attribute loss_autocast_dtype (None; torch.bfloat16 for TRELLIS.2 runs)."""
+
+    loss_autocast_dtype = None
+
+    def training_losses(self, x_0, cond=None, **kwargs):
+        cond = self.get_cond(cond, **kwargs) if hasattr(self, "get_cond") else cond
+        return training_losses(self.training_models["denoiser"], x_0, cond, sigma_min=self.sigma_min,
+                               t_schedule=getattr(self, "t_schedule", None),
+                               autocast_dtype=self.loss_autocast_dtype, **kwargs)
+
+
+SparseFlowMatchingLossMixin = FlowMatchingLossMixin  # the same method handles SparseTensor inputs

@@ -1,0 +1,255 @@
+"""Guided Euler / Heun sampling on the fused step kernel: `sample_euler`, `Guidance`, and the time grids of the
+systems flowkernels replaces (SPEC §2).
+
+Per step, the eager loops of those systems run 5-10 ops over the whole state (cat for [x; x], chunk, the guidance
+combine, the update, casts, the data prediction). Here one kernel does the combine, the update in an fp32 state, the
+cast and duplication into the next model input, and optionally the data prediction. The per-step scalars and the
+model's time values are uploaded once per run as small device tables, so no step copies anything from the host.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor
+from .ops import _launch
+from .ops.guided_step import coefficient_row, guided_step, rescale_factor
+
+GUIDANCE_FORMULAS = ("cfg", "trellis", "trellis2")
+CONVENTIONS = ("sit", "trellis", "sd3")
+
+
+def guidance_weights(formula: str, scale: float) -> tuple[float, float]:
+    """(a_c, a_u) with v = a_c·cond + a_u·uncond for each guidance formula of SPEC §2."""
+    if formula == "cfg":        # Hunyuan3D / diffusers: u + w (c − u)
+        return scale, 1.0 - scale
+    if formula == "trellis":    # TRELLIS: (1 + w) c − w u
+        return 1.0 + scale, -scale
+    return scale, 1.0 - scale   # TRELLIS.2: g c + (1 − g) u (the same weights as "cfg", a different default)
+
+
+def x0_coefficients(convention: str, t: float, sigma_min: float = 0.0) -> tuple[float, float]:
+    """(A, Bq) with the data prediction x0 = A·x_t + Bq·v at time t for a velocity model."""
+    if convention == "sit":  # x_t = t D + (1 − t) N, v = D − N
+        return 1.0, 1.0 - t
+    # TRELLIS: x_t = (1 − t) D + (σ + (1 − σ) t) N, v = (1 − σ) N − D  (SD3: σ = 0)
+    return 1.0 - sigma_min, -(sigma_min + (1.0 - sigma_min) * t)
+
+
+def trellis_timesteps(steps: int, rescale_t: float = 1.0) -> list[float]:
+    """TRELLIS's grid: linspace(1, 0, steps + 1) warped by r t / (1 + (r − 1) t)."""
+    t = np.linspace(1, 0, steps + 1)
+    return (rescale_t * t / (1 + (rescale_t - 1) * t)).tolist()
+
+
+def hunyuan_timesteps(steps: int, shift: float = 1.0, fix_final_step: bool = True) -> list[float]:
+    """Hunyuan3D-2.1's grid (t: 0 noise → 1 data), shifted by s t / (1 + (s − 1) t), in float32 as its scheduler.
+
+    The original evaluates the model at linspace(0, 1, steps) and appends 1.0, so its last step has dt = 0: a
+    wasted model call (`fix_final_step=False` reproduces that grid). The fix uses linspace(0, 1, steps + 1): every
+    one of the `steps` model calls moves the state."""
+    t = np.linspace(0, 1, steps + 1 if fix_final_step else steps)
+    t = shift * t / (1 + (shift - 1) * t)
+    t = torch.from_numpy(t).to(torch.float32)
+    if not fix_final_step:
+        t = torch.cat([t, torch.ones(1)])
+    return t.tolist()
+
+
+@dataclass
+class Guidance:
+    """Classifier-free guidance for `sample_euler`.
+
+    formula: "cfg" (u + w(c − u)), "trellis" ((1 + w) c − w u) or "trellis2" (g c + (1 − g) u).
+    interval: guidance applies where lo <= t <= hi (TRELLIS's cfg_interval); elsewhere only the conditional pass runs.
+    rescale: TRELLIS.2's guidance rescale φ in [0, 1] (needs per-sample std: one extra pass over c and u).
+    uncond_fn: the unconditional model uncond_fn(x, t). When None, model_fn is called once on [x; x] and returns
+    [cond; uncond] stacked on the batch dimension (Hunyuan3D's layout); the halves are read in place.
+    """
+    scale: float
+    formula: str = "cfg"
+    interval: tuple = (0.0, 1.0)
+    rescale: float = 0.0
+    uncond_fn: Optional[Callable] = None
+
+    def validate(self):
+        check_choice("guidance.formula", self.formula, GUIDANCE_FORMULAS)
+        lo, hi = self.interval
+        if not (0.0 <= lo <= hi <= 1.0):
+            raise ValueError(f"guidance.interval={tuple(self.interval)!r} must satisfy 0 <= lo <= hi <= 1")
+        if not (0.0 <= self.rescale <= 1.0):
+            raise ValueError(f"guidance.rescale={self.rescale!r} must be in [0, 1]")
+        if not math.isfinite(self.scale):
+            raise ValueError(f"guidance.scale={self.scale!r} must be finite")
+
+    def active(self, t: float) -> bool:
+        if self.formula == "trellis2" and self.scale == 1.0:
+            return False  # g = 1 is the conditional prediction alone (TRELLIS.2 skips the negative pass)
+        return self.interval[0] <= t <= self.interval[1]
+
+
+class _Evaluation:
+    """One model evaluation of a run: its time, whether it is guided, and its row of the coefficient table."""
+    __slots__ = ("t", "guided", "coef")
+
+    def __init__(self, t, guided, coef):
+        self.t, self.guided, self.coef = t, guided, coef
+
+
+def _plan(timesteps, guidance, method, convention, sigma_min):
+    """The evaluations of a run, in order, with their step coefficients."""
+    evals = []
+    for t, t_next in zip(timesteps[:-1], timesteps[1:]):
+        dt = t_next - t
+        stages = [(t, dt, 0.0)] if method == "euler" else [(t, dt, 0.0), (t_next, dt / 2, dt / 2)]
+        for s, (te, d, dh) in enumerate(stages):
+            guided = guidance is not None and guidance.active(te)
+            a_c, a_u = guidance_weights(guidance.formula, guidance.scale) if guided else (1.0, 0.0)
+            x0_a, x0_b = x0_coefficients(convention, te, sigma_min)
+            # Heun's corrector adds dt/2 · v_predictor, stepping from the start of the step, not the predictor
+            evals.append(_Evaluation(te, guided, coefficient_row(d, a_c, a_u, x0_a, x0_b, dh)))
+    return evals
+
+
+def _check_timesteps(timesteps) -> list[float]:
+    if isinstance(timesteps, torch.Tensor):
+        timesteps = timesteps.detach().cpu().double().tolist()
+    ts = [float(t) for t in timesteps]
+    if len(ts) < 2:
+        raise ValueError(f"timesteps must hold at least 2 values (steps >= 1), got {len(ts)}")
+    if not all(math.isfinite(t) for t in ts):
+        raise ValueError("timesteps must be finite")
+    return ts
+
+
+def sample_euler(
+    model_fn: Callable, noise: torch.Tensor, timesteps: Sequence[float], *, guidance: Optional[Guidance] = None,
+    method: str = "euler", convention: str = "trellis", sigma_min: float = 0.0, time_scale: float = 1.0,
+    model_dtype: Optional[torch.dtype] = None, verbose: bool = False, cuda_graph: bool = False,
+    callback: Optional[Callable] = None, backend: Optional[str] = None,
+) -> torch.Tensor:
+    """Integrate dx/dt = v from timesteps[0] to timesteps[-1], starting at `noise`.
+
+    model_fn(x, t) -> v with x in `model_dtype` (default noise.dtype) and t a float32 tensor of per-row times
+    multiplied by `time_scale` (1000 for TRELLIS / diffusers models). Step i moves from timesteps[i] to
+    timesteps[i + 1] (either direction). `convention` ("sit", "trellis", "sd3") and `sigma_min` define the data
+    prediction used by guidance rescale and passed to `callback(i, t, x, x0)` after each step.
+    method "heun" evaluates twice per step. `cuda_graph=True` (CUDA only) captures each kind of step after one eager
+    warm-up and replays it. Returns the final state in noise.dtype.
+    """
+    check_float_tensor("noise", noise, FLOAT_DTYPES + (torch.float64,))
+    ts = _check_timesteps(timesteps)
+    method = check_choice("method", method, ("euler", "heun"))
+    convention = check_choice("convention", convention, CONVENTIONS)
+    if guidance is not None:
+        if not isinstance(guidance, Guidance):
+            raise ValueError(f"guidance must be a flowkernels.Guidance, got {type(guidance).__name__}")
+        guidance.validate()
+        if guidance.rescale > 0 and noise[0].numel() < 2:
+            raise ValueError("guidance.rescale needs at least 2 elements per sample (a standard deviation)")
+    if cuda_graph and noise.device.type != "cuda":
+        raise ValueError("cuda_graph=True needs CUDA tensors (noise is on %s)" % noise.device)
+    backend = _launch.resolve_backend(backend, noise.device)
+    runner = _EulerRun(model_fn, noise, ts, guidance, method, convention, sigma_min, time_scale,
+                       model_dtype or noise.dtype, backend)
+    return runner.run(verbose=verbose, cuda_graph=cuda_graph, callback=callback)
+
+
+class _EulerRun:
+    """Buffers and tables of one sampling run; `_evaluate` is the per-evaluation work a CUDA graph captures."""
+
+    def __init__(self, model_fn, noise, ts, guidance, method, convention, sigma_min, time_scale, model_dtype,
+                 backend):
+        self.model_fn, self.guidance, self.method, self.backend = model_fn, guidance, method, backend
+        self.ts, self.out_dtype = ts, noise.dtype
+        B, dev = noise.shape[0], noise.device
+        self.B = B
+        self.evals = _plan(ts, guidance, method, convention, sigma_min)
+        batched = guidance is not None and guidance.uncond_fn is None
+        self.rows = [2 if (batched and e.guided) else 1 for e in self.evals]
+        # the two small tables of the run, uploaded once
+        self.coef_table = torch.tensor([e.coef for e in self.evals], dtype=torch.float32).to(dev, non_blocking=True)
+        self.t_table = torch.tensor([e.t * time_scale for e in self.evals], dtype=torch.float32).to(
+            dev, non_blocking=True)[:, None].expand(-1, 2 * B).contiguous()
+        self.state = noise.to(torch.float32, copy=True).contiguous()
+        self.model_in = torch.empty((2 * B,) + tuple(noise.shape[1:]), dtype=model_dtype, device=dev)
+        self.model_in[:B].copy_(noise)
+        if self.rows[0] == 2:
+            self.model_in[B:].copy_(noise)
+        self.x_pred = torch.empty_like(self.state) if method == "heun" else None
+        self.v1 = torch.empty_like(self.state) if method == "heun" else None
+        self.x0 = None
+        # static per-evaluation inputs for graph replay
+        self.coef_now = self.coef_table[0].clone()
+        self.t_now = self.t_table[0].clone()
+
+    def _model_outputs(self, rows, guided, t):
+        B = self.B
+        x_in = self.model_in[: rows * B]
+        out = self.model_fn(x_in, t[: rows * B])
+        if out.shape[0] != rows * B:
+            raise ValueError(f"model_fn returned {out.shape[0]} rows for an input of {rows * B} rows")
+        if not guided:
+            return out, None
+        if rows == 2:
+            return out[:B], out[B:]
+        return out, self.guidance.uncond_fn(x_in, t[:B])
+
+    def _evaluate(self, i, coef, t):
+        """The work of evaluation i, reading its scalars from `coef` and `t` (device tensors)."""
+        e = self.evals[i]
+        c, u = self._model_outputs(self.rows[i], e.guided, t)
+        k = None
+        if e.guided and self.guidance.rescale > 0:
+            k = rescale_factor(self.state, c, u, coef, self.guidance.rescale, self.backend)
+        next_rows = self.rows[i + 1] if i + 1 < len(self.evals) else 0
+        model_in = self.model_in[: next_rows * self.B] if next_rows else None
+        heun_stage = (i % 2) if self.method == "heun" else 0
+        if heun_stage == 0 and self.method == "heun":  # predictor: x_pred = x + dt v1, keep v1
+            guided_step(self.state, c, u, coef, out=self.x_pred, k=k, model_in=model_in, v_out=self.v1,
+                        backend=self.backend)
+        elif heun_stage == 1:                           # corrector: x += dt/2 (v1 + v2)
+            guided_step(self.state, c, u, coef, out=self.state, k=k, h=self.v1, model_in=model_in,
+                        backend=self.backend)
+        else:
+            guided_step(self.state, c, u, coef, out=self.state, k=k, model_in=model_in, x0=self.x0,
+                        backend=self.backend)
+
+    def run(self, *, verbose, cuda_graph, callback):
+        from tqdm.auto import tqdm
+
+        graphs, warmed = {}, set()
+        per_step = 1 if self.method == "euler" else 2
+        steps = len(self.ts) - 1
+        if callback is not None and self.method == "euler":  # Heun's x0 would mix two times: none is given
+            self.x0 = torch.empty_like(self.state)
+        for step in tqdm(range(steps), desc="Sampling", disable=not verbose):
+            for i in range(step * per_step, (step + 1) * per_step):
+                if not cuda_graph:
+                    self._evaluate(i, self.coef_table[i], self.t_table[i])
+                    continue
+                kind = (self.rows[i], self.evals[i].guided, i % per_step, i + 1 < len(self.evals) and self.rows[i + 1])
+                self.coef_now.copy_(self.coef_table[i])
+                self.t_now.copy_(self.t_table[i])
+                if kind in graphs:
+                    graphs[kind].replay()
+                elif kind in warmed:
+                    graphs[kind] = self._capture(i)
+                    graphs[kind].replay()
+                else:
+                    self._evaluate(i, self.coef_now, self.t_now)
+                    warmed.add(kind)
+            if callback is not None:
+                callback(step, self.ts[step + 1], self.state, self.x0)
+        return self.state.to(self.out_dtype)
+
+    def _capture(self, i):
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._evaluate(i, self.coef_now, self.t_now)
+        return graph
