@@ -104,9 +104,12 @@ def test_mesh_cli(tmp_path):
     assert bad.returncode == 2 and "path" in bad.stderr
 
 
-def test_demo_end_to_end_tiny(tmp_path):
+def test_demo_end_to_end_tiny(tmp_path, capsys):
     from flowkernels import demo
     meshes = demo.run(steps=3, batch=4, res=8, samples=2, sample_steps=2, out_dir=str(tmp_path))
     assert len(meshes) == 2 and (tmp_path / "preview.png").exists()
+    printed = capsys.readouterr().out
+    for line in ("loss step", "sampling overhead", "marching cubes", "guided Euler steps"):
+        assert line in printed, line
     shapes = demo.random_shapes(3, 12)
     assert shapes.shape == (3, 12, 12, 12) and (shapes < 0).any() and (shapes > 0).any()
