@@ -60,9 +60,11 @@ def main(argv=None) -> int:
     mesh.add_argument("--bounds", type=float, nargs="+", help="s | lo hi | xmin ymin zmin xmax ymax zmax")
     mesh.add_argument("--device", default=None, help="cpu or cuda (default: where the file's tensor is)")
     mesh.set_defaults(fn=cmd_mesh)
+    from .bench import add_parser as add_bench
     from .demo import add_parser as add_demo
 
     add_demo(sub)
+    add_bench(sub)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

@@ -1,0 +1,292 @@
+"""The benchmark registry: every op, size and implementation measured by `flowkernels bench` and by the
+pytest-benchmark suite in benchmarks/ (both import this, so they measure the same thing).
+
+A case is built lazily (`Case.build()`), returns one zero-argument callable per implementation (all doing the same
+work on the same random inputs) and states the minimum bytes the op must move when it is memory-bound.
+Peers that are not installed are listed in `skipped` with the reason, never silently dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+OPS = ("loss", "sampler", "trellis_loss", "mc", "e2e")
+
+
+@dataclass
+class Built:
+    impls: dict                    # name -> zero-argument callable
+    min_bytes: Optional[int] = None
+    skipped: dict = field(default_factory=dict)  # peer -> reason
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Case:
+    op: str
+    size: str
+    build: Callable[[str], Built]   # device -> Built
+    baseline: str = "eager"         # ratios are reported against this implementation
+
+
+# --- loss: interpolate + loss + backward (issue #2) ----------------------------------------------------------------
+LOSS_SIZES = {"cuda": {"hunyuan": (16, 4096, 64), "trellis_ss": (32, 8, 16, 16, 16), "bandwidth": (64, 1 << 20)},
+              "cpu": {"hunyuan_small": (4, 1024, 64), "trellis_ss_small": (8, 8, 16, 16, 16)}}
+
+
+def _loss_case(shape):
+    def build(device):
+        import flowkernels as fk
+        from flowkernels.reference import flow_matching as ref
+        x1 = torch.randn(shape, device=device)
+        t = torch.rand(shape[0], device=device)
+        noise = torch.randn_like(x1)
+        pred = torch.randn(shape, device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+        pred.requires_grad_(True)
+
+        def eager():
+            xt, ut = ref.sit_plan("linear", t, noise, x1)
+            ref.mean_flat((pred.float() - ut) ** 2).mean().backward()
+
+        def fused():
+            fk.flow_interpolate(x1, t, noise)
+            fk.flow_matching_loss(pred, x1, t, noise, reduction="mean").backward()
+
+        impls = {"eager": eager, "compiled": torch.compile(eager), "flowkernels": fused}
+        # read x1, noise (x_t) and pred, x1, noise (loss); write x_t and the gradient
+        return Built(impls, x1.numel() * (4 * 5 + 2 * pred.element_size()), info={"shape": list(shape)})
+    return build
+
+
+# --- sampler: one guided Euler step without the model (issue #4) -----------------------------------------------------
+SAMPLER_SIZES = {"cuda": {"hunyuan": (1, 4096, 64), "trellis_ss": (1, 8, 16, 16, 16), "large": (64, 1 << 20)},
+                 "cpu": {"hunyuan": (1, 4096, 64), "trellis_ss": (1, 8, 16, 16, 16)}}
+
+
+def _sampler_case(shape, graphs):
+    def build(device):
+        from flowkernels.ops.guided_step import coefficient_row, guided_step
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        B = shape[0]
+        w, dt = 5.0, 0.02
+        model_out = torch.randn((2 * B,) + shape[1:], device=device, dtype=dtype)  # [cond; uncond]
+        state = {"latents": torch.randn(shape, device=device, dtype=dtype)}
+        x32 = torch.randn(shape, device=device)
+        model_in = torch.empty((2 * B,) + shape[1:], device=device, dtype=dtype)
+        coef = torch.tensor(coefficient_row(dt, w, 1.0 - w), device=device)
+        backend = "triton" if device == "cuda" else "torch"
+
+        def eager():  # the Hunyuan3D loop's per-step glue: cat for CFG, chunk, combine, fp32 update, cast back
+            x_in = torch.cat([state["latents"]] * 2)
+            c, u = model_out.chunk(2)
+            v = u + w * (c - u)
+            state["latents"] = (state["latents"].to(torch.float32) + dt * v).to(v.dtype)
+            return x_in
+
+        def fused():
+            guided_step(x32, model_out[:B], model_out[B:], coef, out=x32, model_in=model_in, backend=backend)
+
+        impls = {"eager": eager, "flowkernels": fused}
+        if graphs and device == "cuda":
+            impls = {name + "+graph": _graphed(fn) for name, fn in impls.items()}
+        el = x32.numel()
+        # read the fp32 state and both halves of the output; write the state and the [x; x] model input
+        return Built(impls, el * (4 + 2 * dtype.itemsize + 4 + 2 * dtype.itemsize), info={"shape": list(shape)})
+    return build
+
+
+def _graphed(fn):
+    """fn captured in a CUDA graph after a warm-up on a side stream (torch's recommended recipe)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+# --- TRELLIS sparse trainer loss with time bins (issue #5) -----------------------------------------------------------
+def _trellis_case(rows_lo, rows_hi, B=8, C=8):
+    def build(device):
+        from flowkernels.compat.trellis import training_losses
+        from flowkernels.reference import trellis as ref
+        gen = torch.Generator().manual_seed(0)
+        rows = torch.randint(rows_lo, rows_hi + 1, (B,), generator=gen)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), rows.cumsum(0)]).to(device)
+        N = int(rows.sum())
+        feats = torch.randn(N, C, device=device)
+        noise = torch.randn(N, C, device=device)
+        t = torch.rand(B, device=device)
+        weight = torch.randn(C, C, device=device, requires_grad=True)
+
+        def denoiser(x, t_, cond):  # a one-matmul stand-in: the benchmark is about the loss machinery
+            return x @ weight
+
+        def original():
+            terms, _ = ref.sparse_training_losses(denoiser, feats, offsets, t, noise)
+            terms["loss"].backward()
+
+        def fused():
+            terms, _ = training_losses(denoiser, feats, t=t, noise=noise, offsets=offsets)
+            terms["loss"].backward()
+            return terms
+
+        return Built({"original": original, "flowkernels": fused}, info={"rows": N, "B": B, "C": C})
+    return build
+
+
+# --- marching cubes (issue #3) -------------------------------------------------------------------------------------
+MC_SIZES = {"cuda": (128, 256, 512), "cpu": (64, 128)}
+
+
+def sdf_grid(shape: str, n: int) -> np.ndarray:
+    if shape == "sphere":
+        x = np.linspace(-1, 1, n, dtype=np.float32)
+        X, Y, Z = np.meshgrid(x, x, x, indexing="ij")
+        return np.sqrt(X**2 + Y**2 + Z**2) - 0.6
+    x = np.linspace(0, 4 * np.pi, n, dtype=np.float32)
+    X, Y, Z = np.meshgrid(x, x, x, indexing="ij")
+    return np.sin(X) * np.cos(Y) + np.sin(Y) * np.cos(Z) + np.sin(Z) * np.cos(X)
+
+
+def _mc_case(shape, n):
+    def build(device):
+        import flowkernels as fk
+        grid = sdf_grid(shape, n)
+        tgrid = torch.from_numpy(grid).to(device)
+        impls, skipped = {"flowkernels": lambda: fk.marching_cubes(tgrid, 0.0)}, {}
+        try:
+            from skimage.measure import marching_cubes
+            impls["skimage-lewiner"] = lambda: marching_cubes(grid, 0.0, method="lewiner")
+            impls["skimage-lorensen"] = lambda: marching_cubes(grid, 0.0, method="lorensen")
+        except ImportError:
+            skipped["skimage"] = "scikit-image is not installed"
+        try:
+            import mcubes
+            impls["pymcubes"] = lambda: mcubes.marching_cubes(grid, 0.0)
+        except ImportError:
+            skipped["pymcubes"] = "PyMCubes is not installed"
+        try:
+            impls["warp"] = _warp_mc(tgrid)
+        except ImportError:
+            skipped["warp"] = "warp-lang is not installed"
+        except Exception as exc:  # an installed warp whose API differs: say so rather than fail the run
+            skipped["warp"] = f"warp-lang marching cubes failed to set up: {type(exc).__name__}: {exc}"
+        skipped.setdefault("vtk-flying-edges", "not wired into the registry yet")
+        return Built(impls, skipped=skipped, info={"grid": n, "shape": shape})
+    return build
+
+
+def _warp_mc(tgrid):
+    import warp as wp
+    wp.init()
+    device = "cuda:0" if tgrid.is_cuda else "cpu"
+    field_wp = wp.from_torch(tgrid.contiguous()) if tgrid.is_cuda else wp.array(tgrid.numpy(), device="cpu")
+    n = tgrid.shape[0]
+    mc = wp.MarchingCubes(n, n, n, max_verts=0, max_tris=0, device=device) if hasattr(wp, "MarchingCubes") else None
+    if mc is None:
+        raise ImportError("this warp-lang has no MarchingCubes")
+    return lambda: mc.surface(field_wp, 0.0)
+
+
+# --- end to end: a small DiT training step and a 50-step guided sampling run (issue #6) ------------------------------
+E2E_SIZES = {"cuda": dict(B=16, tokens=4096, channels=64, width=256, blocks=4),
+             "cpu": dict(B=2, tokens=256, channels=64, width=128, blocks=2)}
+
+
+def _e2e_case(kind):
+    def build(device):
+        from flowkernels.compat.sit import create_transport
+        from flowkernels.reference import flow_matching as ref
+        from flowkernels.reference import samplers as ref_samplers
+        from flowkernels.sampling import Guidance, hunyuan_timesteps, sample_euler
+        cfg = E2E_SIZES[device]
+        model = _TinyDiT(cfg["channels"], cfg["width"], cfg["blocks"]).to(device)
+        x1 = torch.randn(cfg["B"], cfg["tokens"], cfg["channels"], device=device)
+        transport = create_transport("Linear", "velocity")
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
+        if kind == "train":
+            def eager():
+                t, noise = torch.rand(x1.shape[0], device=device), torch.randn_like(x1)
+                xt, ut = ref.sit_plan("linear", t, noise, x1)
+                with amp:
+                    out = model(xt, t)
+                ref.mean_flat((out.float() - ut) ** 2).mean().backward()
+
+            def fused():
+                with amp:
+                    transport.training_losses(model, x1)["loss"].mean().backward()
+            return Built({"eager": eager, "flowkernels": fused}, info=cfg)
+
+        noise = x1[:2]
+
+        @torch.no_grad()
+        def run_model(x, t, cond=None, guidance=None):
+            with amp:
+                return model(x, t).to(x.dtype)
+
+        def eager():
+            ref_samplers.hunyuan_sample(run_model, noise, None, 50, 5.0)
+
+        def fused():
+            with torch.no_grad():
+                sample_euler(lambda x, t: run_model(x, t), noise, hunyuan_timesteps(50), guidance=Guidance(5.0),
+                             convention="sit")
+        return Built({"eager": eager, "flowkernels": fused}, info=dict(cfg, steps=50, B=2))
+    return build
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _TinyDiT(torch.nn.Module):
+    def __init__(self, channels, width, blocks):
+        super().__init__()
+        self.inp = torch.nn.Linear(channels, width)
+        self.t = torch.nn.Linear(1, width)
+        layer = torch.nn.TransformerEncoderLayer(width, 4, 4 * width, batch_first=True, norm_first=True)
+        self.blocks = torch.nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+        self.out = torch.nn.Linear(width, channels)
+
+    def forward(self, x, t):
+        h = self.inp(x) + self.t(t.view(-1, 1, 1).to(x.dtype))
+        return self.out(self.blocks(h))
+
+
+# --- the registry ----------------------------------------------------------------------------------------------------
+def cases(device: str, ops=OPS, sizes=None) -> list[Case]:
+    dev = "cuda" if device == "cuda" else "cpu"
+    out = []
+    for op in ops:
+        if op == "loss":
+            out += [Case(op, name, _loss_case(shape)) for name, shape in LOSS_SIZES[dev].items()]
+        elif op == "sampler":
+            for name, shape in SAMPLER_SIZES[dev].items():
+                out.append(Case(op, name, _sampler_case(shape, graphs=False)))
+                if dev == "cuda":
+                    out.append(Case(op, name + "+graphs", _sampler_case(shape, graphs=True), baseline="eager+graph"))
+        elif op == "trellis_loss":
+            lo, hi = (30000, 60000) if dev == "cuda" else (3000, 6000)
+            out.append(Case(op, f"B8-{lo // 1000}k-{hi // 1000}k-rows", _trellis_case(lo, hi), baseline="original"))
+        elif op == "mc":
+            out += [Case(op, f"{shape}-{n}", _mc_case(shape, n), baseline="skimage-lewiner")
+                    for n in MC_SIZES[dev] for shape in ("sphere", "gyroid")]
+        elif op == "e2e":
+            out += [Case(op, kind, _e2e_case(kind)) for kind in ("train", "sample50")]
+        else:
+            raise ValueError(f"ops: unknown op {op!r}; choose from {list(OPS)}")
+    if sizes:
+        out = [c for c in out if any(s in c.size for s in sizes)]
+    return out

@@ -1,0 +1,156 @@
+"""Timing, the copy-bandwidth floor, tables and the results JSON of `flowkernels bench`."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+
+from .registry import Case
+
+SCHEMA = "flowkernels-bench/1"
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fn(fn, device: str, min_time: float = 0.2, max_reps: int = 200) -> list[float]:
+    """Per-call times in ms after warm-up: CUDA events on the GPU (one event pair per call), perf_counter on CPU."""
+    fn()
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    once = max(time.perf_counter() - start, 1e-6)
+    reps = int(max(5, min(max_reps, min_time / once)))
+    times = []
+    for _ in range(reps):
+        if device == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def copy_bandwidth(device: str) -> float:
+    """Measured device copy bandwidth in GB/s (read + write bytes over time), the floor for memory-bound ops."""
+    n = (256 << 20) // 4 if device == "cuda" else (32 << 20) // 4
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    ms = statistics.median(time_fn(lambda: dst.copy_(src), device, min_time=0.3))
+    return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
+
+
+def environment(device: str) -> dict:
+    env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+           "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    import flowkernels
+    env["flowkernels"] = flowkernels.__version__
+    env["commit"] = _git_commit()
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update(device=props.name, cuda=torch.version.cuda, sm_count=props.multi_processor_count,
+                   memory_GiB=round(props.total_memory / 2**30, 1), driver=_driver())
+    else:
+        env["device"] = "cpu"
+    return env
+
+
+def _git_commit():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _driver():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def run_cases(cases: list[Case], device: str, progress: bool = True, min_time: float = 0.2) -> dict:
+    from tqdm.auto import tqdm
+
+    floor = copy_bandwidth(device)
+    results, notes = [], []
+    for case in tqdm(cases, desc="bench", disable=not progress):
+        try:
+            built = case.build(device)
+        except Exception as exc:  # a case that cannot be set up is reported, not hidden
+            notes.append(f"{case.op}/{case.size}: could not be set up: {type(exc).__name__}: {exc}")
+            continue
+        for peer, why in built.skipped.items():
+            notes.append(f"{case.op}/{case.size}: {peer} skipped ({why})")
+        rows = []
+        for impl, fn in built.impls.items():
+            try:
+                times = time_fn(fn, device, min_time=min_time)
+            except Exception as exc:
+                notes.append(f"{case.op}/{case.size}: {impl} failed: {type(exc).__name__}: {exc}")
+                continue
+            q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+            row = {"op": case.op, "size": case.size, "impl": impl, "median_ms": statistics.median(times),
+                   "p10_ms": q[0], "p90_ms": q[-1], "reps": len(times), "times_ms": times, "info": built.info}
+            if built.min_bytes:
+                gbps = built.min_bytes / (row["median_ms"] * 1e-3) / 1e9
+                row.update(min_bytes=built.min_bytes, achieved_GBps=gbps, fraction_of_floor=gbps / floor)
+            rows.append(row)
+        base = next((r for r in rows if r["impl"] == case.baseline), None)
+        for r in rows:
+            r["speedup_vs_" + case.baseline] = base["median_ms"] / r["median_ms"] if base else None
+        results += rows
+    return {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "environment": environment(device), "copy_bandwidth_GBps": floor, "results": results, "notes": notes}
+
+
+def format_tables(report: dict) -> str:
+    lines = [f"device: {report['environment'].get('device')}  torch {report['environment']['torch']}  "
+             f"triton {report['environment'].get('triton')}  commit {str(report['environment'].get('commit'))[:10]}",
+             f"copy bandwidth (floor for memory-bound ops): {report['copy_bandwidth_GBps']:.1f} GB/s"]
+    ops = []
+    for r in report["results"]:
+        if r["op"] not in ops:
+            ops.append(r["op"])
+    for op in ops:
+        lines += ["", f"== {op} ==", f"{'size':<22}{'impl':<20}{'median ms':>11}{'p10-p90 ms':>20}"
+                  f"{'speedup':>9}{'GB/s':>9}{'% floor':>9}"]
+        for r in (r for r in report["results"] if r["op"] == op):
+            sp = next((v for k, v in r.items() if k.startswith("speedup_vs_")), None)
+            gb = f"{r['achieved_GBps']:9.1f}{100 * r['fraction_of_floor']:8.0f}%" if "achieved_GBps" in r else ""
+            lines.append(f"{r['size']:<22}{r['impl']:<20}{r['median_ms']:11.3f}"
+                         f"{r['p10_ms']:>9.3f} - {r['p90_ms']:<8.3f}{(f'{sp:.2f}x' if sp else '-'):>9}{gb}")
+    if report["notes"]:
+        lines += ["", "notes:"] + [f"  - {n}" for n in report["notes"]]
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    return path

@@ -1,0 +1,49 @@
+"""`flowkernels bench`: runs the registry, prints tables, writes the results JSON and plots."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flowkernels.bench import registry
+from flowkernels.bench.runner import format_tables, run_cases
+
+
+def test_bench_cli_writes_json_tables_and_plots(tmp_path):
+    out = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, "-m", "flowkernels.bench", "--device", "cpu", "--ops", "sampler,mc",
+                          "--sizes", "trellis_ss,sphere-64", "--min-time", "0.01", "--no-progress",
+                          "--json", str(out), "--plot", str(tmp_path / "plots")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "== sampler ==" in res.stdout and "== mc ==" in res.stdout and "copy bandwidth" in res.stdout
+    report = json.loads(out.read_text())
+    assert report["schema"] == "flowkernels-bench/1" and report["copy_bandwidth_GBps"] > 0
+    env = report["environment"]
+    assert env["device"] == "cpu" and env["torch"] and "flowkernels" in env
+    impls = {(r["op"], r["impl"]) for r in report["results"]}
+    assert ("sampler", "flowkernels") in impls and ("sampler", "eager") in impls and ("mc", "flowkernels") in impls
+    for r in report["results"]:
+        assert r["median_ms"] > 0 and len(r["times_ms"]) == r["reps"] >= 5
+        if r["op"] == "sampler":
+            assert r["min_bytes"] > 0 and r["achieved_GBps"] > 0 and r["speedup_vs_eager"] > 0
+    # peers that are missing are named in the notes, never dropped silently
+    if not any(i == "pymcubes" for _, i in impls):
+        assert any("pymcubes skipped" in n for n in report["notes"])
+    assert (tmp_path / "plots" / "bandwidth.png").exists() and (tmp_path / "plots" / "marching_cubes.png").exists()
+
+
+def test_bench_cli_rejects_unknown_op():
+    res = subprocess.run([sys.executable, "-m", "flowkernels.bench", "--ops", "softmax"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode != 0 and "--ops" in res.stderr
+
+
+@pytest.mark.parametrize("op", ["loss", "trellis_loss", "e2e"])
+def test_registry_cases_run_on_cpu(op):
+    """Every implementation of a case does its work (the e2e sampling run is timed only in real bench runs)."""
+    cases = [c for c in registry.cases("cpu", [op]) if c.size != "sample50"][:1]
+    report = run_cases(cases, "cpu", progress=False, min_time=0.0)
+    assert {r["impl"] for r in report["results"]} >= {"flowkernels"}
+    assert not [n for n in report["notes"] if "failed" in n or "could not" in n], report["notes"]
+    assert op in format_tables(report)
