@@ -6,6 +6,18 @@ import os
 from collections import defaultdict
 
 
+def _draw(ax, series):
+    for impl, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=impl)
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def plot_report(report: dict, out_dir: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -21,18 +33,13 @@ def plot_report(report: dict, out_dir: str) -> list[str]:
             series = defaultdict(list)
             for r in (r for r in bw if r["op"] == op):
                 series[r["impl"]].append((r["min_bytes"] / 2**20, r["achieved_GBps"]))
-            for impl, pts in sorted(series.items()):
-                pts.sort()
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=impl)
+            _draw(ax, series)
             ax.axhline(report["copy_bandwidth_GBps"], color="k", ls="--", lw=1, label="copy bandwidth")
             ax.set(xscale="log", xlabel="minimum bytes moved (MiB)", ylabel="GB/s over minimum bytes",
                    title=f"{op} on {device}")
             ax.legend(fontsize=7)
-        path = os.path.join(out_dir, "bandwidth.png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        written.append(_save(fig, os.path.join(out_dir, "bandwidth.png")))
         plt.close(fig)
-        written.append(path)
     mc = [r for r in report["results"] if r["op"] == "mc"]
     if mc:
         shapes = sorted({r["info"]["shape"] for r in mc})
@@ -41,15 +48,10 @@ def plot_report(report: dict, out_dir: str) -> list[str]:
             series = defaultdict(list)
             for r in (r for r in mc if r["info"]["shape"] == shape):
                 series[r["impl"]].append((r["info"]["grid"], r["median_ms"]))
-            for impl, pts in sorted(series.items()):
-                pts.sort()
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=impl)
+            _draw(ax, series)
             ax.set(xscale="log", yscale="log", xlabel="grid size n (n^3 cells)", ylabel="median ms",
                    title=f"marching cubes, {shape}, {device}")
             ax.legend(fontsize=7)
-        path = os.path.join(out_dir, "marching_cubes.png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        written.append(_save(fig, os.path.join(out_dir, "marching_cubes.png")))
         plt.close(fig)
-        written.append(path)
     return written
