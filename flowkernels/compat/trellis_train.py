@@ -15,6 +15,7 @@ Sparse latents: pass a TRELLIS SparseTensor (anything with .feats, .layout and .
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import torch
@@ -81,9 +82,14 @@ for _name in ("__iter__", "__len__", "keys", "items", "values", "copy", "__repr_
     setattr(TrainingTerms, _name, _resolving(_name))
 
 
+@functools.lru_cache(maxsize=None)
+def _bin_edges(device: torch.device) -> torch.Tensor:
+    return torch.tensor(_BIN_EDGES, dtype=torch.float64, device=device)  # uploaded once per device, not per step
+
+
 def time_bin_stats(t: torch.Tensor, mse_per_sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-bin sums (float64) and counts of per-sample MSEs, binned as np.digitize(t, linspace(0, 1, 11)) - 1."""
-    edges = torch.tensor(_BIN_EDGES, dtype=torch.float64, device=t.device)
+    edges = _bin_edges(t.device)
     bins = torch.bucketize(t.double(), edges, right=True) - 1  # right=True: edges[i-1] <= t < edges[i], as digitize
     member = bins[:, None] == torch.arange(N_BINS, device=t.device)[None, :]
     # a masked sum, not a matmul: a NaN sample (e.g. one with no rows) must only poison its own bin, as in TRELLIS
