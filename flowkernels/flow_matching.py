@@ -47,8 +47,6 @@ def _check_offsets(offsets, x1):
         raise ValueError(f"offsets is on {offsets.device} but x1 is on {x1.device}")
     if x1.dim() < 2:
         raise ValueError(f"with offsets, x1 must be [N_rows, C, ...], got shape {tuple(x1.shape)}")
-    if not x1.is_contiguous():
-        raise ValueError("with offsets, x1 must be contiguous (rows of a sparse tensor's feature matrix)")
     offsets = offsets.to(torch.int64).contiguous()
     if offsets.device.type == "cpu" and not torch.compiler.is_compiling():
         if int(offsets[0]) != 0 or int(offsets[-1]) != x1.shape[0] or bool((offsets[1:] < offsets[:-1]).any()):

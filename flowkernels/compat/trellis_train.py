@@ -152,8 +152,7 @@ def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGM
         raise ValueError(f"denoiser returned shape {tuple(pred.shape)} for x_t of shape {tuple(feats.shape)}")
     backend = _launch.resolve_backend(backend, device)
     compute_grad = pred.requires_grad and torch.is_grad_enabled()
-    noise_arg = noise.contiguous() if noise is not None and offsets is not None else noise
-    per_sample, _ = flow_loss_op(pred, feats, noise_arg, t.reshape(B).to(torch.float32), None, _seed_tensor(seed),
+    per_sample, _ = flow_loss_op(pred, feats, noise, t.reshape(B).to(torch.float32), None, _seed_tensor(seed),
                                  offsets, RECTIFIED, VELOCITY, W_NONE, float(sigma_min), compute_grad, backend)
     if offsets is None:
         mse = per_sample.mean()

@@ -49,9 +49,10 @@ def _interpolate_triton(x1, noise, t, seed, offsets, scheme, prediction, sigma_m
     B, M, ragged = _launch.layout(x1, offsets)
     if B == 0 or x1.numel() == 0:
         return
-    if ragged:
+    if ragged:  # the kernel walks rows of contiguous [N, C] buffers (a no-op for the usual feature matrices)
+        x1 = x1.contiguous()
         sx = sn = 0
-        noise_arg = noise if noise is not None else x1
+        noise_arg = noise.contiguous() if noise is not None else x1
     else:
         x1, sx = _launch.rows(x1)
         noise_arg, sn = _launch.rows(noise) if noise is not None else (x1, 0)

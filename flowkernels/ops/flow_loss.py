@@ -80,9 +80,10 @@ def _scale_rows_kernel(grad_ptr, scale_ptr, offsets_ptr, n_rows, out_ptr, M, spa
 
 def _loss_triton(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad):
     B, M, ragged = _launch.layout(pred, offsets)
-    if ragged:
+    if ragged:  # the kernel walks rows of contiguous [N, C] buffers (a no-op for the usual feature matrices)
+        pred, x1 = pred.contiguous(), x1.contiguous()
         sp = sx = sn = 0
-        noise_arg = noise if noise is not None else x1
+        noise_arg = noise.contiguous() if noise is not None else x1
     else:
         pred, sp = _launch.rows(pred)
         x1, sx = _launch.rows(x1)
