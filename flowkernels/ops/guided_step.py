@@ -123,8 +123,8 @@ def _rescale_factor_from_sums(s: torch.Tensor, M: int, phi: float) -> torch.Tens
 def rescale_factor(x, c, u, coef, phi: float, backend: str) -> torch.Tensor:
     B, M = x.shape[0], x[0].numel()
     if backend != "triton":
-        c32 = coef.double().cpu().tolist() if coef.device.type == "cpu" else coef.double().tolist()
-        a_c, a_u, x0_a, x0_b = c32[A_C], c32[A_U], c32[X0_A], c32[X0_B]
+        c64 = coef.double().tolist()  # the torch path runs on CPU tensors: no sync
+        a_c, a_u, x0_a, x0_b = c64[A_C], c64[A_U], c64[X0_A], c64[X0_B]
         xf, cf, uf = (z.reshape(B, -1).double() for z in (x, c, u))
         x0c = x0_a * xf + x0_b * cf
         x0g = x0_a * xf + x0_b * (a_c * cf + a_u * uf)
