@@ -4,6 +4,8 @@ Switches (environment):
   FLOWKERNELS_CUDA=AUTO|ON|OFF      build the CUDA driver (AUTO: when nvcc is found)
   CMAKE_CUDA_ARCHITECTURES / CUDAARCHS / TORCH_CUDA_ARCH_LIST   target GPUs (default sm_80 + sm_90 + PTX)
   CUDA_HOME / CUDACXX               where nvcc lives (also looked for on PATH and in /usr/local/cuda/bin)
+  FLOWKERNELS_CPU_ARCH=x86-64-v2    -march for the CPU marching cubes on x86-64 ("" = compiler default,
+                                    "native" = this machine only)
   FLOWKERNELS_BUILD_JOBS            parallel compile jobs
 """
 import os
@@ -79,6 +81,8 @@ class CMakeBuild(build_ext):
             f"-DFLOWKERNELS_OUTPUT_DIR={out_dir}",
             "-DCMAKE_BUILD_TYPE=Release",
         ]
+        if "FLOWKERNELS_CPU_ARCH" in os.environ:
+            args.append(f"-DFLOWKERNELS_CPU_ARCH={os.environ['FLOWKERNELS_CPU_ARCH']}")
         if ninja:
             args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
         nvcc = find_nvcc() if mode != "OFF" else None

@@ -24,9 +24,10 @@ def _built(case):
 
 def _params():
     for case in CASES:
-        impls = ["flowkernels", case.baseline] + (["compiled"] if case.op == "loss" else [])
+        bases = [case.baseline] if isinstance(case.baseline, str) else list(case.baseline)
+        impls = ["flowkernels", *bases] + (["compiled"] if case.op == "loss" else [])
         if case.op == "mc":
-            impls += ["skimage-lorensen", "pymcubes", "warp"]
+            impls += [p for p in ("skimage-lorensen", "pymcubes", "warp") if p not in impls]
         for impl in impls:
             yield pytest.param(case, impl, id=f"{case.op}-{case.size}-{impl}")
 

@@ -26,21 +26,31 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "flowkernels native core (marching cubes); called through flowkernels.marching_cubes";
   m.def("cuda_built", &fk::cuda_built);
   m.def(
+      "mc_scratch_words",
+      [](bool cuda, std::array<int64_t, 3> shape, int method) -> int64_t {
+        if (cuda) return 0;
+        return fk::mc_scratch_words_cpu(grid_desc(0, 0, shape, {1, 1, 1}, 0.0), method);
+      },
+      py::arg("cuda"), py::arg("shape"), py::arg("method"));
+  m.def(
       "mc_count",
       [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
-         double level, uintptr_t counts, uintptr_t spans, uintptr_t stream, int num_threads) {
+         double level, uintptr_t counts, uintptr_t spans, uintptr_t scratch, int method, uintptr_t stream,
+         int num_threads) {
         fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
         py::gil_scoped_release release;
         if (cuda) fk::mc_count_cuda(g, counts, spans, stream);
-        else fk::mc_count_cpu(g, counts, spans, num_threads);
+        else fk::mc_count_cpu(g, counts, spans, scratch, method, num_threads);
       },
       py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
-      py::arg("counts"), py::arg("spans"), py::arg("stream"), py::arg("num_threads"));
+      py::arg("counts"), py::arg("spans"), py::arg("scratch"), py::arg("method"), py::arg("stream"),
+      py::arg("num_threads"));
   m.def(
       "mc_emit",
       [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
          double level, uintptr_t offsets, uintptr_t spans, uintptr_t verts, uintptr_t faces, uintptr_t normals,
-         std::array<double, 3> origin, std::array<double, 3> scale, bool flip, uintptr_t stream, int num_threads) {
+         std::array<double, 3> origin, std::array<double, 3> scale, bool flip, uintptr_t scratch, int method,
+         uintptr_t stream, int num_threads) {
         fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
         fk::EmitDesc d{offsets, spans, verts, faces, normals, {}, {}, flip};
         for (int a = 0; a < 3; ++a) {
@@ -49,9 +59,10 @@ PYBIND11_MODULE(_C, m) {
         }
         py::gil_scoped_release release;
         if (cuda) fk::mc_emit_cuda(g, d, stream);
-        else fk::mc_emit_cpu(g, d, num_threads);
+        else fk::mc_emit_cpu(g, d, scratch, method, num_threads);
       },
       py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
       py::arg("offsets"), py::arg("spans"), py::arg("verts"), py::arg("faces"), py::arg("normals"), py::arg("origin"),
-      py::arg("scale"), py::arg("flip"), py::arg("stream"), py::arg("num_threads"));
+      py::arg("scale"), py::arg("flip"), py::arg("scratch"), py::arg("method"), py::arg("stream"),
+      py::arg("num_threads"));
 }

@@ -23,10 +23,18 @@ struct EmitDesc {
   bool flip;
 };
 
+// CPU methods: bit planes (the default: classify once, then word-wide bit logic) or the row walk that the CUDA
+// driver runs (kept on the CPU so any machine can check that the two agree).
+constexpr int kMethodBitPlanes = 0;
+constexpr int kMethodRowWalk = 1;
+
 // counts[2 * row + {0, 1}] = vertices owned by / triangles emitted from row (i, j) = i * ny + j;
 // spans[2 * row + {0, 1}] = first / last k of a point with a vertex in that row.
-void mc_count_cpu(const GridDesc& grid, uintptr_t counts, uintptr_t spans, int num_threads);
-void mc_emit_cpu(const GridDesc& grid, const EmitDesc& out, int num_threads);
+// scratch: mc_scratch_words_cpu uint64 words, written by the count pass and read by the emit pass.
+int64_t mc_scratch_words_cpu(const GridDesc& grid, int method);
+void mc_count_cpu(const GridDesc& grid, uintptr_t counts, uintptr_t spans, uintptr_t scratch, int method,
+                  int num_threads);
+void mc_emit_cpu(const GridDesc& grid, const EmitDesc& out, uintptr_t scratch, int method, int num_threads);
 bool cuda_built();
 void mc_count_cuda(const GridDesc& grid, uintptr_t counts, uintptr_t spans, uintptr_t stream);
 void mc_emit_cuda(const GridDesc& grid, const EmitDesc& out, uintptr_t stream);

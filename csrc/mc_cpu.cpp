@@ -1,45 +1,118 @@
-// Multithreaded CPU driver: rows of the grid are split into contiguous blocks, one per thread.
+// Multithreaded CPU driver. The default method classifies the grid into bit planes (mc_bits.h) and counts and
+// emits from them; the row-walk method runs the CUDA driver's per-row code (mc_core.h) on CPU threads, so tests
+// can check on any machine that both give the same mesh.
 #include <algorithm>
+#include <atomic>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "mc_bits.h"
 #include "mc_dispatch.h"
 
 namespace fk {
 namespace {
 
+// Runs fn(begin, end) over [0, n) in chunks of `grain` tasks handed out dynamically: rows differ widely in work
+// (a sphere's surface crosses some rows and misses others), so static blocks would leave a core idle.
 template <typename Fn>
-void parallel_rows(int64_t rows, int num_threads, Fn&& fn) {
+void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
+  if (n <= 0) return;
   int64_t threads = num_threads > 0 ? num_threads : std::max(1u, std::thread::hardware_concurrency());
-  threads = std::max<int64_t>(1, std::min<int64_t>(threads, rows / 16 + 1));  // tiny grids: no thread start-up
-  int64_t per = (rows + threads - 1) / threads;
-  auto run = [&](int64_t lo) {
-    for (int64_t r = lo; r < std::min(rows, lo + per); ++r) fn(r);
+  threads = std::max<int64_t>(1, std::min<int64_t>(threads, (n + grain - 1) / grain));
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t lo; (lo = next.fetch_add(grain)) < n;) fn(lo, std::min(n, lo + grain));
   };
   std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(run, t * per);
-  run(0);
+  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
   for (auto& th : pool) th.join();
+}
+
+// Enough rows per chunk that handing one out costs nothing next to the work in it.
+int64_t row_grain(int64_t nz) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(nz, 1)); }
+
+template <typename T>
+void classify(const Volume<T>& vol, const BitScratch& s, int num_threads) {
+  const int64_t words = words_per_row(vol.nz);
+  std::fill(s.zero_row, s.zero_row + s.stride, uint64_t(0));
+  std::fill(s.ones_row, s.ones_row + s.stride, uint64_t(0));
+  for (int64_t w = 0; w < words; ++w) s.ones_row[w] = low_bits(vol.nz - 64 * w);
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(vol.ny * vol.nz, 1));  // >= 32k points
+  parallel_chunks(vol.nx, grain, num_threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      bool slice_finite = true;
+      for (int64_t j = 0; j < vol.ny; ++j) {
+        const int64_t row = i * vol.ny + j;
+        uint64_t* inside = s.inside + row * s.stride;
+        bool finite = classify_row(vol, i, j, inside, s.finite + row * s.stride);
+        inside[s.stride - 1] = 0;
+        if (!finite) s.finite[row * s.stride + s.stride - 1] = 0;
+        s.row_finite[row] = finite;
+        slice_finite &= finite;
+      }
+      s.slice_finite[i] = slice_finite;
+    }
+  });
+}
+
+void check_method(int method) {
+  if (method != kMethodBitPlanes && method != kMethodRowWalk)
+    throw std::invalid_argument("marching cubes CPU method code " + std::to_string(method) + " is not supported");
 }
 
 }  // namespace
 
-void mc_count_cpu(const GridDesc& grid, uintptr_t counts_ptr, uintptr_t spans_ptr, int num_threads) {
+int64_t mc_scratch_words_cpu(const GridDesc& grid, int method) {
+  check_method(method);
+  return method == kMethodBitPlanes ? bit_scratch_words(grid.shape[0], grid.shape[1], grid.shape[2]) : 0;
+}
+
+void mc_count_cpu(const GridDesc& grid, uintptr_t counts_ptr, uintptr_t spans_ptr, uintptr_t scratch_ptr,
+                  int method, int num_threads) {
   auto* counts = reinterpret_cast<int64_t*>(counts_ptr);
   auto* spans = reinterpret_cast<int64_t*>(spans_ptr);
+  auto* scratch = reinterpret_cast<uint64_t*>(scratch_ptr);
+  check_method(method);
   dispatch_dtype(grid.dtype, [&](auto tag) {
     auto vol = make_volume<decltype(tag)>(grid);
-    parallel_rows(vol.nx * vol.ny, num_threads, [&](int64_t row) {
-      store_row(count_row(vol, row / vol.ny, row % vol.ny), row, counts, spans);
+    const int64_t rows = vol.nx * vol.ny, grain = row_grain(vol.nz);
+    if (method == kMethodRowWalk) {
+      parallel_chunks(rows, grain, num_threads, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) store_row(count_row(vol, r / vol.ny, r % vol.ny), r, counts, spans);
+      });
+      return;
+    }
+    const BitScratch bits(scratch, vol.nx, vol.ny, vol.nz);
+    classify(vol, bits, num_threads);
+    const BitPlanes bp(bits, vol.nx, vol.ny, vol.nz);
+    parallel_chunks(rows, grain, num_threads, [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) store_row(count_row_bits(bp, r / vol.ny, r % vol.ny), r, counts, spans);
     });
   });
 }
 
-void mc_emit_cpu(const GridDesc& grid, const EmitDesc& desc, int num_threads) {
+void mc_emit_cpu(const GridDesc& grid, const EmitDesc& desc, uintptr_t scratch_ptr, int method, int num_threads) {
   EmitTarget out = make_target(desc);
+  check_method(method);
   dispatch_dtype(grid.dtype, [&](auto tag) {
     auto vol = make_volume<decltype(tag)>(grid);
-    parallel_rows(vol.nx * vol.ny, num_threads, [&](int64_t row) { emit_row(vol, out, row / vol.ny, row % vol.ny); });
+    const int64_t rows = vol.nx * vol.ny, grain = row_grain(vol.nz);
+    if (method == kMethodRowWalk) {
+      parallel_chunks(rows, grain, num_threads, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) emit_row(vol, out, r / vol.ny, r % vol.ny);
+      });
+      return;
+    }
+    // The planes are the ones the count pass classified: the caller hands back the same scratch.
+    const BitPlanes bp(BitScratch(reinterpret_cast<uint64_t*>(scratch_ptr), vol.nx, vol.ny, vol.nz), vol.nx, vol.ny,
+                       vol.nz);
+    parallel_chunks(rows, grain, num_threads, [&](int64_t lo, int64_t hi) {
+      RowVertexIds ids[4];
+      for (int64_t r = lo; r < hi; ++r) emit_row_bits(vol, bp, out, r / vol.ny, r % vol.ny, ids);
+    });
   });
 }
 

@@ -17,6 +17,10 @@ from ._validation import check_choice
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 _DIRECTIONS = {"descent": False, "ascent": True}
+# CPU algorithm: "bitplanes" (classify once into bit planes; fast) or "rowwalk" (the CUDA driver's per-row code on
+# CPU threads). Tests switch it to check that the two give the same mesh; users have no reason to.
+_CPU_METHODS = {"bitplanes": 0, "rowwalk": 1}
+CPU_METHOD = "bitplanes"
 
 
 class Mesh(NamedTuple):
@@ -89,11 +93,15 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
         stream = torch.cuda.current_stream(device).cuda_stream
     else:
         stream = 0
+    method = _CPU_METHODS[CPU_METHOD]
     common = dict(cuda=cuda, dtype=_DTYPE_CODES[grid.dtype], data=grid.data_ptr(), shape=(nx, ny, nz),
-                  strides=tuple(grid.stride()), level=level, stream=stream, num_threads=threads)
+                  strides=tuple(grid.stride()), level=level, method=method, stream=stream, num_threads=threads)
     with torch.cuda.device(device) if cuda else contextlib.nullcontext():
         counts = torch.empty((rows, 2), dtype=torch.int64, device=device)
         spans = torch.empty((rows, 2), dtype=torch.int64, device=device)
+        # CPU bit planes (2 bits per grid point): written by the count pass, read by the emit pass.
+        scratch = torch.empty(ext.mc_scratch_words(cuda=cuda, shape=(nx, ny, nz), method=method), dtype=torch.int64)
+        common["scratch"] = scratch.data_ptr()
         ext.mc_count(counts=counts.data_ptr(), spans=spans.data_ptr(), **common)
         inclusive = counts.cumsum(0)
         n_verts, n_faces = inclusive[-1].tolist()  # the one read-back: output sizes

@@ -22,6 +22,7 @@ class Built:
     min_bytes: Optional[int] = None
     skipped: dict = field(default_factory=dict)  # peer -> reason
     info: dict = field(default_factory=dict)
+    output_size: Optional[Callable] = None  # result -> (vertices, triangles), recorded per implementation
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Case:
     op: str
     size: str
     build: Callable[[str], Built]   # device -> Built
-    baseline: str = "eager"         # ratios are reported against this implementation
+    baseline: str | tuple = "eager"  # ratios are reported against this implementation (or each of these)
 
 
 # --- loss: interpolate + loss + backward (issue #2) ----------------------------------------------------------------
@@ -143,10 +144,17 @@ def _trellis_case(rows_lo, rows_hi, B=8, C=8):
 
 
 # --- marching cubes (issue #3) -------------------------------------------------------------------------------------
-MC_SIZES = {"cuda": (128, 256, 512), "cpu": (64, 128)}
+MC_SIZES = {"cuda": (128, 256, 512, 1024), "cpu": (128, 256, 512)}
+MC_SHAPES = ("sphere", "gyroid", "bunny")
+# Past this size the peers that take seconds per call are left out on CUDA runs (their CPU time says nothing new).
+MC_SLOW_PEER_LIMIT = {"cuda": 256, "cpu": 512}
 
 
 def sdf_grid(shape: str, n: int) -> np.ndarray:
+    """float32 [n, n, n] fields whose 0 level set is the surface: a sphere, a gyroid (many handles, dense
+    crossings), or an offset surface of the scanned Stanford bunny (real data; see `bunny_grid`)."""
+    if shape == "bunny":
+        return bunny_grid(n)
     if shape == "sphere":
         x = np.linspace(-1, 1, n, dtype=np.float32)
         X, Y, Z = np.meshgrid(x, x, x, indexing="ij")
@@ -156,44 +164,126 @@ def sdf_grid(shape: str, n: int) -> np.ndarray:
     return np.sin(X) * np.cos(Y) + np.sin(Y) * np.cos(Z) + np.sin(Z) * np.cos(X)
 
 
-def _mc_case(shape, n):
+def bunny_grid(n: int, base: int = 256) -> np.ndarray:
+    """Distance to the scanned Stanford bunny (the scan that ships in the pymeshfix wheel) minus 1.5 voxels: the
+    offset surface of a real scan, with its holes and fine detail. The scan is not watertight, so the field is an
+    unsigned distance (exact Euclidean distance transform of surface samples at up to `base`^3, trilinearly
+    resampled above that, since the transform at 512^3 takes a minute)."""
+    import os
+
+    import pymeshfix
+    import trimesh
+    from scipy import ndimage
+    path = os.path.join(os.path.dirname(pymeshfix.__file__), "examples", "StanfordBunny.ply")
+    mesh = trimesh.load(path)
+    m = min(n, base)
+    lo, hi = mesh.bounds
+    center, half = (lo + hi) / 2, (hi - lo).max() / 2 * 1.08
+    pitch = 2 * half / (m - 1)
+    points, _ = trimesh.sample.sample_surface(mesh, int(4 * mesh.area / pitch**2), seed=0)
+    idx = np.clip(np.rint((points - (center - half)) / pitch).astype(np.int64), 0, m - 1)
+    empty = np.ones((m, m, m), dtype=bool)
+    empty[idx[:, 0], idx[:, 1], idx[:, 2]] = False
+    dist = torch.from_numpy(ndimage.distance_transform_edt(empty).astype(np.float32))
+    if m < n:
+        dist = torch.nn.functional.interpolate(dist[None, None], size=(n, n, n), mode="trilinear",
+                                               align_corners=True)[0, 0] * ((n - 1) / (m - 1))
+    return (dist - 1.5).numpy()
+
+
+def _mesh_size(result):
+    """(vertices, triangles) of any implementation's result."""
+    if hasattr(result, "verts") and hasattr(result, "faces"):
+        return int(result.verts.shape[0]), int(result.faces.shape[0])
+    if hasattr(result, "GetNumberOfPoints"):  # vtkPolyData
+        return int(result.GetNumberOfPoints()), int(result.GetNumberOfCells())
+    if hasattr(result, "indices"):  # warp: flat index array
+        return int(result.verts.shape[0]), int(result.indices.shape[0] // 3)
+    return int(result[0].shape[0]), int(result[1].shape[0])  # (verts, faces, ...) tuples
+
+
+def _mc_case(shape, n, dtype=torch.float32):
     def build(device):
         import flowkernels as fk
         grid = sdf_grid(shape, n)
-        tgrid = torch.from_numpy(grid).to(device)
+        tgrid = torch.from_numpy(grid).to(device=device, dtype=dtype)
         impls, skipped = {"flowkernels": lambda: fk.marching_cubes(tgrid, 0.0)}, {}
-        try:
-            from skimage.measure import marching_cubes
-            impls["skimage-lewiner"] = lambda: marching_cubes(grid, 0.0, method="lewiner")
-            impls["skimage-lorensen"] = lambda: marching_cubes(grid, 0.0, method="lorensen")
-        except ImportError:
-            skipped["skimage"] = "scikit-image is not installed"
-        try:
-            import mcubes
-            impls["pymcubes"] = lambda: mcubes.marching_cubes(grid, 0.0)
-        except ImportError:
-            skipped["pymcubes"] = "PyMCubes is not installed"
-        try:
-            impls["warp"] = _warp_mc(tgrid)
-        except ImportError:
-            skipped["warp"] = "warp-lang is not installed"
-        except Exception as exc:  # an installed warp whose API differs: say so rather than fail the run
-            skipped["warp"] = f"warp-lang marching cubes failed to set up: {type(exc).__name__}: {exc}"
-        skipped.setdefault("vtk-flying-edges", "not wired into the registry yet")
-        return Built(impls, skipped=skipped, info={"grid": n, "shape": shape})
+        slow_ok = n <= MC_SLOW_PEER_LIMIT[device] and dtype == torch.float32
+        if slow_ok:
+            try:
+                from skimage.measure import marching_cubes
+                impls["skimage-lewiner"] = lambda: marching_cubes(grid, 0.0, method="lewiner")
+                impls["skimage-lorensen"] = lambda: marching_cubes(grid, 0.0, method="lorensen")
+            except ImportError:
+                skipped["skimage"] = "scikit-image is not installed"
+            try:
+                import mcubes
+                impls["pymcubes"] = lambda: mcubes.marching_cubes(grid, 0.0)
+            except ImportError:
+                skipped["pymcubes"] = "PyMCubes is not installed"
+            try:
+                impls["vtk-flying-edges"] = _vtk_flying_edges(grid)
+            except ImportError:
+                skipped["vtk-flying-edges"] = "vtk is not installed"
+        else:
+            skipped["cpu peers"] = f"not run at {n}^3 {str(dtype).replace('torch.', '')} on {device}"
+        if dtype == torch.float32 and (device == "cuda" or n <= 256):  # warp's CPU path takes seconds at 256^3
+            try:
+                impls["warp"] = _warp_mc(tgrid)
+            except ImportError:
+                skipped["warp"] = "warp-lang is not installed"
+            except Exception as exc:  # an installed warp whose API differs: say so rather than fail the run
+                skipped["warp"] = f"warp-lang marching cubes failed to set up: {type(exc).__name__}: {exc}"
+        return Built(impls, skipped=skipped, info={"grid": n, "shape": shape, "dtype": str(dtype)},
+                     output_size=_mesh_size)
     return build
+
+
+def _vtk_flying_edges(grid):
+    """VTK's vtkFlyingEdges3D with its threaded SMP backend on all cores (the fastest CPU marching cubes we know)."""
+    from vtkmodules.util import numpy_support
+    from vtkmodules.vtkCommonCore import vtkSMPTools
+    from vtkmodules.vtkCommonDataModel import vtkImageData
+    from vtkmodules.vtkFiltersCore import vtkFlyingEdges3D
+    if vtkSMPTools.GetBackend() == "Sequential":  # PyPI wheels default to it; STDThread is always built in
+        vtkSMPTools.SetBackend("STDThread")
+    vtkSMPTools.Initialize(0)  # 0: all cores
+    image = vtkImageData()
+    image.SetDimensions(grid.shape[2], grid.shape[1], grid.shape[0])  # VTK is x-fastest: C order reversed
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(grid).ravel(), deep=False))
+    flying_edges = vtkFlyingEdges3D()
+    flying_edges.SetInputData(image)
+    flying_edges.SetValue(0, 0.0)
+    flying_edges.ComputeNormalsOff()
+    flying_edges.ComputeGradientsOff()
+    flying_edges.ComputeScalarsOff()
+
+    def run():
+        flying_edges.Modified()  # force a re-execution
+        flying_edges.Update()
+        return flying_edges.GetOutput()
+    run.keep_alive = image  # numpy_to_vtk(deep=False) needs the array alive
+    return run
 
 
 def _warp_mc(tgrid):
     import warp as wp
+    wp.config.quiet = True
     wp.init()
-    device = "cuda:0" if tgrid.is_cuda else "cpu"
-    field_wp = wp.from_torch(tgrid.contiguous()) if tgrid.is_cuda else wp.array(tgrid.numpy(), device="cpu")
-    n = tgrid.shape[0]
-    mc = wp.MarchingCubes(n, n, n, max_verts=0, max_tris=0, device=device) if hasattr(wp, "MarchingCubes") else None
-    if mc is None:
+    if not hasattr(wp, "MarchingCubes"):
         raise ImportError("this warp-lang has no MarchingCubes")
-    return lambda: mc.surface(field_wp, 0.0)
+    device = "cuda:0" if tgrid.is_cuda else "cpu"
+    field = wp.from_torch(tgrid.contiguous()) if tgrid.is_cuda else wp.array(tgrid.numpy(), device="cpu")
+    n = tgrid.shape
+    try:  # warp >= 1.8: the device comes from the field
+        mc = wp.MarchingCubes(*n)
+    except TypeError:
+        mc = wp.MarchingCubes(*n, max_verts=0, max_tris=0, device=device)
+
+    def run():
+        mc.surface(field, 0.0)
+        return mc
+    return run
 
 
 # --- end to end: a small DiT training step and a 50-step guided sampling run (issue #6) ------------------------------
@@ -281,8 +371,10 @@ def cases(device: str, ops=OPS, sizes=None) -> list[Case]:
             lo, hi = (30000, 60000) if dev == "cuda" else (3000, 6000)
             out.append(Case(op, f"B8-{lo // 1000}k-{hi // 1000}k-rows", _trellis_case(lo, hi), baseline="original"))
         elif op == "mc":
-            out += [Case(op, f"{shape}-{n}", _mc_case(shape, n), baseline="skimage-lewiner")
-                    for n in MC_SIZES[dev] for shape in ("sphere", "gyroid")]
+            out += [Case(op, f"{shape}-{n}", _mc_case(shape, n), baseline=("skimage-lewiner", "vtk-flying-edges"))
+                    for n in MC_SIZES[dev] for shape in MC_SHAPES if dev == "cpu" or n < 1024]
+            if dev == "cuda":  # the 1024^3 target: fp16, within 8 GB of scratch
+                out.append(Case(op, "sphere-1024-fp16", _mc_case("sphere", 1024, torch.float16), baseline="warp"))
         elif op == "e2e":
             out += [Case(op, kind, _e2e_case(kind)) for kind in ("train", "sample50")]
         else:

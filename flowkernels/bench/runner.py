@@ -29,7 +29,7 @@ def time_fn(fn, device: str, min_time: float = 0.2, max_reps: int = 200) -> list
     fn()
     _sync(device)
     once = max(time.perf_counter() - start, 1e-6)
-    reps = int(max(5, min(max_reps, min_time / once)))
+    reps = int(max(3 if once > 1.0 else 5, min(max_reps, min_time / once)))  # peers that take seconds: 3 calls
     times = []
     for _ in range(reps):
         if device == "cuda":
@@ -93,6 +93,44 @@ def _driver():
         return None
 
 
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def peak_memory(fn, device: str, output_size=None) -> dict:
+    """One more call, measured for memory: the peak growth over the memory in use before it, in MiB, and the
+    output size when the case knows how to read it.
+
+    CUDA: torch's allocator peak (memory other libraries allocate themselves, e.g. warp's, is not seen: None).
+    CPU (Linux): the process's resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs) over its
+    resident set before the call, after returning freed heap memory to the OS so reuse does not hide growth.
+    Approximate to a page or so; None where /proc is not available."""
+    out = {"peak_MiB": None}
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        result = fn()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+        out["peak_MiB"] = peak / 2**20 if peak > 0 else None
+    else:
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            before = _rss_kib("VmRSS")
+            result = fn()
+            out["peak_MiB"] = max(_rss_kib("VmHWM") - before, 0) / 1024
+        except OSError:
+            result = fn()
+    if output_size is not None:
+        out["vertices"], out["triangles"] = output_size(result)
+    return out
+
+
 def run_cases(cases: list[Case], device: str, progress: bool = True, min_time: float = 0.2) -> dict:
     from tqdm.auto import tqdm
 
@@ -110,19 +148,22 @@ def run_cases(cases: list[Case], device: str, progress: bool = True, min_time: f
         for impl, fn in built.impls.items():
             try:
                 times = time_fn(fn, device, min_time=min_time)
+                memory = peak_memory(fn, device, built.output_size)
             except Exception as exc:
                 notes.append(f"{case.op}/{case.size}: {impl} failed: {type(exc).__name__}: {exc}")
                 continue
             q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
             row = {"op": case.op, "size": case.size, "impl": impl, "median_ms": statistics.median(times),
-                   "p10_ms": q[0], "p90_ms": q[-1], "reps": len(times), "times_ms": times, "info": built.info}
+                   "p10_ms": q[0], "p90_ms": q[-1], "reps": len(times), "times_ms": times, "info": built.info,
+                   **memory}
             if built.min_bytes:
                 gbps = built.min_bytes / (row["median_ms"] * 1e-3) / 1e9
                 row.update(min_bytes=built.min_bytes, achieved_GBps=gbps, fraction_of_floor=gbps / floor)
             rows.append(row)
-        base = next((r for r in rows if r["impl"] == case.baseline), None)
-        for r in rows:
-            r["speedup_vs_" + case.baseline] = base["median_ms"] / r["median_ms"] if base else None
+        for baseline in (case.baseline,) if isinstance(case.baseline, str) else case.baseline:
+            base = next((r for r in rows if r["impl"] == baseline), None)
+            for r in rows:
+                r["speedup_vs_" + baseline] = base["median_ms"] / r["median_ms"] if base else None
         results += rows
     return {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "environment": environment(device), "copy_bandwidth_GBps": floor, "results": results, "notes": notes}
@@ -137,13 +178,21 @@ def format_tables(report: dict) -> str:
         if r["op"] not in ops:
             ops.append(r["op"])
     for op in ops:
+        rows = [r for r in report["results"] if r["op"] == op]
+        bases = [k[len("speedup_vs_"):] for k in rows[0] if k.startswith("speedup_vs_")]
+        mesh = any("triangles" in r for r in rows)
         lines += ["", f"== {op} ==", f"{'size':<22}{'impl':<20}{'median ms':>11}{'p10-p90 ms':>20}"
-                  f"{'speedup':>9}{'GB/s':>9}{'% floor':>9}"]
-        for r in (r for r in report["results"] if r["op"] == op):
-            sp = next((v for k, v in r.items() if k.startswith("speedup_vs_")), None)
-            gb = f"{r['achieved_GBps']:9.1f}{100 * r['fraction_of_floor']:8.0f}%" if "achieved_GBps" in r else ""
+                  + "".join(f"{'vs ' + b[:14]:>18}" for b in bases)
+                  + (f"{'peak MiB':>10}{'triangles':>11}" if mesh else f"{'GB/s':>9}{'% floor':>9}")]
+        for r in rows:
+            sp = "".join(f"{(f'{v:.2f}x' if v else '-'):>18}" for v in (r.get('speedup_vs_' + b) for b in bases))
+            if mesh:
+                peak = f"{r['peak_MiB']:10.1f}" if r.get("peak_MiB") is not None else f"{'-':>10}"
+                extra = peak + f"{r.get('triangles', '-'):>11}"
+            else:
+                extra = f"{r['achieved_GBps']:9.1f}{100 * r['fraction_of_floor']:8.0f}%" if "achieved_GBps" in r else ""
             lines.append(f"{r['size']:<22}{r['impl']:<20}{r['median_ms']:11.3f}"
-                         f"{r['p10_ms']:>9.3f} - {r['p90_ms']:<8.3f}{(f'{sp:.2f}x' if sp else '-'):>9}{gb}")
+                         f"{r['p10_ms']:>9.3f} - {r['p90_ms']:<8.3f}{sp}{extra}")
     if report["notes"]:
         lines += ["", "notes:"] + [f"  - {n}" for n in report["notes"]]
     return "\n".join(lines)
