@@ -76,10 +76,12 @@ def environment(device: str) -> dict:
 
 
 def _git_commit():
+    """HEAD, with "+dirty" when tracked files differ from it (the run measured uncommitted code)."""
     try:
         here = os.path.dirname(os.path.abspath(__file__))
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or None
+        git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True, timeout=10).stdout
+        head = git("rev-parse", "HEAD").strip()
+        return (head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
 
