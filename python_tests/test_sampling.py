@@ -7,7 +7,7 @@ from flowkernels.compat import trellis as T1
 from flowkernels.compat import trellis2 as T2
 from flowkernels.compat.diffusers import FlowMatchEulerDiscreteScheduler
 from flowkernels.compat.hunyuan3d import FlowMatchingSampler
-from flowkernels.ops.guided_step import coefficient_row, guided_step, rescale_factor
+from flowkernels.ops.guided_step import coefficient_row, guided_step, guided_step_op, rescale_factor
 from flowkernels.reference import samplers as ref_samplers
 from flowkernels.reference import trellis as ref_trellis
 from helpers import DEVICE, DTYPES, assert_close
@@ -88,6 +88,45 @@ def test_guided_step_in_place_and_rescale(backend):
     ref_out, _ = step_reference(x, c, u, row, k=k)
     guided_step(x, c, u, coef, out=x, k=k, backend=backend)  # in place
     assert_close("x_next", x, ref_out, 1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_guided_step_opcheck(backend):
+    B, M = 3, 37
+    x, c, u, h = (torch.randn(B, M, device=DEVICE) for _ in range(4))
+    coef = torch.tensor(coefficient_row(-0.1, 2.0, -1.0, 1.0, 0.5, 0.05), device=DEVICE)
+    k = torch.rand(B, device=DEVICE) + 0.5
+    new = lambda *shape: torch.empty(*shape, device=DEVICE)
+    torch.library.opcheck(guided_step_op, (x, c, u, coef, new(B, M), k, h, new(2 * B, M), new(B, M), new(B, M),
+                                           backend))
+    torch.library.opcheck(guided_step_op, (x, c, None, coef, new(B, M), None, None, None, None, None, backend))
+
+
+def test_guided_sampling_step_compiles_fullgraph():
+    """A sampling step (model on [x; x], guided combine, Euler update, next model input) traces into one graph
+    with the fused step as a custom op, and gives the eager result."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 16)).to(DEVICE)
+    coef = torch.tensor(coefficient_row(-0.05, 3.0, -2.0, 1.0, -0.6), device=DEVICE)
+
+    def step(model_in, state, x0):
+        out = model(model_in)
+        B = state.shape[0]
+        guided_step(state, out[:B], out[B:], coef, out=state, model_in=model_in, x0=x0, backend="triton")
+        return state
+
+    x = torch.randn(4, 16, device=DEVICE)
+    eager_in, eager_state, eager_x0 = torch.cat([x, x]), x.clone(), torch.empty_like(x)
+    comp_in, comp_state, comp_x0 = eager_in.clone(), x.clone(), torch.empty_like(x)
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        for _ in range(3):
+            step(eager_in, eager_state, eager_x0)
+            compiled(comp_in, comp_state, comp_x0)
+    assert_close("state", comp_state, eager_state, 1e-6)
+    assert_close("x0", comp_x0, eager_x0, 1e-6)
+    assert_close("model_in", comp_in, eager_in, 1e-6)
+    assert not torch.equal(comp_state, x)
 
 
 # --- TRELLIS / TRELLIS.2 samplers ---------------------------------------------------------------------------------
