@@ -2,6 +2,7 @@
 // emits from them; the row-walk method runs the CUDA driver's per-row code (mc_core.h) on CPU threads, so tests
 // can check on any machine that both give the same mesh.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <stdexcept>
 #include <string>
@@ -31,8 +32,16 @@ void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
   for (auto& th : pool) th.join();
 }
 
-// Enough rows per chunk that handing one out costs nothing next to the work in it.
-int64_t row_grain(int64_t nz) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(nz, 1)); }
+// fn(i, j, state) for every row (i, j) of the grid, in chunks of rows large enough that handing one out costs
+// nothing next to the work in it; `State` is per-chunk scratch (the emit pass's vertex numbering buffers).
+template <typename State, typename T, typename Fn>
+void for_each_row(const Volume<T>& vol, int num_threads, Fn&& fn) {
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(vol.nz, 1));
+  parallel_chunks(vol.nx * vol.ny, grain, num_threads, [&](int64_t lo, int64_t hi) {
+    State state{};
+    for (int64_t r = lo; r < hi; ++r) fn(r / vol.ny, r % vol.ny, state);
+  });
+}
 
 template <typename T>
 void classify(const Volume<T>& vol, const BitScratch& s, int num_threads) {
@@ -78,18 +87,17 @@ void mc_count_cpu(const GridDesc& grid, uintptr_t counts_ptr, uintptr_t spans_pt
   check_method(method);
   dispatch_dtype(grid.dtype, [&](auto tag) {
     auto vol = make_volume<decltype(tag)>(grid);
-    const int64_t rows = vol.nx * vol.ny, grain = row_grain(vol.nz);
     if (method == kMethodRowWalk) {
-      parallel_chunks(rows, grain, num_threads, [&](int64_t lo, int64_t hi) {
-        for (int64_t r = lo; r < hi; ++r) store_row(count_row(vol, r / vol.ny, r % vol.ny), r, counts, spans);
+      for_each_row<int>(vol, num_threads, [&](int64_t i, int64_t j, int) {
+        store_row(count_row(vol, i, j), i * vol.ny + j, counts, spans);
       });
       return;
     }
     const BitScratch bits(scratch, vol.nx, vol.ny, vol.nz);
     classify(vol, bits, num_threads);
     const BitPlanes bp(bits, vol.nx, vol.ny, vol.nz);
-    parallel_chunks(rows, grain, num_threads, [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) store_row(count_row_bits(bp, r / vol.ny, r % vol.ny), r, counts, spans);
+    for_each_row<int>(vol, num_threads, [&](int64_t i, int64_t j, int) {
+      store_row(count_row_bits(bp, i, j), i * vol.ny + j, counts, spans);
     });
   });
 }
@@ -99,19 +107,15 @@ void mc_emit_cpu(const GridDesc& grid, const EmitDesc& desc, uintptr_t scratch_p
   check_method(method);
   dispatch_dtype(grid.dtype, [&](auto tag) {
     auto vol = make_volume<decltype(tag)>(grid);
-    const int64_t rows = vol.nx * vol.ny, grain = row_grain(vol.nz);
     if (method == kMethodRowWalk) {
-      parallel_chunks(rows, grain, num_threads, [&](int64_t lo, int64_t hi) {
-        for (int64_t r = lo; r < hi; ++r) emit_row(vol, out, r / vol.ny, r % vol.ny);
-      });
+      for_each_row<int>(vol, num_threads, [&](int64_t i, int64_t j, int) { emit_row(vol, out, i, j); });
       return;
     }
     // The planes are the ones the count pass classified: the caller hands back the same scratch.
     const BitPlanes bp(BitScratch(reinterpret_cast<uint64_t*>(scratch_ptr), vol.nx, vol.ny, vol.nz), vol.nx, vol.ny,
                        vol.nz);
-    parallel_chunks(rows, grain, num_threads, [&](int64_t lo, int64_t hi) {
-      RowVertexIds ids[4];
-      for (int64_t r = lo; r < hi; ++r) emit_row_bits(vol, bp, out, r / vol.ny, r % vol.ny, ids);
+    for_each_row<std::array<RowVertexIds, 4>>(vol, num_threads, [&](int64_t i, int64_t j, auto& ids) {
+      emit_row_bits(vol, bp, out, i, j, ids.data());
     });
   });
 }
