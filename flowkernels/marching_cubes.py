@@ -99,7 +99,8 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
     with torch.cuda.device(device) if cuda else contextlib.nullcontext():
         counts = torch.empty((rows, 2), dtype=torch.int64, device=device)
         spans = torch.empty((rows, 2), dtype=torch.int64, device=device)
-        # CPU bit planes (2 bits per grid point): written by the count pass, read by the emit pass.
+        # CPU bit planes (1 bit per grid point, plus finite bits for rows with a NaN/inf): written by the count
+        # pass, read by the emit pass. Empty on CUDA.
         scratch = torch.empty(ext.mc_scratch_words(cuda=cuda, shape=(nx, ny, nz), method=method), dtype=torch.int64)
         common["scratch"] = scratch.data_ptr()
         ext.mc_count(counts=counts.data_ptr(), spans=spans.data_ptr(), **common)
