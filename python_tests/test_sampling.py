@@ -127,6 +127,14 @@ def test_guided_sampling_step_compiles_fullgraph():
     assert_close("x0", comp_x0, eager_x0, 1e-6)
     assert_close("model_in", comp_in, eager_in, 1e-6)
     assert not torch.equal(comp_state, x)
+    # the traced graph holds the fused step as one custom op (eager calls skip the op's dispatch cost)
+    targets = []
+
+    def record(gm, example_inputs):
+        targets.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+    torch.compile(step, fullgraph=True, backend=record)(comp_in, comp_state, comp_x0)
+    assert "flowkernels.guided_step.default" in targets
 
 
 # --- TRELLIS / TRELLIS.2 samplers ---------------------------------------------------------------------------------

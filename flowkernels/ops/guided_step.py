@@ -148,18 +148,14 @@ def guided_step(
     """out = x + dt·v (+ dt_h·h), v = a_c·c + a_u·u (rescaled by k), with optional side outputs:
     model_in (the next model input, [B] or [2B] rows), x0 (data prediction), v_out (v in fp32, for Heun).
 
-    out may be x itself (in-place state update); out, h, model_in, x0 and v_out must be contiguous. Runs as the
-    custom op flowkernels::guided_step, so a sampling step that calls it traces under torch.compile."""
-    guided_step_op(x, c, u, coef, out, k, h, model_in, x0, v_out, backend)
+    out may be x itself (in-place state update); out, h, model_in, x0 and v_out must be contiguous. Under
+    torch.compile it runs as the custom op flowkernels::guided_step, so a sampling step traces into one graph;
+    eagerly it calls the implementation directly (the op's dispatch costs ~50 us a call, more than the step)."""
+    step = guided_step_op if torch.compiler.is_compiling() else _guided_step_impl
+    step(x, c, u, coef, out, k, h, model_in, x0, v_out, backend)
 
 
-# out / model_in / x0 / v_out are written in place; `out` may be `x` itself (the in-place state update).
-@torch.library.custom_op("flowkernels::guided_step", mutates_args=("out", "model_in", "x0", "v_out"))
-def guided_step_op(
-    x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coef: torch.Tensor, out: torch.Tensor,
-    k: Optional[torch.Tensor], h: Optional[torch.Tensor], model_in: Optional[torch.Tensor],
-    x0: Optional[torch.Tensor], v_out: Optional[torch.Tensor], backend: str,
-) -> None:
+def _guided_step_impl(x, c, u, coef, out, k, h, model_in, x0, v_out, backend: str) -> None:
     B = x.shape[0]
     M = x[0].numel() if B else 0
     n_model_in = 0 if model_in is None else model_in.shape[0] // max(B, 1)
@@ -180,6 +176,16 @@ def guided_step_op(
         M, span, B, sx, sc, su,
         HAS_UNCOND=u is not None, HAS_H=h is not None, RESCALE=k is not None, N_MODEL_IN=n_model_in,
         WRITE_X0=x0 is not None, WRITE_V=v_out is not None, BLOCK=tile, num_warps=4)
+
+
+# out / model_in / x0 / v_out are written in place; `out` may be `x` itself (the in-place state update).
+@torch.library.custom_op("flowkernels::guided_step", mutates_args=("out", "model_in", "x0", "v_out"))
+def guided_step_op(
+    x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coef: torch.Tensor, out: torch.Tensor,
+    k: Optional[torch.Tensor], h: Optional[torch.Tensor], model_in: Optional[torch.Tensor],
+    x0: Optional[torch.Tensor], v_out: Optional[torch.Tensor], backend: str,
+) -> None:
+    _guided_step_impl(x, c, u, coef, out, k, h, model_in, x0, v_out, backend)
 
 
 @guided_step_op.register_fake
