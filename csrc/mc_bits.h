@@ -22,6 +22,10 @@
 
 namespace fk {
 
+// The word-level helpers below run once per 64 points in the count and emit loops; GCC left some of them out of
+// line (a call per word, and no constant folding of the caller's row pointers): ~5% of the emit pass.
+#define FK_WORD_INLINE __attribute__((always_inline)) inline
+
 inline int64_t words_per_row(int64_t nz) { return (nz + 63) / 64; }
 // Each classified row is followed by one zero word, so reading "the next word" never needs a bounds check.
 inline int64_t row_stride(int64_t nz) { return words_per_row(nz) + 1; }
@@ -31,7 +35,7 @@ inline int lowest_bit(uint64_t x) { return __builtin_ctzll(x); }
 inline int highest_bit(uint64_t x) { return 63 - __builtin_clzll(x); }
 
 // Bits below `n` (0 <= n <= 64).
-inline uint64_t low_bits(int64_t n) { return n >= 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1; }
+constexpr uint64_t low_bits(int64_t n) { return n >= 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1; }
 
 // Scratch (uint64 words, caller-allocated), shared by the count pass that writes it and the emit pass that
 // reads it. A row's finite words are written only when the row holds a NaN / inf: on a clean grid those pages
@@ -140,7 +144,7 @@ struct BitPlanes {
     has_cells = nx > 1 && ny > 1 && nz > 1;
   }
 
-  const uint64_t* in_row(int64_t i, int64_t j) const {
+  FK_WORD_INLINE const uint64_t* in_row(int64_t i, int64_t j) const {
     return (i >= 0 && j >= 0 && i < nx && j < ny) ? inside + (i * ny + j) * stride : zero_row;
   }
   const uint64_t* fin_row(int64_t i, int64_t j) const {
@@ -159,7 +163,7 @@ struct BitPlanes {
   }
 
   // Bit k: cell (i, j, k) exists and all 8 of its corners are finite.
-  uint64_t valid_cells(int64_t i, int64_t j, int64_t w) const {
+  FK_WORD_INLINE uint64_t valid_cells(int64_t i, int64_t j, int64_t w) const {
     if (i < 0 || j < 0 || w < 0 || i + 1 >= nx || j + 1 >= ny || w >= words) return 0;
     if (slice_finite[i] && slice_finite[i + 1]) return cell_points(w);
     const uint64_t *a = fin_row(i, j), *b = fin_row(i + 1, j), *c = fin_row(i, j + 1), *d = fin_row(i + 1, j + 1);
@@ -179,13 +183,13 @@ struct BitPlanes {
     const uint64_t *here, *next_x, *next_y;
     bool finite;  // finite_near(i)
   };
-  PointRows point_rows(int64_t i, int64_t j) const {
+  FK_WORD_INLINE PointRows point_rows(int64_t i, int64_t j) const {
     return {i, j, in_row(i, j), in_row(i + 1, j), in_row(i, j + 1), finite_near(i)};
   }
 
   // The three vertex words of a row: bit k of axis a set when the edge from point k along a crosses the level
   // and borders at least one valid cell (which makes both its ends finite, so the inside bits are exact there).
-  void vertex_words(const PointRows& p, int64_t w, uint64_t v[3]) const {
+  FK_WORD_INLINE void vertex_words(const PointRows& p, int64_t w, uint64_t v[3]) const {
     const uint64_t here = p.here[w];
     const uint64_t cross_x = p.i + 1 < nx ? here ^ p.next_x[w] : 0;
     const uint64_t cross_y = p.j + 1 < ny ? here ^ p.next_y[w] : 0;
@@ -209,7 +213,7 @@ struct BitPlanes {
     int64_t i, j;
     const uint64_t* rows[4];
   };
-  CellRows cell_rows(int64_t i, int64_t j) const {
+  FK_WORD_INLINE CellRows cell_rows(int64_t i, int64_t j) const {
     return {i, j, {in_row(i, j), in_row(i + 1, j), in_row(i, j + 1), in_row(i + 1, j + 1)}};
   }
 
@@ -217,7 +221,7 @@ struct BitPlanes {
   // k is inside) and the points whose cell has corners on both sides. Where that is 0, no edge from the row's
   // points crosses the level either (each such edge joins two corners of the cell), so a word of a row far
   // from the surface costs 8 loads.
-  static uint64_t mixed_cells(const CellRows& c, int64_t w, uint64_t corner[8]) {
+  FK_WORD_INLINE static uint64_t mixed_cells(const CellRows& c, int64_t w, uint64_t corner[8]) {
     uint64_t any = 0, all = ~uint64_t(0);
     for (int r = 0; r < 4; ++r) {
       corner[r] = c.rows[r][w];
@@ -228,7 +232,7 @@ struct BitPlanes {
     return any & ~all;
   }
   // The cells that emit triangles: mixed and valid (a range mask when the slices are finite).
-  uint64_t emitting_cells(const CellRows& c, int64_t w, uint64_t mixed) const {
+  FK_WORD_INLINE uint64_t emitting_cells(const CellRows& c, int64_t w, uint64_t mixed) const {
     return mixed ? mixed & valid_cells(c.i, c.j, w) : 0;
   }
 };
@@ -322,27 +326,24 @@ inline void span_words(const EmitTarget& out, int64_t row, int64_t& begin, int64
 // cache: a few scattered lines per row, too few for the hardware prefetcher to pick up, each a DRAM round trip.
 // Asking for the lines row (i, j) will read (its own and row (i + 1, j)'s over its vertex span; row (i, j + 1)
 // is the next row's own) a couple of rows ahead halves the vertex time at 256^3 (measured: 16 -> 8 ms on a
-// 1.3M-triangle gyroid, one core).
+// 1.3M-triangle gyroid, one core). Prefetching only the lines that hold a vertex was slower: the vertex words
+// cost more to compute twice than the extra lines cost to fetch.
 // Always inlined: GCC deems a function whose only statements are prefetches free of side effects and deletes
-// the call (checked with GCC 12 at -O1 and above).
+// the call (GCC 12, -O1 and above).
 constexpr int64_t kPrefetchRows = 2;
 template <typename T>
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-inline void prefetch_vertex_values(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& out, int64_t i, int64_t j) {
-#if defined(__GNUC__)
+FK_WORD_INLINE void prefetch_vertex_values(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& out, int64_t i,
+                                           int64_t j) {
   if (j >= bp.ny || vol.sz != 1) return;
   const int64_t row = i * bp.ny + j, kmin = out.spans[2 * row], kmax = out.spans[2 * row + 1];
   if (kmax < 0) return;
-  constexpr int64_t kLine = 64 / int64_t(sizeof(T));
+  constexpr int64_t kLine = 64 / int64_t(sizeof(T));  // points per cache line
   const T* here = vol.data + i * vol.sx + j * vol.sy;
   const T* next_x = i + 1 < bp.nx ? here + vol.sx : here;
   for (int64_t k = kmin & ~(kLine - 1); k <= kmax + 1 && k < bp.nz; k += kLine) {
     __builtin_prefetch(here + k);
     __builtin_prefetch(next_x + k);
   }
-#endif
 }
 
 // Emit pass for one row: its vertices, then the triangles of its cell row, each vertex id read from the

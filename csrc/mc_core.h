@@ -177,7 +177,7 @@ FK_HD RowCounts count_row(const Volume<T>& vol, int64_t i, int64_t j) {
   }
   // Rolling window over the 2 x 2 column of rows (r = dx | dy << 1): four loads per step serve the cell's
   // configuration and this row's edge tests; only crossing edges pay for the neighbour-cell check.
-  R lo[4], hi[4];
+  R lo[4], hi[4] = {R(0), R(0), R(0), R(0)};  // hi is read only when k + 1 < nz, which sets it first
   for (int r = 0; r < 4; ++r) lo[r] = vol.at(i + (r & 1), j + (r >> 1), 0);
   for (int64_t k = 0; k < vol.nz; ++k) {
     bool next = k + 1 < vol.nz;
