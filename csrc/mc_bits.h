@@ -48,10 +48,12 @@ struct BitScratch {
   uint64_t* ones_row;      // [stride] the finite words of an all-finite row
   uint64_t* slice_finite;  // [nx] nonzero when the whole x slice is finite (the common case)
   uint8_t* row_finite;     // [rows] nonzero when the row is finite
+  uint8_t* row_sides;      // [rows] kAllOutside, kAllInside or kBothSides: which sides of the level the row's
+                           // inside bits show (NaN counts as outside, as in the bits)
 
   static int64_t words(int64_t nx, int64_t ny, int64_t nz) {
     const int64_t rows = nx * ny;
-    return (2 * rows + 2) * row_stride(nz) + nx + (rows + 7) / 8;
+    return (2 * rows + 2) * row_stride(nz) + nx + 2 * ((rows + 7) / 8);
   }
   BitScratch(uint64_t* base, int64_t nx, int64_t ny, int64_t nz) : rows(nx * ny), stride(row_stride(nz)) {
     inside = base;
@@ -60,8 +62,20 @@ struct BitScratch {
     ones_row = zero_row + stride;
     slice_finite = ones_row + stride;
     row_finite = reinterpret_cast<uint8_t*>(slice_finite + nx);
+    row_sides = row_finite + 8 * ((rows + 7) / 8);
   }
 };
+enum RowSides : uint8_t { kAllOutside = 0, kAllInside = 1, kBothSides = 2 };
+
+// Sides of one classified row (bits past nz are 0).
+inline uint8_t row_sides_of(const uint64_t* inside, int64_t nz) {
+  bool none = true, all = true;
+  for (int64_t w = 0; 64 * w < nz; ++w) {
+    none = none && inside[w] == 0;
+    all = all && inside[w] == low_bits(nz - 64 * w);
+  }
+  return none ? kAllOutside : all ? kAllInside : kBothSides;
+}
 inline int64_t bit_scratch_words(int64_t nx, int64_t ny, int64_t nz) { return BitScratch::words(nx, ny, nz); }
 
 // Classify one row (i, j) into its inside words (and, only if it is not all finite, its finite words); returns
@@ -129,6 +143,7 @@ struct BitPlanes {
   const uint64_t* ones_row;
   const uint64_t* slice_finite;
   const uint8_t* row_finite;
+  const uint8_t* row_sides;
   uint64_t last_cells;  // bits of the last word that are cells (k < nz - 1)
   bool has_cells;       // nx, ny, nz >= 2
 
@@ -140,6 +155,7 @@ struct BitPlanes {
     ones_row = s.ones_row;
     slice_finite = s.slice_finite;
     row_finite = s.row_finite;
+    row_sides = s.row_sides;
     last_cells = low_bits(nz - 1 - 64 * (words - 1));
     has_cells = nx > 1 && ny > 1 && nz > 1;
   }
@@ -156,6 +172,15 @@ struct BitPlanes {
   static uint64_t prev_point(uint64_t x, uint64_t x_prev_word) { return (x << 1) | (x_prev_word >> 63); }
   // Points of word w with a cell at or after them along k (k < nz - 1).
   uint64_t cell_points(int64_t w) const { return w + 1 < words ? ~uint64_t(0) : last_cells; }
+
+  // The four rows around cell row (i, j) lie on one side of the level: then no edge between or along them
+  // crosses it, so row (i, j) owns no vertex and its cells emit nothing. Most rows of a compact shape's grid
+  // (70% for a sphere of radius 0.3 of the box) are skipped in one test, instead of scanning their words.
+  bool quiet_cell_row(int64_t i, int64_t j) const {
+    if (i + 1 >= nx || j + 1 >= ny) return false;
+    const uint8_t* r = row_sides + i * ny + j;
+    return r[0] != kBothSides && r[1] == r[0] && r[ny] == r[0] && r[ny + 1] == r[0];
+  }
 
   // Slices i - 1 .. i + 1 (those in the grid) hold no NaN / inf: then every cell near slice i is valid.
   bool finite_near(int64_t i) const {
@@ -246,6 +271,7 @@ inline int cell_config_bits(const uint64_t corner[8], int bit) {
 // Count pass for one row: vertices it owns, triangles its cells emit, and the span of points with a vertex.
 inline RowCounts count_row_bits(const BitPlanes& bp, int64_t i, int64_t j) {
   RowCounts c{0, 0, bp.nz, -1};
+  if (bp.quiet_cell_row(i, j)) return c;
   const BitPlanes::PointRows points = bp.point_rows(i, j);
   const BitPlanes::CellRows cells = bp.cell_rows(i, j);
   for (int64_t w = 0; w < bp.words; ++w) {
@@ -381,7 +407,7 @@ void emit_row_bits(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& 
     emit_axis_vertices<2>(vol, out, v, v_id, i, j, 64 * w);
     v_id += popcount64(v[0]) + popcount64(v[1]) + popcount64(v[2]);
   }
-  if (i + 1 >= bp.nx || j + 1 >= bp.ny) return;
+  if (i + 1 >= bp.nx || j + 1 >= bp.ny || bp.quiet_cell_row(i, j)) return;
   // A cell that emits has a crossed edge owned by one of the four rows at its k or k + 1: only cells from one
   // before the first such point to the last can emit.
   int64_t rows[4], kfirst = bp.nz, klast = -1;

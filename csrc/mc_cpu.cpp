@@ -15,16 +15,19 @@
 namespace fk {
 namespace {
 
-// Runs fn(begin, end) over [0, n) in chunks of `grain` tasks handed out dynamically: rows differ widely in work
-// (a sphere's surface crosses some rows and misses others), so static blocks would leave a core idle.
-template <typename Fn>
+// Runs fn(begin, end, state) over [0, n) in chunks of `grain` tasks handed out dynamically: rows differ widely in
+// work (a sphere's surface crosses some rows and misses others), so static blocks would leave a core idle.
+// `State` is per-thread scratch, built once per thread rather than once per chunk (the emit pass's numbering
+// buffers: allocating and zeroing them per chunk cost ~1 ms at 256^3).
+template <typename State = int, typename Fn>
 void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
   if (n <= 0) return;
   int64_t threads = num_threads > 0 ? num_threads : std::max(1u, std::thread::hardware_concurrency());
   threads = std::max<int64_t>(1, std::min<int64_t>(threads, (n + grain - 1) / grain));
   std::atomic<int64_t> next{0};
   auto work = [&] {
-    for (int64_t lo; (lo = next.fetch_add(grain)) < n;) fn(lo, std::min(n, lo + grain));
+    State state{};
+    for (int64_t lo; (lo = next.fetch_add(grain)) < n;) fn(lo, std::min(n, lo + grain), state);
   };
   std::vector<std::thread> pool;
   for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
@@ -33,12 +36,11 @@ void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
 }
 
 // fn(i, j, state) for every row (i, j) of the grid, in chunks of rows large enough that handing one out costs
-// nothing next to the work in it; `State` is per-chunk scratch (the emit pass's vertex numbering buffers).
+// nothing next to the work in it.
 template <typename State, typename T, typename Fn>
 void for_each_row(const Volume<T>& vol, int num_threads, Fn&& fn) {
   const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(vol.nz, 1));
-  parallel_chunks(vol.nx * vol.ny, grain, num_threads, [&](int64_t lo, int64_t hi) {
-    State state{};
+  parallel_chunks<State>(vol.nx * vol.ny, grain, num_threads, [&](int64_t lo, int64_t hi, State& state) {
     for (int64_t r = lo; r < hi; ++r) fn(r / vol.ny, r % vol.ny, state);
   });
 }
@@ -50,7 +52,7 @@ void classify(const Volume<T>& vol, const BitScratch& s, int num_threads) {
   std::fill(s.ones_row, s.ones_row + s.stride, uint64_t(0));
   for (int64_t w = 0; w < words; ++w) s.ones_row[w] = low_bits(vol.nz - 64 * w);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(vol.ny * vol.nz, 1));  // >= 32k points
-  parallel_chunks(vol.nx, grain, num_threads, [&](int64_t lo, int64_t hi) {
+  parallel_chunks(vol.nx, grain, num_threads, [&](int64_t lo, int64_t hi, int) {
     for (int64_t i = lo; i < hi; ++i) {
       bool slice_finite = true;
       for (int64_t j = 0; j < vol.ny; ++j) {
@@ -60,6 +62,7 @@ void classify(const Volume<T>& vol, const BitScratch& s, int num_threads) {
         inside[s.stride - 1] = 0;
         if (!finite) s.finite[row * s.stride + s.stride - 1] = 0;
         s.row_finite[row] = finite;
+        s.row_sides[row] = row_sides_of(inside, vol.nz);
         slice_finite &= finite;
       }
       s.slice_finite[i] = slice_finite;
