@@ -242,7 +242,7 @@ def test_multiword_rows_match_reference(shape, dtype, cpu_method):
     np.testing.assert_array_equal(a.normals, b.normals)
 
 
-@pytest.mark.parametrize("case", ["gyroid-nan", "sphere-strided", "torus-bf16", "noise-inf-ascent"])
+@pytest.mark.parametrize("case", ["gyroid-nan", "sphere-strided", "torus-bf16", "noise-inf-ascent", "uniform-rows"])
 def test_bitplanes_match_the_cuda_row_walk_exactly(case, cpu_method):
     """The CPU bit-plane driver and the row walk (the CUDA driver's code, run on CPU threads) give the same mesh,
     bit for bit, on grids large enough for many words per row, NaN slabs and several threads."""
@@ -260,6 +260,13 @@ def test_bitplanes_match_the_cuda_row_walk_exactly(case, cpu_method):
     elif case == "torus-bf16":
         grid = torch.from_numpy(torus_sdf(81)).to(torch.bfloat16)
         kwargs = dict(bounds=[-1, -1, -1, 1, 1, 1])
+    elif case == "uniform-rows":  # whole rows on one side (skipped when all four around a cell row agree)
+        grid = torch.from_numpy(sphere_sdf(70, r=0.5)).float()
+        grid[:, 5:12] = -1.0                            # all-inside rows ...
+        grid[:, 12:14] = 1.0                            # ... next to all-outside rows: crossings between them
+        grid[20:30, 40:50] = float("nan")               # NaN rows (outside in the bits) by the sphere
+        grid[-2:, :, :] = -0.5                          # inside rows on the last slices
+        kwargs = dict(level=0.0)
     else:
         grid = torch.from_numpy(rng.normal(size=(23, 17, 140))).float()
         grid[5, 6, 20], grid[11, 3, 100], grid[20, 16, 139] = float("inf"), -float("inf"), float("inf")  # vector lanes
