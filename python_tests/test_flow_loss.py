@@ -63,8 +63,10 @@ def test_loss_matches_reference(case, dtypes):
         lambda p: reference_loss(case, p.float(), x1.float(), noise.float(), t.float()), pred, do)
     assert loss.dtype == torch.float32 and grad.dtype == pred_dtype
     assert_2x_rule("loss", loss, loss32, loss64)
-    # the gradient is stored in pred's dtype, then scaled: one extra rounding of that dtype at most
-    floor = 2.0**-22 if pred_dtype == torch.float32 else torch.finfo(pred_dtype).eps
+    # The gradient is stored in pred's dtype, then scaled by `do` in it: two roundings of that dtype the reference
+    # does not make, each up to a full ulp (<= eps relative) where the CPU interpreter's casts truncate. One eps
+    # was too tight: the relative RMS error reached 1.03 eps in about 1 of 15 fresh bf16 draws.
+    floor = 2.0**-22 if pred_dtype == torch.float32 else 2 * torch.finfo(pred_dtype).eps
     assert_2x_rule("grad", grad, grad32, grad64, floor=floor)
 
 
