@@ -18,10 +18,11 @@ from ._validation import check_choice
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 _DIRECTIONS = {"descent": False, "ascent": True}
-# CPU algorithm: "bitplanes" (classify once into bit planes; fast) or "rowwalk" (the CUDA driver's per-row code on
-# CPU threads). Tests switch it to check that the two give the same mesh; users have no reason to.
-_CPU_METHODS = {"bitplanes": 0, "rowwalk": 1}
-CPU_METHOD = "bitplanes"
+# CPU algorithms, name -> the native driver's method code (csrc/mc_api.h). All give the same mesh; tests pass
+# `cpu_method=` to check that they do. "bitplanes" (classify once into bit planes) is the fast default; "rowwalk"
+# runs the CUDA driver's per-row code on CPU threads. A new method adds one entry here and one code in mc_api.h.
+CPU_METHODS = {"bitplanes": 0, "rowwalk": 1}
+DEFAULT_CPU_METHOD = "bitplanes"
 
 
 # CPU working memory (per-row counts, spans and offsets, and the bit planes) is rewritten by every call before it
@@ -94,7 +95,8 @@ def resolve_bounds(bounds, shape):
     return tuple(float(v) for v in lo), scale
 
 
-def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, return_normals: bool, threads: int):
+def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, return_normals: bool, threads: int,
+                 method: int):
     ext = _backend.native()
     device = grid.device
     nx, ny, nz = grid.shape
@@ -112,7 +114,6 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
         stream = torch.cuda.current_stream(device).cuda_stream
     else:
         stream = 0
-    method = _CPU_METHODS[CPU_METHOD]
     common = dict(cuda=cuda, dtype=_DTYPE_CODES[grid.dtype], data=grid.data_ptr(), shape=(nx, ny, nz),
                   strides=tuple(grid.stride()), level=level, method=method, stream=stream, num_threads=threads)
     # CPU bit planes (1 bit per grid point, plus finite bits for rows with a NaN/inf): written by the count pass,
@@ -144,7 +145,7 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
 
 
 def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction: str = "descent",
-                   return_normals: bool = False, num_threads: int | None = None):
+                   return_normals: bool = False, num_threads: int | None = None, cpu_method: str = DEFAULT_CPU_METHOD):
     """Extract the `level` isosurface of a dense grid as a welded triangle mesh.
 
     grid: torch tensor (CPU or CUDA) or numpy array, float16/bfloat16/float32/float64, [X, Y, Z] or [B, X, Y, Z].
@@ -153,6 +154,7 @@ def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction:
     world space given `bounds` (see `resolve_bounds`). gradient_direction="descent" (scikit-image's default)
     winds faces counter-clockwise seen from the side where values >= level: outward for an SDF that is
     negative inside. Cells with a non-finite corner emit nothing. Outputs carry no autograd history.
+    cpu_method: the CPU algorithm, one of CPU_METHODS (all give the same mesh; ignored for CUDA grids).
     """
     tensor, from_numpy = _as_tensor(grid)
     if tensor.dim() not in (3, 4):
@@ -163,12 +165,13 @@ def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction:
     if not math.isfinite(level):
         raise ValueError(f"level={level} must be finite")
     flip = check_choice("gradient_direction", gradient_direction, _DIRECTIONS)
+    method = check_choice("cpu_method", cpu_method, CPU_METHODS)
     threads = int(num_threads or os.environ.get("FLOWKERNELS_NUM_THREADS", 0) or 0)
     if threads < 0:
         raise ValueError(f"num_threads={num_threads} must be >= 0")
     origin, scale = resolve_bounds(bounds, tensor.shape[-3:])
     grids = tensor.unbind(0) if tensor.dim() == 4 else [tensor]
-    meshes = [_extract_one(g, level, origin, scale, flip, return_normals, threads) for g in grids]
+    meshes = [_extract_one(g, level, origin, scale, flip, return_normals, threads, method) for g in grids]
     if from_numpy:
         meshes = [Mesh(*(m.numpy() if m is not None else None for m in mesh)) for mesh in meshes]
     return meshes if tensor.dim() == 4 else meshes[0]

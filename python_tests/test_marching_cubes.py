@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flowkernels as fk
+from flowkernels.marching_cubes import CPU_METHODS
 from flowkernels.reference.marching_cubes import marching_cubes_reference
 from flowkernels.reference.mc_tables import TRIANGLES, header
 
@@ -184,6 +185,7 @@ BAD = {
     "bounds-text": (lambda: fk.marching_cubes(torch.zeros(4, 4, 4), bounds="big"), "bounds"),
     "meta-device": (lambda: fk.marching_cubes(torch.zeros(3, 3, 3, device="meta")), "grid"),
     "direction": (lambda: fk.marching_cubes(torch.zeros(4, 4, 4), gradient_direction="up"), "gradient_direction"),
+    "cpu-method": (lambda: fk.marching_cubes(torch.zeros(4, 4, 4), cpu_method="fast"), "cpu_method"),
 }
 
 
@@ -209,22 +211,11 @@ def test_random_grids_match_reference_and_invariants(shape, seed, nan_frac, leve
         assert (mesh.verts >= lo - 1e-6).all() and (mesh.verts <= np.array(shape) - 1 + 1e-6).all()
 
 
-@pytest.fixture
-def cpu_method(monkeypatch):
-    """Switch the CPU driver between its bit-plane method and the row walk the CUDA driver runs."""
-    import importlib
-    mc_module = importlib.import_module("flowkernels.marching_cubes")
-
-    def use(method):
-        monkeypatch.setattr(mc_module, "CPU_METHOD", method)
-    yield use
-
-
 # Rows longer than one 64-point word, ending on and just past a word boundary, with NaN holes that straddle it.
 @pytest.mark.parametrize("shape", [(3, 4, 70), (2, 3, 64), (4, 2, 65), (3, 3, 129), (5, 6, 200)],
                          ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
-def test_multiword_rows_match_reference(shape, dtype, cpu_method):
+def test_multiword_rows_match_reference(shape, dtype):
     rng = np.random.default_rng(sum(shape))
     grid = rng.normal(size=shape)
     grid[..., 60:68][rng.random(grid[..., 60:68].shape) < 0.3] = np.nan
@@ -232,18 +223,18 @@ def test_multiword_rows_match_reference(shape, dtype, cpu_method):
     if np.prod(shape) <= 3000:  # the plain reference is slow: small grids only
         assert_same_as_reference(grid.astype(np.float64) if dtype == np.float16 else grid, 0.1)
     meshes = {}
-    for method in ("bitplanes", "rowwalk"):
-        cpu_method(method)
-        meshes[method] = fk.marching_cubes(grid, 0.1, return_normals=True)
-    a, b = meshes["bitplanes"], meshes["rowwalk"]
+    for method in CPU_METHODS:
+        meshes[method] = fk.marching_cubes(grid, 0.1, return_normals=True, cpu_method=method)
+    a = meshes["bitplanes"]
     assert len(a.faces) > 0
-    np.testing.assert_array_equal(a.faces, b.faces)
-    np.testing.assert_array_equal(a.verts, b.verts)
-    np.testing.assert_array_equal(a.normals, b.normals)
+    for b in meshes.values():
+        np.testing.assert_array_equal(a.faces, b.faces)
+        np.testing.assert_array_equal(a.verts, b.verts)
+        np.testing.assert_array_equal(a.normals, b.normals)
 
 
 @pytest.mark.parametrize("case", ["gyroid-nan", "sphere-strided", "torus-bf16", "noise-inf-ascent", "uniform-rows"])
-def test_bitplanes_match_the_cuda_row_walk_exactly(case, cpu_method):
+def test_bitplanes_match_the_cuda_row_walk_exactly(case):
     """The CPU bit-plane driver and the row walk (the CUDA driver's code, run on CPU threads) give the same mesh,
     bit for bit, on grids large enough for many words per row, NaN slabs and several threads."""
     rng = np.random.default_rng(7)
@@ -272,12 +263,12 @@ def test_bitplanes_match_the_cuda_row_walk_exactly(case, cpu_method):
         grid[5, 6, 20], grid[11, 3, 100], grid[20, 16, 139] = float("inf"), -float("inf"), float("inf")  # vector lanes
         kwargs = dict(level=0.3, gradient_direction="ascent")
     meshes = []
-    for method in ("bitplanes", "rowwalk"):
-        cpu_method(method)
-        meshes.append(fk.marching_cubes(grid, return_normals=True, num_threads=3, **kwargs))
-    a, b = meshes
+    for method in CPU_METHODS:
+        meshes.append(fk.marching_cubes(grid, return_normals=True, num_threads=3, cpu_method=method, **kwargs))
+    a = meshes[0]
     assert len(a.faces) > 100
-    assert torch.equal(a.faces, b.faces) and torch.equal(a.verts, b.verts) and torch.equal(a.normals, b.normals)
+    for b in meshes[1:]:
+        assert torch.equal(a.faces, b.faces) and torch.equal(a.verts, b.verts) and torch.equal(a.normals, b.normals)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs on GPU machines)")
