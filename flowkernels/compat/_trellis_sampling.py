@@ -37,6 +37,14 @@ def _feats(x):
     return x.feats if hasattr(x, "feats") and hasattr(x, "replace") else x
 
 
+def repeat_condition(cond, batch: int):
+    """TRELLIS's rule: a tensor condition of batch 1 serves a larger noise batch by repetition; anything else
+    (None, a condition of the full batch, non-tensor conditions) passes through unchanged."""
+    if isinstance(cond, torch.Tensor) and cond.dim() > 0 and cond.shape[0] == 1 and batch > 1:
+        return cond.repeat(batch, *([1] * (cond.dim() - 1)))
+    return cond
+
+
 class _Plan:
     """How one step evaluates the model: which conditions, the combine weights, rescale φ."""
     __slots__ = ("first", "second", "a_c", "a_u", "rescale")
@@ -75,9 +83,12 @@ class TrellisEulerBase:
 
     # --- model evaluation -------------------------------------------------------------------------------------------
     def _evaluate(self, model, x_t, t, cond=None, **kwargs):
-        """One model evaluation, TRELLIS's way: t·1000 as a float32 [B] tensor."""
-        t = torch.tensor([1000 * t] * x_t.shape[0], device=x_t.device, dtype=torch.float32)
-        return model(x_t, t, cond, **kwargs)
+        """One model evaluation, TRELLIS's way: t·1000 as a float32 [B] tensor, and a batch-1 condition repeated to
+        the batch of x_t (TRELLIS's pipelines draw several samples from one image this way). Every model call of
+        these samplers, guided or not, patched `_inference_model` or not, passes through here."""
+        batch = x_t.shape[0]  # a TRELLIS SparseTensor's shape[0] is its batch size
+        t = torch.tensor([1000 * t] * batch, device=x_t.device, dtype=torch.float32)
+        return model(x_t, t, repeat_condition(cond, batch), **kwargs)
 
     def _plan(self, t: float, cond, guidance: dict) -> _Plan:
         """Unguided by default; the CFG samplers override this."""
