@@ -3,7 +3,7 @@ fp16 grid), the fused loss (dense and ragged) and the guided step. Exits non-zer
 import torch
 
 import flowkernels as fk
-from flowkernels.ops.guided_step import coefficient_row, guided_step
+from flowkernels.sampling import guided_step, step_coefficients
 
 dev = "cuda"
 ax = torch.linspace(-1, 1, 37, device=dev)
@@ -28,7 +28,7 @@ fk.flow_matching_loss(p, feats, t, seed=4, convention="trellis", offsets=offsets
 x = torch.randn(3, 1000, device=dev)
 out = torch.randn(6, 1000, device=dev, dtype=torch.float16)
 model_in = torch.empty(6, 1000, device=dev, dtype=torch.float16)
-guided_step(x, out[:3], out[3:], torch.tensor(coefficient_row(0.1, 3.0, -2.0), device=dev), out=x,
+guided_step(x, out[:3], out[3:], torch.tensor(step_coefficients(0.1, 3.0, -2.0), device=dev), out=x,
             model_in=model_in, backend="triton")
 torch.cuda.synchronize()
 print("sanitize targets ok")

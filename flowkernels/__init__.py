@@ -4,7 +4,7 @@ Importing the package never builds or loads the compiled marching-cubes extensio
 """
 from .flow_matching import flow_interpolate, flow_matching_loss
 from .marching_cubes import Mesh, marching_cubes
-from .ops.time_sampling import sample_time
+from .time_sampling import sample_time
 from . import sampling
 from .sampling import Guidance, sample_euler
 

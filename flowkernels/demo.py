@@ -234,8 +234,3 @@ def _cuda():
     except Exception:  # pragma: no cover
         return False
 
-
-if __name__ == "__main__":
-    import sys
-    from .cli import main
-    sys.exit(main(["demo", *sys.argv[1:]]))

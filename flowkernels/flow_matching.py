@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from ._dispatch import resolve_backend
 from ._validation import check_choice, check_float_tensor, check_per_sample, check_same_shape
-from .ops import _launch
-from .ops.flow_coefficients import resolve_scheme
+from .flow_algebra import resolve_scheme
 from .ops.flow_interpolate import flow_interpolate_op
 from .ops.flow_loss import flow_loss_op
 
@@ -90,12 +90,10 @@ def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | No
     Sparse latents: x1 [N_rows, C] with `offsets` [B + 1]; t [B] is broadcast to each sample's rows in-kernel.
     """
     t, offsets = _check_common(x1, t, noise, seed, offsets)
-    if convention in ("trellis", "sd3", "diffusers") and path == "linear":
-        path = None
     scheme, pred_code, _, smin = resolve_scheme(convention, path, prediction, None, sigma_min)
     out_dtype = x1.dtype if out_dtype is None else out_dtype
     check_choice("out_dtype", out_dtype, {d: d for d in (torch.float32, torch.bfloat16, torch.float16)})
-    backend = _launch.resolve_backend(backend, x1.device)
+    backend = resolve_backend(backend, x1.device)
     xt, target = flow_interpolate_op(x1, noise, t, _seed_tensor(seed), offsets, scheme, pred_code, smin,
                                      bool(return_target), out_dtype, backend)
     return (xt, target) if return_target else xt
@@ -105,7 +103,7 @@ def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, no
                        *, seed=None, convention: str = "sit", path: str | None = "linear",
                        prediction: str = "velocity", weighting: str | None = None, weight: torch.Tensor | None = None,
                        sigma_min: float | None = None, reduction: str = "none", offsets: torch.Tensor | None = None,
-                       backend: str | None = None):
+                       return_per_sample: bool = False, backend: str | None = None):
     """Per-sample mean-flat flow-matching MSE of `pred` against the target rebuilt from (x1, noise|seed, t).
 
     One fused pass computes the loss (fp32) and, when pred requires grad, d loss / d pred; backward only
@@ -115,6 +113,8 @@ def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, no
     Sparse latents: `offsets` [B + 1] over the rows of pred/x1 [N_rows, C]; "none" gives each sample's mean over
     its rows (NaN for a sample with no rows), "mean" the mean over all elements (samples with more rows weigh more,
     as TRELLIS's SparseFlowMatchingTrainer), "sum" the sum of the per-sample means.
+    return_per_sample=True returns (reduced loss, per-sample means [B]) from the one pass (e.g. a training step's
+    loss and its per-sample values for logging by time bin).
     """
     check_float_tensor("pred", pred)
     t, offsets = _check_common(x1, t, noise, seed, offsets)
@@ -124,19 +124,36 @@ def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, no
         if weight.requires_grad:
             raise ValueError("weight requires grad; per-sample weights are treated as constants, pass weight.detach()")
     reduction = check_choice("reduction", reduction, REDUCTIONS)
-    if convention in ("trellis", "sd3", "diffusers") and path == "linear":
-        path = None
     scheme, pred_code, weight_code, smin = resolve_scheme(convention, path, prediction, weighting, sigma_min)
-    backend = _launch.resolve_backend(backend, pred.device)
+    backend = resolve_backend(backend, pred.device)
     compute_grad = pred.requires_grad and torch.is_grad_enabled()
     loss, _ = flow_loss_op(pred, x1, noise, t, weight, _seed_tensor(seed), offsets, scheme, pred_code, weight_code,
                            smin, compute_grad, backend)
-    if offsets is not None:
-        if reduction == "mean":
-            return loss.sum() / pred.numel()
-        loss = loss / (ragged_counts(offsets) * pred[0].numel() if pred.shape[0] else 1)
-    if reduction == "mean":
-        return loss.mean()
+    per_row = pred[0].numel() if pred.shape[0] else 1
+    return _reduce_per_sample(loss, reduction, offsets=offsets, elements_per_row=per_row, elements=pred.numel(),
+                             return_per_sample=return_per_sample)
+
+
+def _reduce_per_sample(loss: torch.Tensor, reduction: str = "none", *, offsets: torch.Tensor | None = None,
+                      elements_per_row: int = 1, elements: int | None = None, return_per_sample: bool = False):
+    """Reduce the loss kernel's per-sample values `loss` [B] (`flowkernels::flow_matching_loss`'s first output).
+
+    Dense batches (offsets None): `loss` holds per-sample means. Ragged batches (offsets [B + 1] over rows of
+    `elements_per_row` elements; `elements` in all): `loss` holds per-sample sums.
+    "none" gives the per-sample means [B]; "mean" the mean of those (dense) or the mean over all elements (ragged:
+    samples weigh by their rows, as TRELLIS's sparse trainer); "sum" the sum of the per-sample means.
+    return_per_sample=True returns (reduced, per-sample means). No host sync."""
+    reduction = check_choice("reduction", reduction, REDUCTIONS)
+    if offsets is None:
+        per_sample = loss
+        reduced = loss.mean() if reduction == "mean" else None
+    else:
+        if elements is None:
+            raise ValueError("reduce_per_sample: a ragged batch needs elements= (the element count of all rows)")
+        per_sample = loss / (ragged_counts(offsets) * elements_per_row)
+        reduced = loss.sum() / elements if reduction == "mean" else None
     if reduction == "sum":
-        return loss.sum()
-    return loss
+        reduced = per_sample.sum()
+    elif reduction == "none":
+        reduced = per_sample
+    return (reduced, per_sample) if return_per_sample else reduced

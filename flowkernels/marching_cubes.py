@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import _backend
+from . import _native
 from ._validation import check_choice
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
@@ -97,7 +97,7 @@ def resolve_bounds(bounds, shape):
 
 def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, return_normals: bool, threads: int,
                  method: int):
-    ext = _backend.native()
+    ext = _native.load()
     device = grid.device
     nx, ny, nz = grid.shape
     rows = nx * ny
@@ -110,7 +110,7 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
         return empty()
     cuda = device.type == "cuda"
     if cuda:
-        _backend.require_cuda_build()
+        _native.require_cuda_build()
         stream = torch.cuda.current_stream(device).cuda_stream
     else:
         stream = 0

@@ -1,5 +1,6 @@
-"""Guided Euler / Heun sampling on the fused step kernel: `sample_euler`, `Guidance`, and the time grids of the
-systems flowkernels replaces (SPEC §2).
+"""Guided Euler / Heun sampling on the fused step kernel: `sample_euler`, `Guidance`, the time grids of the
+systems flowkernels replaces, and the step-level API the drop-in samplers build on (`step_coefficients`,
+`guided_step`, `guidance_rescale_factor`).
 
 Per step, the eager loops of those systems run 5-10 ops over the whole state (cat for [x; x], chunk, the guidance
 combine, the update, casts, the data prediction). Here one kernel does the combine, the update in an fp32 state, the
@@ -15,29 +16,43 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from ._dispatch import resolve_backend
 from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor
-from .ops import _launch
-from .ops.guided_step import coefficient_row, guided_step, rescale_factor
+from .flow_algebra import GUIDANCE_FORMULAS, canonical_convention, guidance_weights, x0_coefficients
+from .ops import guided_step as _step_op
 
-GUIDANCE_FORMULAS = ("cfg", "trellis", "trellis2")
-CONVENTIONS = ("sit", "trellis", "sd3")
-
-
-def guidance_weights(formula: str, scale: float) -> tuple[float, float]:
-    """(a_c, a_u) with v = a_c·cond + a_u·uncond for each guidance formula of SPEC §2."""
-    if formula == "cfg":        # Hunyuan3D / diffusers: u + w (c − u)
-        return scale, 1.0 - scale
-    if formula == "trellis":    # TRELLIS: (1 + w) c − w u
-        return 1.0 + scale, -scale
-    return scale, 1.0 - scale   # TRELLIS.2: g c + (1 − g) u (the same weights as "cfg", a different default)
+__all__ = ["sample_euler", "Guidance", "trellis_timesteps", "hunyuan_timesteps", "step_coefficients", "guided_step",
+           "guidance_rescale_factor", "guidance_weights", "x0_coefficients"]
 
 
-def x0_coefficients(convention: str, t: float, sigma_min: float = 0.0) -> tuple[float, float]:
-    """(A, Bq) with the data prediction x0 = A·x_t + Bq·v at time t for a velocity model."""
-    if convention == "sit":  # x_t = t D + (1 − t) N, v = D − N
-        return 1.0, 1.0 - t
-    # TRELLIS: x_t = (1 − t) D + (σ + (1 − σ) t) N, v = (1 − σ) N − D  (SD3: σ = 0)
-    return 1.0 - sigma_min, -(sigma_min + (1.0 - sigma_min) * t)
+def step_coefficients(dt: float, a_c: float = 1.0, a_u: float = 0.0, x0_a: float = 1.0, x0_b: float = 0.0,
+                      dt_h: float = 0.0) -> list[float]:
+    """One row of the per-step coefficient table that `guided_step` reads (upload it, or many rows, as a float32
+    tensor): x_next = x + dt·v + dt_h·h with v = a_c·c + a_u·u, and the data prediction x0 = x0_a·x + x0_b·v
+    (`flowkernels.flow_algebra.x0_coefficients` gives x0_a, x0_b for each convention)."""
+    return _step_op.coefficient_row(dt, a_c, a_u, x0_a, x0_b, dt_h)
+
+
+def guided_step(x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coef: torch.Tensor, *,
+                out: torch.Tensor, k: Optional[torch.Tensor] = None, h: Optional[torch.Tensor] = None,
+                model_in: Optional[torch.Tensor] = None, x0: Optional[torch.Tensor] = None,
+                v_out: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> None:
+    """One fused guided Euler (or Heun) update: out = x + dt·v (+ dt_h·h), v = a_c·c + a_u·u (per-sample rescaled
+    by k, see `guidance_rescale_factor`), scalars read from `coef` (a `step_coefficients` row on x's device).
+
+    Side outputs, each written in the same pass when given: model_in (the next model input, [B] or [2B] rows, in
+    its own dtype), x0 (the data prediction), v_out (v in fp32, Heun's predictor). c and u may be the two halves of
+    one [cond; uncond] output (read in place through their batch strides). out may be x itself; out, h, model_in,
+    x0 and v_out must be contiguous."""
+    _step_op.guided_step(x, c, u, coef, out=out, k=k, h=h, model_in=model_in, x0=x0, v_out=v_out,
+                         backend=resolve_backend(backend, x.device))
+
+
+def guidance_rescale_factor(x: torch.Tensor, c: torch.Tensor, u: torch.Tensor, coef: torch.Tensor, phi: float, *,
+                            backend: Optional[str] = None) -> torch.Tensor:
+    """TRELLIS.2's guidance rescale as a per-sample factor k [B] for `guided_step(..., k=k)`:
+    k = phi·std(x0_c)/std(x0_guided) + 1 − phi, with the x0 of the conditional and of the guided velocity."""
+    return _step_op.rescale_factor(x, c, u, coef, phi, resolve_backend(backend, x.device))
 
 
 def trellis_timesteps(steps: int, rescale_t: float = 1.0) -> list[float]:
@@ -111,7 +126,7 @@ def _plan(timesteps, guidance, method, convention, sigma_min):
             a_c, a_u = guidance_weights(guidance.formula, guidance.scale) if guided else (1.0, 0.0)
             x0_a, x0_b = x0_coefficients(convention, te, sigma_min)
             # Heun's corrector adds dt/2 · v_predictor, stepping from the start of the step, not the predictor
-            evals.append(_Evaluation(te, guided, coefficient_row(d, a_c, a_u, x0_a, x0_b, dh)))
+            evals.append(_Evaluation(te, guided, _step_op.coefficient_row(d, a_c, a_u, x0_a, x0_b, dh)))
     return evals
 
 
@@ -136,15 +151,15 @@ def sample_euler(
 
     model_fn(x, t) -> v with x in `model_dtype` (default noise.dtype) and t a float32 tensor of per-row times
     multiplied by `time_scale` (1000 for TRELLIS / diffusers models). Step i moves from timesteps[i] to
-    timesteps[i + 1] (either direction). `convention` ("sit", "trellis", "sd3") and `sigma_min` define the data
-    prediction used by guidance rescale and passed to `callback(i, t, x, x0)` after each step.
-    method "heun" evaluates twice per step. `cuda_graph=True` (CUDA only) captures each kind of step after one eager
+    timesteps[i + 1] (either direction). `convention` ("sit"/"hunyuan3d", "trellis", "sd3"/"diffusers") and
+    `sigma_min` define the data prediction used by guidance rescale and passed to `callback(i, t, x, x0)` after
+    each step. method "heun" evaluates twice per step. `cuda_graph=True` (CUDA only) captures each kind of step after one eager
     warm-up and replays it. Returns the final state in noise.dtype.
     """
     check_float_tensor("noise", noise, FLOAT_DTYPES + (torch.float64,))
     ts = _check_timesteps(timesteps)
     method = check_choice("method", method, ("euler", "heun"))
-    convention = check_choice("convention", convention, CONVENTIONS)
+    convention = canonical_convention(convention)
     if guidance is not None:
         if not isinstance(guidance, Guidance):
             raise ValueError(f"guidance must be a flowkernels.Guidance, got {type(guidance).__name__}")
@@ -153,7 +168,7 @@ def sample_euler(
             raise ValueError("guidance.rescale needs at least 2 elements per sample (a standard deviation)")
     if cuda_graph and noise.device.type != "cuda":
         raise ValueError("cuda_graph=True needs CUDA tensors (noise is on %s)" % noise.device)
-    backend = _launch.resolve_backend(backend, noise.device)
+    backend = resolve_backend(backend, noise.device)
     runner = _EulerRun(model_fn, noise, ts, guidance, method, convention, sigma_min, time_scale,
                        model_dtype or noise.dtype, backend)
     return runner.run(verbose=verbose, cuda_graph=cuda_graph, callback=callback)
@@ -205,29 +220,31 @@ class _EulerRun:
         c, u = self._model_outputs(self.rows[i], e.guided, t)
         k = None
         if e.guided and self.guidance.rescale > 0:
-            k = rescale_factor(self.state, c, u, coef, self.guidance.rescale, self.backend)
+            k = _step_op.rescale_factor(self.state, c, u, coef, self.guidance.rescale, self.backend)
         next_rows = self.rows[i + 1] if i + 1 < len(self.evals) else 0
         model_in = self.model_in[: next_rows * self.B] if next_rows else None
         heun_stage = (i % 2) if self.method == "heun" else 0
         if heun_stage == 0 and self.method == "heun":  # predictor: x_pred = x + dt v1, keep v1
-            guided_step(self.state, c, u, coef, out=self.x_pred, k=k, model_in=model_in, v_out=self.v1,
+            _step_op.guided_step(self.state, c, u, coef, out=self.x_pred, k=k, model_in=model_in, v_out=self.v1,
                         backend=self.backend)
         elif heun_stage == 1:                           # corrector: x += dt/2 (v1 + v2)
-            guided_step(self.state, c, u, coef, out=self.state, k=k, h=self.v1, model_in=model_in,
+            _step_op.guided_step(self.state, c, u, coef, out=self.state, k=k, h=self.v1, model_in=model_in,
                         backend=self.backend)
         else:
-            guided_step(self.state, c, u, coef, out=self.state, k=k, model_in=model_in, x0=self.x0,
+            _step_op.guided_step(self.state, c, u, coef, out=self.state, k=k, model_in=model_in, x0=self.x0,
                         backend=self.backend)
 
     def run(self, *, verbose, cuda_graph, callback):
-        from tqdm.auto import tqdm
-
         graphs, warmed = {}, set()
         per_step = 1 if self.method == "euler" else 2
         steps = len(self.ts) - 1
         if callback is not None and self.method == "euler":  # Heun's x0 would mix two times: none is given
             self.x0 = torch.empty_like(self.state)
-        for step in tqdm(range(steps), desc="Sampling", disable=not verbose):
+        step_range = range(steps)
+        if verbose:  # tqdm is imported only for a progress bar
+            from tqdm.auto import tqdm
+            step_range = tqdm(step_range, desc="Sampling")
+        for step in step_range:
             for i in range(step * per_step, (step + 1) * per_step):
                 if not cuda_graph:
                     self._evaluate(i, self.coef_table[i], self.t_table[i])

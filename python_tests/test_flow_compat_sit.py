@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import flowkernels as fk
+from flowkernels import flow_algebra as fa
 from flowkernels.compat.sit import create_transport
 from flowkernels.ops.flow_interpolate import flow_interpolate_op
 from flowkernels.ops.flow_loss import flow_loss_op, scale_rows_op
@@ -114,18 +115,24 @@ def test_opcheck(backend):
     t = torch.rand(3, device=DEVICE)
     pred = torch.randn(3, 4, 5, device=DEVICE, requires_grad=True)
     seed = torch.tensor(7)
-    torch.library.opcheck(flow_loss_op, (pred, x1, None, t, None, seed, None, 0, 0, 0, 0.0, True, backend))
-    torch.library.opcheck(flow_loss_op, (pred, x1, torch.randn_like(x1), t, t + 1, None, None, 2, 2, 1, 0.0, True,
-                                         backend))
-    torch.library.opcheck(flow_interpolate_op, (x1, None, t, seed, None, 0, 0, 0.0, True, torch.float32, backend))
+    sit_velocity = dict(scheme=fa.SIT_LINEAR, prediction=fa.VELOCITY, sigma_min=0.0)
+    torch.library.opcheck(flow_loss_op, (pred, x1, None, t, None, seed, None),
+                          dict(sit_velocity, weighting=fa.W_NONE, compute_grad=True, backend=backend))
+    vp_score = dict(scheme=fa.SIT_VP, prediction=fa.SCORE, weighting=fa.W_VELOCITY, sigma_min=0.0)
+    torch.library.opcheck(flow_loss_op, (pred, x1, torch.randn_like(x1), t, t + 1, None, None),
+                          dict(vp_score, compute_grad=True, backend=backend))
+    torch.library.opcheck(flow_interpolate_op, (x1, None, t, seed, None),
+                          dict(sit_velocity, write_target=True, out_dtype=torch.float32, backend=backend))
     torch.library.opcheck(scale_rows_op, (torch.randn(3, 4, 5, device=DEVICE), t, None, backend))
     # ragged rows (sparse latents): 3 samples over 7 rows, one of them empty
     offsets = torch.tensor([0, 4, 4, 7], device=DEVICE)
     feats = torch.randn(7, 8, device=DEVICE)
     pred_r = torch.randn(7, 8, device=DEVICE, requires_grad=True)
-    torch.library.opcheck(flow_loss_op, (pred_r, feats, None, t, None, seed, offsets, 3, 0, 0, 1e-5, True, backend))
-    torch.library.opcheck(flow_interpolate_op, (feats, None, t, seed, offsets, 3, 0, 1e-5, False, torch.float32,
-                                                backend))
+    trellis = dict(scheme=fa.RECTIFIED, prediction=fa.VELOCITY, sigma_min=fa.TRELLIS_SIGMA_MIN)
+    torch.library.opcheck(flow_loss_op, (pred_r, feats, None, t, None, seed, offsets),
+                          dict(trellis, weighting=fa.W_NONE, compute_grad=True, backend=backend))
+    torch.library.opcheck(flow_interpolate_op, (feats, None, t, seed, offsets),
+                          dict(trellis, write_target=False, out_dtype=torch.float32, backend=backend))
     torch.library.opcheck(scale_rows_op, (torch.randn(7, 8, device=DEVICE), t, offsets, backend))
 
 

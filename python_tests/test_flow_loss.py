@@ -179,10 +179,12 @@ def test_empty_batch_and_no_grad():
 
 def test_t_out_of_range_poisons_loss_in_kernel():
     # on CUDA no host check is possible without a sync: the kernel marks such samples NaN instead
+    from flowkernels import flow_algebra as fa
     from flowkernels.ops.flow_loss import flow_loss_op
     pred, x1, noise, _ = make_inputs((3, 8), torch.float32, torch.float32)
     t = torch.tensor([0.5, 1.5, -0.1], device=DEVICE)
-    loss, _ = flow_loss_op(pred, x1, noise, t, None, None, None, 0, 0, 0, 0.0, False, "triton")
+    loss, _ = flow_loss_op(pred, x1, noise, t, None, None, None, scheme=fa.SIT_LINEAR, prediction=fa.VELOCITY,
+                           weighting=fa.W_NONE, sigma_min=0.0, compute_grad=False, backend="triton")
     assert torch.isfinite(loss[0]) and torch.isnan(loss[1:]).all()
 
 

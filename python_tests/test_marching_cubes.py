@@ -291,13 +291,13 @@ def test_import_never_loads_the_extension():
 
 
 def test_cpu_only_build_explains_how_to_rebuild(monkeypatch):
-    from flowkernels import _backend
+    from flowkernels import _native
 
     class CpuOnly:
         @staticmethod
         def cuda_built():
             return False
 
-    monkeypatch.setattr(_backend, "_native", CpuOnly)
+    monkeypatch.setattr(_native, "_module", CpuOnly)
     with pytest.raises(RuntimeError, match="FLOWKERNELS_CUDA=ON"):
-        _backend.require_cuda_build()
+        _native.require_cuda_build()

@@ -1,4 +1,4 @@
-"""Guided Euler step kernel and the samplers built on it, against plainly written originals (SPEC §2)."""
+"""Guided Euler step kernel and the samplers built on it, against plainly written originals."""
 import pytest
 import torch
 
@@ -7,7 +7,8 @@ from flowkernels.compat import trellis as T1
 from flowkernels.compat import trellis2 as T2
 from flowkernels.compat.diffusers import FlowMatchEulerDiscreteScheduler
 from flowkernels.compat.hunyuan3d import FlowMatchingSampler
-from flowkernels.ops.guided_step import coefficient_row, guided_step, guided_step_op, rescale_factor
+from flowkernels.ops.guided_step import guided_step_op
+from flowkernels.sampling import guidance_rescale_factor, guided_step, step_coefficients
 from flowkernels.reference import samplers as ref_samplers
 from flowkernels.reference import trellis as ref_trellis
 from helpers import DEVICE, DTYPES, assert_close
@@ -54,7 +55,7 @@ def test_guided_step_matches_formula(backend, dtype, shape):
     x = torch.randn(shape, device=DEVICE)
     both = torch.randn((2 * B,) + shape[1:], device=DEVICE).to(dt_)  # one [cond; uncond] output, read in place
     c, u = both[:B], both[B:]
-    row = coefficient_row(-0.137, 4.0, -3.0, 1 - 1e-5, -0.61, 0.05)
+    row = step_coefficients(dt=-0.137, a_c=4.0, a_u=-3.0, x0_a=1 - 1e-5, x0_b=-0.61, dt_h=0.05)
     coef = torch.tensor(row, device=DEVICE)
     h = torch.randn(shape, device=DEVICE)
     out = torch.full(shape, float("nan"), device=DEVICE)          # poisoned outputs
@@ -78,9 +79,9 @@ def test_guided_step_in_place_and_rescale(backend):
     B, M = 4, 1271
     x = torch.randn(B, M, device=DEVICE)
     c, u = torch.randn(B, M, device=DEVICE), torch.randn(B, M, device=DEVICE) + 0.3
-    row = coefficient_row(-0.2, 3.0, -2.0, 1 - 1e-5, -(1e-5 + (1 - 1e-5) * 0.7))
+    row = step_coefficients(dt=-0.2, a_c=3.0, a_u=-2.0, x0_a=1 - 1e-5, x0_b=-(1e-5 + (1 - 1e-5) * 0.7))
     coef = torch.tensor(row, device=DEVICE)
-    k = rescale_factor(x, c, u, coef, 0.7, backend)
+    k = guidance_rescale_factor(x, c, u, coef, 0.7, backend=backend)
     # k from its definition: φ std(x0_c) / std(x0_cfg) + 1 − φ
     x0c = row[3] * x.double() + row[4] * c.double()
     x0g = row[3] * x.double() + row[4] * (3.0 * c.double() - 2.0 * u.double())
@@ -94,7 +95,7 @@ def test_guided_step_in_place_and_rescale(backend):
 def test_guided_step_opcheck(backend):
     B, M = 3, 37
     x, c, u, h = (torch.randn(B, M, device=DEVICE) for _ in range(4))
-    coef = torch.tensor(coefficient_row(-0.1, 2.0, -1.0, 1.0, 0.5, 0.05), device=DEVICE)
+    coef = torch.tensor(step_coefficients(dt=-0.1, a_c=2.0, a_u=-1.0, x0_a=1.0, x0_b=0.5, dt_h=0.05), device=DEVICE)
     k = torch.rand(B, device=DEVICE) + 0.5
     new = lambda *shape: torch.empty(*shape, device=DEVICE)
     torch.library.opcheck(guided_step_op, (x, c, u, coef, new(B, M), k, h, new(2 * B, M), new(B, M), new(B, M),
@@ -107,7 +108,7 @@ def test_guided_sampling_step_compiles_fullgraph():
     with the fused step as a custom op, and gives the eager result."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 16)).to(DEVICE)
-    coef = torch.tensor(coefficient_row(-0.05, 3.0, -2.0, 1.0, -0.6), device=DEVICE)
+    coef = torch.tensor(step_coefficients(dt=-0.05, a_c=3.0, a_u=-2.0, x0_a=1.0, x0_b=-0.6), device=DEVICE)
 
     def step(model_in, state, x0):
         out = model(model_in)

@@ -69,7 +69,7 @@ SAMPLER_SIZES = {"cuda": {"hunyuan": (1, 4096, 64), "trellis_ss": (1, 8, 16, 16,
 
 def _sampler_case(shape, graphs):
     def build(device):
-        from flowkernels.ops.guided_step import coefficient_row, guided_step
+        from flowkernels.sampling import guided_step, step_coefficients
         dtype = torch.float16 if device == "cuda" else torch.float32
         B = shape[0]
         w, dt = 5.0, 0.02
@@ -77,8 +77,7 @@ def _sampler_case(shape, graphs):
         state = {"latents": torch.randn(shape, device=device, dtype=dtype)}
         x32 = torch.randn(shape, device=device)
         model_in = torch.empty((2 * B,) + shape[1:], device=device, dtype=dtype)
-        coef = torch.tensor(coefficient_row(dt, w, 1.0 - w), device=device)
-        backend = "triton" if device == "cuda" else "torch"
+        coef = torch.tensor(step_coefficients(dt, w, 1.0 - w), device=device)
 
         def eager():  # the Hunyuan3D loop's per-step glue: cat for CFG, chunk, combine, fp32 update, cast back
             x_in = torch.cat([state["latents"]] * 2)
@@ -88,7 +87,7 @@ def _sampler_case(shape, graphs):
             return x_in
 
         def fused():
-            guided_step(x32, model_out[:B], model_out[B:], coef, out=x32, model_in=model_in, backend=backend)
+            guided_step(x32, model_out[:B], model_out[B:], coef, out=x32, model_in=model_in)
 
         impls = {"eager": eager, "flowkernels": fused}
         if graphs and device == "cuda":

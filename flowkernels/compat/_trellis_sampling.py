@@ -14,9 +14,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..ops import _launch
-from ..ops.guided_step import coefficient_row, guided_step, rescale_factor
-from ..sampling import guidance_weights, trellis_timesteps
+from ..flow_algebra import guidance_weights, x0_coefficients
+from ..sampling import guidance_rescale_factor, guided_step, step_coefficients, trellis_timesteps
 
 
 class AttrDict(dict):
@@ -76,7 +75,8 @@ class TrellisEulerBase:
         return x_0, eps
 
     def _pred_to_xstart(self, x_t, t, pred):
-        return (1 - self.sigma_min) * x_t - (self.sigma_min + (1 - self.sigma_min) * t) * pred
+        x0_a, x0_b = x0_coefficients("trellis", t, self.sigma_min)
+        return x0_a * x_t + x0_b * pred
 
     def _xstart_to_pred(self, x_t, t, x_0):
         return ((1 - self.sigma_min) * x_t - x_0) / (self.sigma_min + (1 - self.sigma_min) * t)
@@ -125,8 +125,8 @@ class TrellisEulerBase:
 
     # --- the fused step -------------------------------------------------------------------------------------------
     def _coef_row(self, t, t_prev, plan):
-        x0_a, x0_b = 1.0 - self.sigma_min, -(self.sigma_min + (1.0 - self.sigma_min) * t)
-        return coefficient_row(-(t - t_prev), plan.a_c, plan.a_u, x0_a, x0_b)
+        x0_a, x0_b = x0_coefficients("trellis", t, self.sigma_min)
+        return step_coefficients(-(t - t_prev), plan.a_c, plan.a_u, x0_a, x0_b)
 
     def _step(self, model, x_t, t, t_prev, cond, kwargs, coef=None):
         guidance = {k: kwargs[k] for k in self._guidance_keys if k in kwargs}
@@ -144,7 +144,6 @@ class TrellisEulerBase:
         if x.shape != cf.shape or (uf is not None and uf.shape != x.shape):
             raise ValueError(f"the model returned shape {tuple(cf.shape)} for x_t of shape {tuple(x.shape)}")
         device = x.device
-        backend = _launch.resolve_backend(self.backend, device)
         if coef is None:
             coef = torch.tensor(self._coef_row(t, t_prev, plan), dtype=torch.float32).to(device, non_blocking=True)
         dtype = torch.promote_types(x.dtype, cf.dtype)
@@ -156,10 +155,10 @@ class TrellisEulerBase:
             uf = uf.reshape(1, -1) if uf is not None else None
         k = None
         if plan.rescale > 0 and uf is not None:
-            k = rescale_factor(x, cf, uf, coef, plan.rescale, backend)
+            k = guidance_rescale_factor(x, cf, uf, coef, plan.rescale, backend=self.backend)
         x_prev = torch.empty(x.shape, dtype=dtype, device=device)
         x_0 = torch.empty(x.shape, dtype=dtype, device=device)
-        guided_step(x, cf, uf, coef, out=x_prev, k=k, x0=x_0, backend=backend)
+        guided_step(x, cf, uf, coef, out=x_prev, k=k, x0=x_0, backend=self.backend)
         if sparse:
             return x_t.replace(x_prev.reshape(_feats(x_t).shape)), x_t.replace(x_0.reshape(_feats(x_t).shape))
         return x_prev, x_0
@@ -174,8 +173,6 @@ class TrellisEulerBase:
     def sample(self, model, noise, cond: Optional[Any] = None, steps: int = 50, rescale_t: float = 1.0,
                verbose: bool = True, tqdm_desc: str = "Sampling", **kwargs):
         """AttrDict(samples, pred_x_t (list), pred_x_0 (list)), TRELLIS's grid and update."""
-        from tqdm.auto import tqdm
-
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps={steps!r} must be an integer >= 1")
         if not rescale_t > 0:
@@ -191,7 +188,11 @@ class TrellisEulerBase:
             table = torch.tensor(rows, dtype=torch.float32).to(_feats(noise).device, non_blocking=True)
         sample = noise
         ret = AttrDict({"samples": None, "pred_x_t": [], "pred_x_0": []})
-        for i, (t, t_prev) in enumerate(tqdm(pairs, desc=tqdm_desc, disable=not verbose)):
+        steps_iter = pairs
+        if verbose:  # tqdm is imported only for a progress bar
+            from tqdm.auto import tqdm
+            steps_iter = tqdm(pairs, desc=tqdm_desc)
+        for i, (t, t_prev) in enumerate(steps_iter):
             sample, pred_x_0 = self._step(model, sample, t, t_prev, cond, kwargs,
                                           coef=table[i] if table is not None else None)
             ret.pred_x_t.append(sample)

@@ -21,8 +21,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ..ops import _launch
-from ..ops.guided_step import coefficient_row, guided_step
+from ..flow_algebra import x0_coefficients
+from ..sampling import guided_step, step_coefficients
 
 
 @dataclass
@@ -167,7 +167,8 @@ class FlowMatchEulerDiscreteScheduler:
         self._begin_index = None
         # the update of every step, x + (σ_next − σ) v with x0 = x − σ v, as one device table
         s = sigmas.detach().cpu().double().tolist()
-        rows = [coefficient_row(s[i + 1] - s[i], 1.0, 0.0, 1.0, -s[i]) for i in range(len(s) - 1)]
+        rows = [step_coefficients(s[i + 1] - s[i], 1.0, 0.0, *x0_coefficients("sd3", s[i]))
+                for i in range(len(s) - 1)]
         self._coef = torch.tensor(rows, dtype=torch.float32).to(sigmas.device, non_blocking=True)
 
     def index_for_timestep(self, timestep, schedule_timesteps=None):
@@ -213,7 +214,7 @@ class FlowMatchEulerDiscreteScheduler:
             coef = self._coef[self.step_index].to(sample.device)
             # element-wise: one long row (a copy only if sample or model_output is not contiguous)
             guided_step(sample.reshape(1, -1), model_output.reshape(1, -1), None, coef, out=prev.view(1, -1),
-                        backend=_launch.resolve_backend(self.backend, sample.device))
+                        backend=self.backend)
         self._step_index += 1
         if not return_dict:
             return (prev,)

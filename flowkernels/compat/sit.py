@@ -13,7 +13,7 @@ import torch
 
 from .._validation import check_choice
 from ..flow_matching import flow_interpolate, flow_matching_loss
-from ..ops.time_sampling import sample_time
+from ..time_sampling import sample_time
 
 _PATHS = {"linear": "Linear", "gvp": "GVP", "vp": "VP"}
 _PREDICTIONS = {"velocity": "velocity", "noise": "noise", "score": "score"}

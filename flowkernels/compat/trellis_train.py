@@ -1,5 +1,5 @@
 """TRELLIS / TRELLIS.2 flow-matching training losses on the fused kernels, with per-time-bin statistics kept on the
-device (SPEC §1b).
+device.
 
     class MyTrainer(FlowMatchingLossMixin, FlowMatchingTrainer): ...        # TRELLIS trainer subclass
     terms, status = training_losses(denoiser, x_0, cond, t_schedule={"name": "logitNormal",
@@ -20,11 +20,9 @@ import functools
 import numpy as np
 import torch
 
-from ..flow_matching import _seed_tensor, flow_interpolate, ragged_counts
-from ..ops import _launch
-from ..ops.flow_loss import flow_loss_op
-from ..ops.flow_coefficients import RECTIFIED, TRELLIS_SIGMA_MIN, VELOCITY, W_NONE
-from ..ops.time_sampling import sample_time
+from ..flow_algebra import TRELLIS_SIGMA_MIN
+from ..flow_matching import flow_interpolate, flow_matching_loss
+from ..time_sampling import sample_time
 from ._trellis_sampling import AttrDict
 
 N_BINS = 10
@@ -150,16 +148,9 @@ def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGM
     pred = pred.feats if hasattr(pred, "feats") else pred
     if pred.shape != feats.shape:
         raise ValueError(f"denoiser returned shape {tuple(pred.shape)} for x_t of shape {tuple(feats.shape)}")
-    backend = _launch.resolve_backend(backend, device)
-    compute_grad = pred.requires_grad and torch.is_grad_enabled()
-    per_sample, _ = flow_loss_op(pred, feats, noise, t.reshape(B).to(torch.float32), None, _seed_tensor(seed),
-                                 offsets, RECTIFIED, VELOCITY, W_NONE, float(sigma_min), compute_grad, backend)
-    if offsets is None:
-        mse = per_sample.mean()
-        mse_per_sample = per_sample
-    else:  # per-sample sums: the global mean weighs samples by their rows, as F.mse_loss over all features
-        mse = per_sample.sum() / pred.numel()
-        mse_per_sample = per_sample / (ragged_counts(offsets) * pred[0].numel())
+    # mse: the mean over all elements (sparse: samples weigh by their rows, as F.mse_loss over all features)
+    mse, mse_per_sample = flow_matching_loss(pred, feats, t.reshape(B).to(torch.float32), noise, seed=seed,
+                                             reduction="mean", return_per_sample=True, **kw)
     sums, counts = time_bin_stats(t.reshape(B).float(), mse_per_sample.detach())
     return TrainingTerms({"mse": mse, "loss": mse}, sums, counts), {}
 

@@ -1,8 +1,9 @@
-"""Launch helpers shared by the row-wise flow kernels: backend choice, per-sample views, grid shape."""
+"""Launch helpers shared by the row-wise flow kernels: per-sample views, grid shape, ragged extents, seeds.
+
+Which implementation runs (Triton or torch) is decided in `flowkernels._dispatch`, not here."""
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
@@ -10,22 +11,6 @@ import triton.language as tl
 
 BLOCK = 1024          # elements per tile on the GPU
 BLOCK_INTERPRET = 8192  # the interpreter pays per tile, not per element: bigger tiles run faster on CPU
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def resolve_backend(backend, device: torch.device) -> str:
-    if backend is None:
-        return "triton" if device.type == "cuda" else "torch"
-    if backend not in ("triton", "torch"):
-        raise ValueError(f"backend={backend!r} is not one of ['torch', 'triton'] (or None for automatic)")
-    if backend == "triton" and device.type != "cuda" and not interpreting():
-        raise ValueError(
-            "backend='triton' with CPU tensors needs TRITON_INTERPRET=1 set before flowkernels is imported; "
-            "use backend='torch' (the default for CPU tensors) otherwise")
-    return backend
 
 
 def rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:

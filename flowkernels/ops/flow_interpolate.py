@@ -7,8 +7,11 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import flow_algebra as fa
 from . import _launch
-from .flow_coefficients import coefficients_torch, flow_coefficients
+from .flow_coefficients import flow_coefficients
+
+W_NONE = tl.constexpr(fa.W_NONE)  # interpolation needs no loss weight
 
 
 @triton.jit
@@ -26,7 +29,7 @@ def _flow_interpolate_kernel(
     else:
         x1_base, noise_base = row * stride_x1, row * stride_noise
     t = tl.load(t_ptr + row * stride_t).to(tl.float64)  # per-sample scalars in fp64: one rounding each
-    a, b, p, cD, cN, w = flow_coefficients(t, sigma_min, SCHEME, PREDICTION, 0)
+    a, b, p, cD, cN, w = flow_coefficients(t, sigma_min, SCHEME, PREDICTION, W_NONE)
     a = a.to(tl.float32)
     b = b.to(tl.float32)
     tD = (-cD / p).to(tl.float32)
@@ -68,7 +71,7 @@ def _interpolate_triton(x1, noise, t, seed, offsets, scheme, prediction, sigma_m
 def _interpolate_torch(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target):
     if noise is None:
         noise = _launch.seeded_noise_torch(_launch.seed_value(seed), x1.shape, x1.device)
-    a, b, p, cD, cN, _ = coefficients_torch(t, sigma_min, scheme, prediction, 0)
+    a, b, p, cD, cN, _ = fa.coefficients_torch(t, sigma_min, scheme, prediction, fa.W_NONE)
     if offsets is not None:
         index = _launch.sample_index(offsets, x1.shape[0])
         a, b, p, cD, cN = (c[index] for c in (a, b, p, cD, cN))

@@ -6,14 +6,15 @@ upstream gradient of its per-sample loss.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 import triton
 import triton.language as tl
 
+from ..flow_algebra import coefficients_torch
 from . import _launch
-from .flow_coefficients import coefficients_torch, flow_coefficients
+from .flow_coefficients import flow_coefficients
 
 
 @triton.jit
@@ -167,17 +168,40 @@ def _(grad, row_scale, offsets, backend):
     return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
+class _LossInputs(NamedTuple):
+    """flow_loss_op's inputs by name, in the op's order (autograd hands them over as a tuple)."""
+    pred: Any
+    x1: Any
+    noise: Any
+    t: Any
+    weight: Any
+    seed: Any
+    offsets: Any
+    scheme: Any
+    prediction: Any
+    weighting: Any
+    sigma_min: Any
+    compute_grad: Any
+    backend: Any
+
+
 def _setup_context(ctx, inputs, output):
-    ctx.backend = inputs[-1]
-    ctx.offsets = inputs[6]
-    ctx.save_for_backward(output[1])
-    ctx.mark_non_differentiable(output[1])
+    args = _LossInputs(*inputs)
+    _loss, grad = output
+    ctx.backend, ctx.offsets = args.backend, args.offsets
+    ctx.save_for_backward(grad)
+    ctx.mark_non_differentiable(grad)
 
 
 def _backward(ctx, grad_loss, _grad_of_grad):
+    """d loss / d pred was computed in the forward pass; only pred gets a gradient (the kernels refuse inputs that
+    require grad elsewhere)."""
     (grad,) = ctx.saved_tensors
-    grad_pred = scale_rows_op(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend) if grad_loss is not None else None
-    return (grad_pred,) + (None,) * 12
+    grad_pred = None
+    if grad_loss is not None:
+        grad_pred = scale_rows_op(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend)
+    no_grads = _LossInputs(*([None] * len(_LossInputs._fields)))
+    return tuple(no_grads._replace(pred=grad_pred))
 
 
 flow_loss_op.register_autograd(_backward, setup_context=_setup_context)

@@ -1,6 +1,6 @@
 """One guided Euler (or Heun) update per pass over the state.
 
-Every guidance formula of SPEC §2 is the same linear combination v = a_c·c + a_u·u of the conditional output c and
+Every guidance formula (flowkernels.flow_algebra.guidance_weights) is the same linear combination v = a_c·c + a_u·u of the conditional output c and
 the unconditional output u (Hunyuan/diffusers u + w(c−u): a_c = w, a_u = 1−w; TRELLIS (1+w)c − w·u; TRELLIS.2
 g·c + (1−g)·u). A data prediction is also linear: x0 = A·x + Bq·v, so TRELLIS.2's guidance rescale, which scales the
 guided x0 by k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, becomes v ← k·v + (k−1)(A/Bq)·x. The per-sample k needs
@@ -23,9 +23,12 @@ import triton.language as tl
 
 from . import _launch
 
-# layout of one row of the per-step coefficient table
+# Slots of one row of the per-step coefficient table: the step dt, the guidance weights a_c / a_u, the data
+# prediction x0 = X0_A·x + X0_B·v, and Heun's corrector weight dt_h on the saved predictor velocity.
 DT, A_C, A_U, X0_A, X0_B, DT_H = range(6)
 N_COEF = 8  # padded
+# the same slots as compile-time constants for the kernels
+SLOT_DT, SLOT_A_C, SLOT_A_U, SLOT_X0_A, SLOT_X0_B, SLOT_DT_H = (tl.constexpr(i) for i in (DT, A_C, A_U, X0_A, X0_B, DT_H))
 
 
 @triton.jit
@@ -37,12 +40,12 @@ def _guided_step_kernel(
 ):
     row = tl.program_id(0).to(tl.int64)
     lo = tl.program_id(1).to(tl.int64) * span
-    dt = tl.load(coef_ptr + 0).to(tl.float32)
-    a_c = tl.load(coef_ptr + 1).to(tl.float32)
-    a_u = tl.load(coef_ptr + 2).to(tl.float32)
-    x0_a = tl.load(coef_ptr + 3).to(tl.float32)
-    x0_b = tl.load(coef_ptr + 4).to(tl.float32)
-    dt_h = tl.load(coef_ptr + 5).to(tl.float32)
+    dt = tl.load(coef_ptr + SLOT_DT).to(tl.float32)
+    a_c = tl.load(coef_ptr + SLOT_A_C).to(tl.float32)
+    a_u = tl.load(coef_ptr + SLOT_A_U).to(tl.float32)
+    x0_a = tl.load(coef_ptr + SLOT_X0_A).to(tl.float32)
+    x0_b = tl.load(coef_ptr + SLOT_X0_B).to(tl.float32)
+    dt_h = tl.load(coef_ptr + SLOT_DT_H).to(tl.float32)
     if RESCALE:
         k = tl.load(k_ptr + row).to(tl.float32)
         k_x = (k - 1.0) * x0_a / x0_b
@@ -79,10 +82,10 @@ def _rescale_stats_kernel(
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     lo = chunk.to(tl.int64) * span
-    a_c = tl.load(coef_ptr + 1).to(tl.float32)
-    a_u = tl.load(coef_ptr + 2).to(tl.float32)
-    x0_a = tl.load(coef_ptr + 3).to(tl.float32)
-    x0_b = tl.load(coef_ptr + 4).to(tl.float32)
+    a_c = tl.load(coef_ptr + SLOT_A_C).to(tl.float32)
+    a_u = tl.load(coef_ptr + SLOT_A_U).to(tl.float32)
+    x0_a = tl.load(coef_ptr + SLOT_X0_A).to(tl.float32)
+    x0_b = tl.load(coef_ptr + SLOT_X0_B).to(tl.float32)
     s1c = tl.zeros([BLOCK], dtype=tl.float64)
     s2c = tl.zeros([BLOCK], dtype=tl.float64)
     s1g = tl.zeros([BLOCK], dtype=tl.float64)
@@ -107,6 +110,7 @@ def _rescale_stats_kernel(
 
 
 def coefficient_row(dt, a_c=1.0, a_u=0.0, x0_a=1.0, x0_b=0.0, dt_h=0.0) -> list[float]:
+    """One row of the coefficient table, each value in its named slot (the rest is padding)."""
     row = [0.0] * N_COEF
     row[DT], row[A_C], row[A_U], row[X0_A], row[X0_B], row[DT_H] = dt, a_c, a_u, x0_a, x0_b, dt_h
     return row

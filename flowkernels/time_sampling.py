@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .._validation import check_choice
+from ._validation import check_choice
 
 SAMPLERS = {"uniform": "uniform", "logit_normal": "logit_normal", "logitnormal": "logit_normal", "mode": "mode"}
 SHIFT_SENSES = {"sit": "sit", "sd3": "sd3"}
