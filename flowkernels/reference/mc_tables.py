@@ -6,8 +6,15 @@ Edge e joins corner EDGE_CORNER[e] and the corner one step along EDGE_AXIS[e].
 For each of the 256 inside/outside patterns, every cube face contributes segments between its crossed edges,
 oriented so the inside corners lie on their left seen from outside the cube. On a face with four crossings the
 inside corners are cut off separately: the rule depends on that face's signs alone, so the two cells sharing a
-face always agree and closed surfaces come out watertight. The segments chain into closed loops, each fanned
-into triangles wound counter-clockwise seen from the outside (value >= level) side.
+face always agree. The segments chain into closed loops, each fanned into triangles wound counter-clockwise seen
+from the outside (value >= level) side.
+
+The fan starts at the first vertex of the loop that shares no cube face with any loop vertex other than its two
+neighbours. A segment is the only mesh edge between two vertices of one face that the cells on both sides of the
+face agree on; a diagonal between two vertices of one face (possible only on a face with four crossings, whose
+two segments a loop can pass through) could be drawn by the neighbour too, and where both cells draw it, or
+draw a triangle lying in the face, the edge is used four times and the mesh is not watertight. Fanning from
+such an apex keeps every diagonal inside the cube; every loop has one (a test checks all 256 cases).
 
 `python -m flowkernels.reference.mc_tables > csrc/mc_tables.h` writes the C++ header (a test checks it is current).
 """
@@ -73,6 +80,24 @@ def _loops(config: int):
     return loops
 
 
+FACE_EDGES = [frozenset(_edge_id(f[i], f[(i + 1) % 4]) for i in range(4)) for f in FACES]
+
+
+def share_face(e0: int, e1: int) -> bool:
+    """Do cube edges e0 and e1 lie on one cube face?"""
+    return any(e0 in face and e1 in face for face in FACE_EDGES)
+
+
+def _fan(loop):
+    """Triangles of `loop` fanned from its first vertex whose diagonals all cross the cube's interior."""
+    n = len(loop)
+    for start in range(n):
+        if not any(share_face(loop[start], loop[(start + d) % n]) for d in range(2, n - 1)):
+            rot = loop[start:] + loop[:start]
+            return [(rot[0], rot[i], rot[i + 1]) for i in range(1, n - 1)]
+    raise AssertionError(f"loop {loop} has no apex that keeps its diagonals off the cube faces")
+
+
 def _edge_mid(e):
     p = np.array(CORNER_POS[EDGE_CORNER[e]], dtype=float)
     p[EDGE_AXIS[e]] += 0.5
@@ -84,7 +109,7 @@ def _build():
     for config in range(256):
         tris = []
         for loop in _loops(config):
-            tris += [(loop[0], loop[i], loop[i + 1]) for i in range(1, len(loop) - 1)]
+            tris += _fan(loop)
         raw.append(tris)
     # orient: for corner 0 alone inside, the normal must point away from corner 0 (toward the outside side)
     a, b, c = (_edge_mid(e) for e in raw[1][0])
