@@ -24,11 +24,7 @@ def _built(case):
 
 def _params():
     for case in CASES:
-        bases = [case.baseline] if isinstance(case.baseline, str) else list(case.baseline)
-        impls = ["flowkernels", *bases] + (["compiled"] if case.op == "loss" else [])
-        if case.op == "mc":
-            impls += [p for p in ("skimage-lorensen", "pymcubes", "warp") if p not in impls]
-        for impl in impls:
+        for impl in case.implementations:
             yield pytest.param(case, impl, id=f"{case.op}-{case.size}-{impl}")
 
 

@@ -54,5 +54,26 @@ def test_registry_cases_run_on_cpu(op):
     cases = [c for c in registry.cases("cpu", [op]) if c.size != "sample50"][:1]
     report = run_cases(cases, "cpu", progress=False, min_time=0.0)
     assert {r["impl"] for r in report["results"]} >= {"flowkernels"}
+    # the pytest-benchmark suite parametrizes over the declared names: every built implementation is declared
+    assert {r["impl"] for r in report["results"]} <= set(cases[0].implementations)
     assert not [n for n in report["notes"] if "failed" in n or "could not" in n], report["notes"]
     assert op in format_tables(report)
+
+
+def test_registering_a_case_is_the_whole_path_to_a_new_benchmark(monkeypatch):
+    monkeypatch.setattr(registry, "REGISTRY", list(registry.REGISTRY))
+    calls = []
+
+    def build(device):
+        return registry.Built({"eager": lambda: calls.append("eager"), "flowkernels": lambda: calls.append("fk")})
+
+    registry.register(registry.Case("toy", "tiny", build, devices=("cpu",)))
+    assert "toy" in registry.registered_ops()
+    (case,) = registry.cases("cpu", ["toy"])
+    assert registry.cases("cuda", ["toy"]) == []
+    report = run_cases([case], "cpu", progress=False, min_time=0.0)
+    assert {r["impl"] for r in report["results"]} == {"eager", "flowkernels"} and "fk" in calls
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(registry.Case("toy", "tiny", build, devices=("cpu",)))
+    with pytest.raises(ValueError, match="unknown"):
+        registry.cases("cpu", ["no-such-op"])

@@ -1,9 +1,15 @@
 """The benchmark registry: every op, size and implementation measured by `flowkernels bench` and by the
 pytest-benchmark suite in benchmarks/ (both import this, so they measure the same thing).
 
-A case is built lazily (`Case.build()`), returns one zero-argument callable per implementation (all doing the same
-work on the same random inputs) and states the minimum bytes the op must move when it is memory-bound.
+Adding a benchmark is one declaration next to its builder:
+
+    register(Case("my_op", "size-name", build=_my_case(shape), devices=("cpu", "cuda"),
+                  implementations=("eager", "flowkernels")))
+
+A case is built lazily (`Case.build(device)`), returns one zero-argument callable per implementation (all doing the
+same work on the same random inputs) and states the minimum bytes the op must move when it is memory-bound.
 Peers that are not installed are listed in `skipped` with the reason, never silently dropped.
+`cases(device, ops, sizes)` selects from the registrations; nothing in it knows about a particular op.
 """
 from __future__ import annotations
 
@@ -13,7 +19,6 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-OPS = ("loss", "sampler", "trellis_loss", "mc", "e2e")
 
 
 @dataclass
@@ -31,9 +36,44 @@ class Case:
     size: str
     build: Callable[[str], Built]   # device -> Built
     baseline: str | tuple = "eager"  # ratios are reported against this implementation (or each of these)
+    devices: tuple = ("cpu", "cuda")  # where the case runs
+    implementations: tuple = ("eager", "flowkernels")  # every name `build` may return (peers may be skipped)
+    on_request: bool = False         # only when `--sizes` selects it (e.g. sizes whose CPU peers take minutes)
 
 
-# --- loss: interpolate + loss + backward (issue #2) ----------------------------------------------------------------
+REGISTRY: list[Case] = []
+
+
+def register(case: Case) -> Case:
+    """Add a case to the registry (op and size name unique per device)."""
+    for other in REGISTRY:
+        if (other.op, other.size) == (case.op, case.size) and set(other.devices) & set(case.devices):
+            raise ValueError(f"benchmark {case.op}/{case.size} is registered twice for {other.devices}")
+    REGISTRY.append(case)
+    return case
+
+
+def registered_ops() -> tuple:
+    """Op names in registration order."""
+    return tuple(dict.fromkeys(c.op for c in REGISTRY))
+
+
+def cases(device: str, ops=None, sizes=None) -> list[Case]:
+    """The registered cases for `device` ("cuda" or "cpu") and `ops` (default: all), in registration order.
+    sizes: substrings of size names to keep; also admits the cases registered with on_request=True."""
+    dev = "cuda" if device == "cuda" else "cpu"
+    known = registered_ops()
+    ops = known if ops is None else tuple(ops)
+    unknown = [op for op in ops if op not in known]
+    if unknown:
+        raise ValueError(f"ops: unknown {unknown}; choose from {list(known)}")
+    out = [c for c in REGISTRY if c.op in ops and dev in c.devices and (sizes or not c.on_request)]
+    if sizes:
+        out = [c for c in out if any(s in c.size for s in sizes)]
+    return out
+
+
+# --- loss: interpolate + loss + backward ----------------------------------------------------------------------------
 LOSS_SIZES = {"cuda": {"hunyuan": (16, 4096, 64), "trellis_ss": (32, 8, 16, 16, 16), "bandwidth": (64, 1 << 20)},
               "cpu": {"hunyuan_small": (4, 1024, 64), "trellis_ss_small": (8, 8, 16, 16, 16)}}
 
@@ -62,7 +102,13 @@ def _loss_case(shape):
     return build
 
 
-# --- sampler: one guided Euler step without the model (issue #4) -----------------------------------------------------
+for _device, _sizes in LOSS_SIZES.items():
+    for _name, _shape in _sizes.items():
+        register(Case("loss", _name, _loss_case(_shape), devices=(_device,),
+                      implementations=("eager", "compiled", "flowkernels")))
+
+
+# --- sampler: one guided Euler step without the model ---------------------------------------------------------------
 SAMPLER_SIZES = {"cuda": {"hunyuan": (1, 4096, 64), "trellis_ss": (1, 8, 16, 16, 16), "large": (64, 1 << 20)},
                  "cpu": {"hunyuan": (1, 4096, 64), "trellis_ss": (1, 8, 16, 16, 16)}}
 
@@ -112,7 +158,15 @@ def _graphed(fn):
     return graph.replay
 
 
-# --- TRELLIS sparse trainer loss with time bins (issue #5) -----------------------------------------------------------
+for _device, _sizes in SAMPLER_SIZES.items():
+    for _name, _shape in _sizes.items():
+        register(Case("sampler", _name, _sampler_case(_shape, graphs=False), devices=(_device,)))
+for _name, _shape in SAMPLER_SIZES["cuda"].items():  # CUDA-graph replay of both, on CUDA only
+    register(Case("sampler", _name + "+graphs", _sampler_case(_shape, graphs=True), baseline="eager+graph",
+                  devices=("cuda",), implementations=("eager+graph", "flowkernels+graph")))
+
+
+# --- TRELLIS sparse trainer loss with time bins ---------------------------------------------------------------------
 def _trellis_case(rows_lo, rows_hi, B=8, C=8):
     def build(device):
         from flowkernels.compat.trellis import training_losses
@@ -142,7 +196,14 @@ def _trellis_case(rows_lo, rows_hi, B=8, C=8):
     return build
 
 
-# --- marching cubes (issue #3) -------------------------------------------------------------------------------------
+# rows per sample: TRELLIS sparse-structure latents on CUDA, a tenth of that on CPU
+register(Case("trellis_loss", "B8-30k-60k-rows", _trellis_case(30000, 60000), baseline="original", devices=("cuda",),
+              implementations=("original", "flowkernels")))
+register(Case("trellis_loss", "B8-3k-6k-rows", _trellis_case(3000, 6000), baseline="original", devices=("cpu",),
+              implementations=("original", "flowkernels")))
+
+
+# --- marching cubes -------------------------------------------------------------------------------------------------
 MC_SIZES = {"cuda": (128, 256, 512, 1024), "cpu": (128, 256)}
 # Run only when asked for by --sizes (e.g. `--sizes 512`): the CPU peers take minutes there.
 MC_EXTRA_SIZES = {"cuda": (), "cpu": (512,)}
@@ -287,7 +348,20 @@ def _warp_mc(tgrid):
     return run
 
 
-# --- end to end: a small DiT training step and a 50-step guided sampling run (issue #6) ------------------------------
+MC_IMPLEMENTATIONS = ("flowkernels", "skimage-lewiner", "skimage-lorensen", "pymcubes", "vtk-flying-edges", "warp")
+for _device in ("cpu", "cuda"):
+    for _n in MC_SIZES[_device] + MC_EXTRA_SIZES[_device]:
+        for _shape in MC_SHAPES:
+            if _n < 1024 or _device == "cpu":
+                register(Case("mc", f"{_shape}-{_n}", _mc_case(_shape, _n), baseline=("skimage-lewiner",
+                              "vtk-flying-edges"), devices=(_device,), implementations=MC_IMPLEMENTATIONS,
+                              on_request=_n in MC_EXTRA_SIZES[_device]))
+# the 1024^3 target on CUDA: fp16, within 8 GB of scratch
+register(Case("mc", "sphere-1024-fp16", _mc_case("sphere", 1024, torch.float16), baseline="warp", devices=("cuda",),
+              implementations=MC_IMPLEMENTATIONS))
+
+
+# --- end to end: a small DiT training step and a 50-step guided sampling run ----------------------------------------
 E2E_SIZES = {"cuda": dict(B=16, tokens=4096, channels=64, width=256, blocks=4),
              "cpu": dict(B=2, tokens=256, channels=64, width=128, blocks=2)}
 
@@ -334,6 +408,10 @@ def _e2e_case(kind):
     return build
 
 
+for _kind in ("train", "sample50"):
+    register(Case("e2e", _kind, _e2e_case(_kind)))
+
+
 class _null:
     def __enter__(self):
         return self
@@ -356,31 +434,4 @@ class _TinyDiT(torch.nn.Module):
         return self.out(self.blocks(h))
 
 
-# --- the registry ----------------------------------------------------------------------------------------------------
-def cases(device: str, ops=OPS, sizes=None) -> list[Case]:
-    dev = "cuda" if device == "cuda" else "cpu"
-    out = []
-    for op in ops:
-        if op == "loss":
-            out += [Case(op, name, _loss_case(shape)) for name, shape in LOSS_SIZES[dev].items()]
-        elif op == "sampler":
-            for name, shape in SAMPLER_SIZES[dev].items():
-                out.append(Case(op, name, _sampler_case(shape, graphs=False)))
-                if dev == "cuda":
-                    out.append(Case(op, name + "+graphs", _sampler_case(shape, graphs=True), baseline="eager+graph"))
-        elif op == "trellis_loss":
-            lo, hi = (30000, 60000) if dev == "cuda" else (3000, 6000)
-            out.append(Case(op, f"B8-{lo // 1000}k-{hi // 1000}k-rows", _trellis_case(lo, hi), baseline="original"))
-        elif op == "mc":
-            grid_sizes = MC_SIZES[dev] + (MC_EXTRA_SIZES[dev] if sizes else ())
-            out += [Case(op, f"{shape}-{n}", _mc_case(shape, n), baseline=("skimage-lewiner", "vtk-flying-edges"))
-                    for n in grid_sizes for shape in MC_SHAPES if dev == "cpu" or n < 1024]
-            if dev == "cuda":  # the 1024^3 target: fp16, within 8 GB of scratch
-                out.append(Case(op, "sphere-1024-fp16", _mc_case("sphere", 1024, torch.float16), baseline="warp"))
-        elif op == "e2e":
-            out += [Case(op, kind, _e2e_case(kind)) for kind in ("train", "sample50")]
-        else:
-            raise ValueError(f"ops: unknown op {op!r}; choose from {list(OPS)}")
-    if sizes:
-        out = [c for c in out if any(s in c.size for s in sizes)]
-    return out
+OPS = registered_ops()  # every op above, in registration order
