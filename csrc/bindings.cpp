@@ -25,6 +25,8 @@ fk::GridDesc grid_desc(int dtype, uintptr_t data, std::array<int64_t, 3> shape, 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "flowkernels native core (marching cubes); called through flowkernels.marching_cubes";
   m.def("cuda_built", &fk::cuda_built);
+  m.def("_set_fail_thread_start", &fk::set_fail_thread_start, py::arg("nth"),
+        "test hook: starting CPU worker thread `nth` (1-based) of each parallel run fails; 0 turns it off");
   m.def(
       "mc_scratch_words",
       [](bool cuda, std::array<int64_t, 3> shape, int method) -> int64_t {

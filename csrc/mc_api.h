@@ -35,6 +35,8 @@ int64_t mc_scratch_words_cpu(const GridDesc& grid, int method);
 void mc_count_cpu(const GridDesc& grid, uintptr_t counts, uintptr_t spans, uintptr_t scratch, int method,
                   int num_threads);
 void mc_emit_cpu(const GridDesc& grid, const EmitDesc& out, uintptr_t scratch, int method, int num_threads);
+// Test hook: in every later CPU parallel run, starting worker thread `nth` (1-based) fails; 0 turns it off.
+void set_fail_thread_start(int nth);
 bool cuda_built();
 void mc_count_cuda(const GridDesc& grid, uintptr_t counts, uintptr_t spans, uintptr_t stream);
 void mc_emit_cuda(const GridDesc& grid, const EmitDesc& out, uintptr_t stream);

@@ -206,12 +206,23 @@ FK_HD RowCounts count_row(const Volume<T>& vol, int64_t i, int64_t j) {
   return c;
 }
 
+// Where the level crosses the edge from v0 to v1 (on opposite sides of it), as a fraction of the edge. Values
+// further apart than the type holds (-3e38 and 3e38 in float) make v1 - v0 overflow, which would put the vertex
+// on the grid point and collapse faces: their halves are interpolated instead.
+template <typename R>
+FK_HD R edge_fraction(R v0, R v1, R level) {
+  const R d = v1 - v0;  // never 0: v0 and v1 lie on opposite sides
+  if (is_finite(d)) return (level - v0) / d;
+  const R h = R(0.5);
+  return (level * h - v0 * h) / (v1 * h - v0 * h);
+}
+
 template <typename T>
 FK_HD void emit_vertex(const Volume<T>& vol, const EmitTarget& out, int64_t id, int64_t i, int64_t j, int64_t k,
                        int axis) {
   using R = typename Volume<T>::R;
   R v0 = vol.at(i, j, k), v1 = vol.at(i + (axis == 0), j + (axis == 1), k + (axis == 2));
-  R frac = (vol.level - v0) / (v1 - v0);  // v0 and v1 lie on opposite sides: never 0 / 0
+  R frac = edge_fraction(v0, v1, vol.level);
   R pos[3] = {R(i), R(j), R(k)};
   pos[axis] += frac;
   for (int d = 0; d < 3; ++d) out.verts[3 * id + d] = float(out.origin[d] + double(pos[d]) * out.scale[d]);

@@ -18,6 +18,7 @@ from ._validation import check_choice
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 _DIRECTIONS = {"descent": False, "ascent": True}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # CPU algorithms, name -> the native driver's method code (csrc/mc_api.h). All give the same mesh; tests pass
 # `cpu_method=` to check that they do. "bitplanes" (classify once into bit planes) is the fast default; "rowwalk"
 # runs the CUDA driver's per-row code on CPU threads. A new method adds one entry here and one code in mc_api.h.
@@ -49,18 +50,72 @@ class Mesh(NamedTuple):
     normals: torch.Tensor | np.ndarray | None = None  # [V, 3] float32, unit, outward (toward values >= level)
 
 
-def _as_tensor(grid):
+class _Grid(NamedTuple):
+    """One [X, Y, Z] grid as the driver reads it: address of element (0, 0, 0), strides in elements (any sign)."""
+    data: int
+    shape: tuple
+    strides: tuple
+    dtype: int
+    device: torch.device
+    owner: object  # the array or tensor that holds the memory, kept alive for the call
+
+
+_NUMPY_CODES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2}
+
+
+def _numpy_grid(array: np.ndarray) -> _Grid:
+    # The CPU driver walks any strides, negative ones (g[::-1], np.flip(g)) included, so a view is passed as it is;
+    # only byte-swapped data or strides that are not whole elements are copied, once.
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if any(s % array.itemsize for s in array.strides):
+        array = array.copy()
+    return _Grid(array.__array_interface__["data"][0], array.shape, tuple(s // array.itemsize for s in array.strides),
+                 _NUMPY_CODES[array.dtype], torch.device("cpu"), array)
+
+
+def _tensor_grid(tensor: torch.Tensor) -> _Grid:
+    return _Grid(tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), _DTYPE_CODES[tensor.dtype],
+                 tensor.device, tensor)
+
+
+def _as_grids(grid):
+    """(list of [X, Y, Z] grids, batched, numpy in) after checking type, dtype, device and rank."""
     if isinstance(grid, np.ndarray):
-        if grid.dtype not in (np.float16, np.float32, np.float64):
+        if grid.dtype.newbyteorder("=") not in _NUMPY_CODES:
             raise ValueError(f"grid has dtype {grid.dtype}; expected float16, float32 or float64")
-        return torch.from_numpy(grid), True
-    if not isinstance(grid, torch.Tensor):
+        shape, from_numpy = grid.shape, True
+    elif isinstance(grid, torch.Tensor):
+        if grid.dtype not in _DTYPE_CODES:
+            raise ValueError(f"grid has dtype {grid.dtype}; expected float16, bfloat16, float32 or float64")
+        if grid.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"grid is on {grid.device}; marching cubes runs on CPU or CUDA tensors")
+        shape, from_numpy, grid = grid.shape, False, grid.detach()
+    else:
         raise ValueError(f"grid must be a torch.Tensor or numpy.ndarray, got {type(grid).__name__}")
-    if grid.dtype not in _DTYPE_CODES:
-        raise ValueError(f"grid has dtype {grid.dtype}; expected float16, bfloat16, float32 or float64")
-    if grid.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"grid is on {grid.device}; marching cubes runs on CPU or CUDA tensors")
-    return grid.detach(), False
+    if len(shape) not in (3, 4):
+        raise ValueError(f"grid must be [X, Y, Z] or [B, X, Y, Z], got shape {tuple(shape)}")
+    views = list(grid) if len(shape) == 4 else [grid]
+    return [_numpy_grid(g) if from_numpy else _tensor_grid(g) for g in views], len(shape) == 4, from_numpy
+
+
+_MAX_THREADS = 4096
+
+
+def _resolve_threads(num_threads) -> int:
+    """num_threads, else FLOWKERNELS_NUM_THREADS, else 0 (one per core)."""
+    name, value = "num_threads", num_threads
+    if not num_threads:
+        name, value = "FLOWKERNELS_NUM_THREADS", os.environ.get("FLOWKERNELS_NUM_THREADS", "").strip() or 0
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(f"FLOWKERNELS_NUM_THREADS={value!r} is not an integer") from None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"num_threads must be an integer, got {type(value).__name__}")
+    if not 0 <= value <= _MAX_THREADS:
+        raise ValueError(f"{name}={value} must be between 0 (one per core) and {_MAX_THREADS}")
+    return int(value)
 
 
 def resolve_bounds(bounds, shape):
@@ -91,11 +146,17 @@ def resolve_bounds(bounds, shape):
         raise ValueError(f"bounds={bounds!r} must be finite")
     if not (hi > lo).all():
         raise ValueError(f"bounds={bounds!r} is inverted or empty: need hi > lo on every axis")
+    # Vertices are float32: a box whose corners or width float32 cannot hold would give inf vertices.
+    with np.errstate(over="ignore"):
+        width = hi - lo
+    if not (np.isfinite(width).all() and max(np.abs(lo).max(), np.abs(hi).max(), width.max()) <= _FLOAT32_MAX):
+        raise ValueError(f"bounds={bounds!r} overflows: the box's corners and width must fit in float32 "
+                         f"(|value| <= {_FLOAT32_MAX:.3g}), the vertices' type")
     scale = tuple(float((h - l) / (n - 1)) if n > 1 else 0.0 for l, h, n in zip(lo, hi, shape))
     return tuple(float(v) for v in lo), scale
 
 
-def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, return_normals: bool, threads: int,
+def _extract_one(grid: _Grid, level: float, origin, scale, flip: bool, return_normals: bool, threads: int,
                  method: int):
     ext = _native.load()
     device = grid.device
@@ -106,7 +167,7 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
                     torch.empty((0, 3), dtype=torch.int64, device=device),
                     torch.empty((0, 3), dtype=torch.float32, device=device) if return_normals else None)
 
-    if grid.numel() == 0:
+    if rows * nz == 0:
         return empty()
     cuda = device.type == "cuda"
     if cuda:
@@ -114,8 +175,8 @@ def _extract_one(grid: torch.Tensor, level: float, origin, scale, flip: bool, re
         stream = torch.cuda.current_stream(device).cuda_stream
     else:
         stream = 0
-    common = dict(cuda=cuda, dtype=_DTYPE_CODES[grid.dtype], data=grid.data_ptr(), shape=(nx, ny, nz),
-                  strides=tuple(grid.stride()), level=level, method=method, stream=stream, num_threads=threads)
+    common = dict(cuda=cuda, dtype=grid.dtype, data=grid.data, shape=(nx, ny, nz), strides=grid.strides, level=level,
+                  method=method, stream=stream, num_threads=threads)
     # CPU bit planes (1 bit per grid point, plus finite bits for rows with a NaN/inf): written by the count pass,
     # read by the emit pass. None on CUDA.
     scratch_words = ext.mc_scratch_words(cuda=cuda, shape=(nx, ny, nz), method=method)
@@ -156,9 +217,7 @@ def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction:
     negative inside. Cells with a non-finite corner emit nothing. Outputs carry no autograd history.
     cpu_method: the CPU algorithm, one of CPU_METHODS (all give the same mesh; ignored for CUDA grids).
     """
-    tensor, from_numpy = _as_tensor(grid)
-    if tensor.dim() not in (3, 4):
-        raise ValueError(f"grid must be [X, Y, Z] or [B, X, Y, Z], got shape {tuple(tensor.shape)}")
+    grids, batched, from_numpy = _as_grids(grid)
     if isinstance(level, bool) or not isinstance(level, (int, float, np.floating, np.integer)):
         raise ValueError(f"level must be a number, got {type(level).__name__}")
     level = float(level)
@@ -166,12 +225,9 @@ def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction:
         raise ValueError(f"level={level} must be finite")
     flip = check_choice("gradient_direction", gradient_direction, _DIRECTIONS)
     method = check_choice("cpu_method", cpu_method, CPU_METHODS)
-    threads = int(num_threads or os.environ.get("FLOWKERNELS_NUM_THREADS", 0) or 0)
-    if threads < 0:
-        raise ValueError(f"num_threads={num_threads} must be >= 0")
-    origin, scale = resolve_bounds(bounds, tensor.shape[-3:])
-    grids = tensor.unbind(0) if tensor.dim() == 4 else [tensor]
+    threads = _resolve_threads(num_threads)
+    origin, scale = resolve_bounds(bounds, grids[0].shape if grids else tuple(grid.shape[-3:]))
     meshes = [_extract_one(g, level, origin, scale, flip, return_normals, threads, method) for g in grids]
     if from_numpy:
         meshes = [Mesh(*(m.numpy() if m is not None else None for m in mesh)) for mesh in meshes]
-    return meshes if tensor.dim() == 4 else meshes[0]
+    return meshes if batched else meshes[0]

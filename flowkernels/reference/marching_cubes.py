@@ -29,7 +29,10 @@ def marching_cubes_reference(grid, level: float = 0.0, flip: bool = False):
                         q = tuple(p[a] + (a == axis) for a in range(3))
                         v0, v1 = g[p], g[q]
                         pos = np.array(p, dtype=np.float64)
-                        pos[axis] += (level - v0) / (v1 - v0)
+                        with np.errstate(over="ignore"):
+                            d = v1 - v0
+                        # values further apart than float64 holds: interpolate their halves (d would be inf)
+                        pos[axis] += (level - v0) / d if np.isfinite(d) else (level / 2 - v0 / 2) / (v1 / 2 - v0 / 2)
                         edge_pos[p + (axis,)] = pos
                         keys.append(p + (axis,))
                     tris.append((keys[0], keys[2], keys[1]) if flip else tuple(keys))
