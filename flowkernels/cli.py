@@ -1,4 +1,4 @@
-"""The `flowkernels` command: `flowkernels mesh ...`, `flowkernels demo ...`."""
+"""The `flowkernels` command: `flowkernels mesh ...`, `flowkernels eval ...`, `flowkernels demo ...`."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,59 @@ def cmd_mesh(args) -> int:
           f"-> {args.output}")
     return 0
 
+def _load_shape(path: str):
+    """A mesh (.ply .obj .off .stl .glb with faces) or a point cloud (.npy .npz .pt [N, 3] or [N, 6] with normals,
+    or a mesh file without faces)."""
+    import os
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{path!r}: no such file")
+    if path.endswith((".npy", ".npz", ".pt")):
+        arr = np.asarray(_load_grid(path), dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] not in (3, 6):
+            raise ValueError(f"{path!r}: a point cloud must be an [N, 3] (or [N, 6] with normals) array, "
+                             f"got shape {arr.shape}")
+        return arr if arr.shape[1] == 3 else (arr[:, :3], arr[:, 3:])
+    try:
+        import trimesh
+    except ImportError:
+        raise ValueError("reading meshes needs trimesh: pip install 'flowkernels[mesh]'") from None
+    try:
+        shape = trimesh.load(path, process=False)
+    except Exception as exc:  # trimesh raises many types for unreadable files
+        raise ValueError(f"{path!r}: cannot read it as a mesh or point cloud ({type(exc).__name__}: {exc})") from None
+    if isinstance(shape, trimesh.Scene):
+        shape = shape.to_geometry() if hasattr(shape, "to_geometry") else shape.dump(concatenate=True)
+    faces = getattr(shape, "faces", None)
+    if faces is not None and len(faces):
+        return shape
+    verts = np.asarray(getattr(shape, "vertices", np.empty((0, 3))), dtype=np.float64)
+    if len(verts) == 0:
+        raise ValueError(f"{path!r}: holds no vertices")
+    return verts
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from . import metrics
+
+    pred, gt = _load_shape(args.pred), _load_shape(args.gt)
+    thresholds = tuple(args.thresholds) if args.thresholds else metrics.DEFAULT_THRESHOLDS
+    start = time.perf_counter()
+    result = metrics.evaluate(pred, gt, n_points=args.points, convention=args.convention, thresholds=thresholds,
+                              seed=args.seed, iou_points=args.iou_points, device=args.device)
+    elapsed = time.perf_counter() - start
+    if args.json:
+        print(json.dumps(dict(result, pred=args.pred, gt=args.gt, seconds=round(elapsed, 3))))
+        return 0
+    print(f"{args.pred} vs {args.gt} ({result['convention']} convention, {result['n_pred_points']} / "
+          f"{result['n_gt_points']} points, {elapsed:.2f} s)")
+    for key, value in result.items():
+        if key not in ("convention", "n_pred_points", "n_gt_points"):
+            print(f"  {key:<20} {'n/a (not defined here)' if value is None else f'{value:.6g}'}")
+    return 0
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="flowkernels", description=__doc__)
@@ -60,6 +113,17 @@ def main(argv=None) -> int:
     mesh.add_argument("--bounds", type=float, nargs="+", help="s | lo hi | xmin ymin zmin xmax ymax zmax")
     mesh.add_argument("--device", default=None, help="cpu or cuda (default: where the file's tensor is)")
     mesh.set_defaults(fn=cmd_mesh)
+    ev = sub.add_parser("eval", help="reconstruction metrics of PRED against GT (meshes or point clouds)")
+    ev.add_argument("pred", help="PRED mesh (.ply .obj .off .stl .glb) or point cloud (.npy .npz .pt, [N, 3])")
+    ev.add_argument("gt", help="GT mesh or point cloud")
+    ev.add_argument("--convention", default="occnet", choices=("occnet", "pytorch3d", "kaolin", "open3d"))
+    ev.add_argument("--points", type=int, default=100_000, help="surface samples per mesh (default 100000)")
+    ev.add_argument("--iou-points", type=int, default=100_000, help="query points of the volume IoU")
+    ev.add_argument("--thresholds", type=float, nargs="+", help="F-score distances (default 0.01 0.015 0.02)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(fn=cmd_eval)
     from .bench import add_parser as add_bench
     from .demo import add_parser as add_demo
 
@@ -68,7 +132,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except ValueError as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:
         parser.exit(2, f"flowkernels {args.command}: error: {exc}\n")
 
 
