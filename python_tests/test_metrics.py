@@ -82,10 +82,15 @@ def test_layouts_and_dtypes_agree(dtype):
     np.testing.assert_allclose(float(p3d), np.mean(want), rtol=2e-6)
 
 
-def test_triton_kernel_straddling_blocks_and_empty_targets():
+def test_triton_kernel_straddling_blocks_and_empty_targets(monkeypatch):
     """Blocks of the interpreted kernel (128 rows) that straddle many samples, a sample with no targets (inf,
-    index -1) and exact ties (the lower index wins, as an argmin does)."""
+    index -1) and exact ties (the lower index wins, as an argmin does); outputs are poisoned before the launch."""
+    from flowkernels.ops import nearest_neighbor
     from flowkernels.ops.nearest_neighbor import nearest_both_triton
+
+    def poisoned(n, device, dtype):
+        return torch.full((n,), float("nan") if dtype.is_floating_point else -7, device=device, dtype=dtype)
+    monkeypatch.setattr(nearest_neighbor, "_alloc", poisoned)
     counts_p, counts_g = [3, 200, 0, 1, 70, 5], [130, 2, 4, 0, 9, 1]
     P, G = torch.cat(_ragged(counts_p)), torch.cat(_ragged(counts_g))
     G[1] = G[0]  # a duplicate target: both are at the same distance from every query
@@ -105,6 +110,30 @@ def test_triton_kernel_straddling_blocks_and_empty_targets():
             d2, j = ref.nearest(c.numpy(), a.numpy())
             np.testing.assert_allclose(sg[og[b]:og[b + 1]].numpy(), d2**2, rtol=1e-6, atol=1e-7)
             assert (ig[og[b]:og[b + 1]].numpy() == j + op[b]).all()
+    assert not torch.isnan(sp).any() and not torch.isnan(sg).any() and (ip != -7).all() and (ig != -7).all()
+
+
+def test_bench_metrics_case_runs():
+    """`flowkernels bench --ops metrics`: every implementation finds the same neighbours."""
+    from flowkernels.bench import metrics_cases
+    from flowkernels.bench.registry import Case
+    from flowkernels.bench.runner import format_tables, run_cases
+    case = metrics_cases._metrics_case(2, 300)
+    built = case("cpu")
+    results = {name: fn() for name, fn in built.impls.items()}
+    want = results["pytorch3d-style"]
+    for name, got in results.items():
+        if isinstance(got, tuple):     # torch implementations: (d_pq, i_pq, d_qp, i_qp) [B, N]
+            d_pq, d_qp = got[0].reshape(-1).double(), got[2].reshape(-1).double()
+        else:                          # flowkernels' Matching
+            d_pq, d_qp = got.sq_pred, got.sq_gt
+        torch.testing.assert_close(d_pq, want[0].reshape(-1).double(), rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(d_qp, want[2].reshape(-1).double(), rtol=1e-4, atol=1e-6, msg=name)
+    from flowkernels.bench.registry import cases
+    assert [c.size for c in cases("cpu", ["metrics"])] == list(metrics_cases.METRICS_SIZES["cpu"])
+    report = run_cases([Case("metrics", "B2-300", case)], "cpu", progress=False, min_time=0.0)
+    assert {r["impl"] for r in report["results"]} >= {"flowkernels", "scipy-ckdtree", "pytorch3d-style"}
+    assert "== metrics ==" in format_tables(report)
 
 
 def test_kernel_distances_are_differences_not_the_matmul_expansion():

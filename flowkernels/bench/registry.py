@@ -434,4 +434,7 @@ class _TinyDiT(torch.nn.Module):
         return self.out(self.blocks(h))
 
 
+# --- reconstruction metrics: nearest neighbours both ways (declared in metrics_cases.py) ------------------------------
+from . import metrics_cases  # noqa: E402,F401  (importing it registers the "metrics" cases)
+
 OPS = registered_ops()  # every op above, in registration order
