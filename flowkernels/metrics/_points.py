@@ -121,7 +121,7 @@ class Matching:
 
 
 def resolve_backend(backend, device: torch.device) -> str:
-    from ..ops._launch import interpreting
+    from .._dispatch import interpreting
     if backend is None:
         return "triton" if device.type == "cuda" else "kdtree"
     if backend not in BACKENDS:

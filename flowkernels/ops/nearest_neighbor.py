@@ -16,8 +16,6 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import interpreting
-
 BLOCK_M, BLOCK_N = 64, 64          # GPU: 64 x 64 fp32 distances per tile, 32 per thread at 4 warps
 BLOCK_INTERPRET = 128             # the interpreter pays per tile: bigger tiles run faster on CPU
 _alloc = torch.empty              # tests swap in a NaN-filled allocator: every output element must be written
@@ -99,8 +97,8 @@ def nearest_both_triton(p: torch.Tensor, p_offsets: torch.Tensor, q: torch.Tenso
     # SoA copies in fp32: each coordinate of a tile is one contiguous load
     p_soa = p.to(torch.float32).t().contiguous()
     q_soa = q.to(torch.float32).t().contiguous()
-    block_m = BLOCK_INTERPRET if interpreting() else BLOCK_M
-    block_n = BLOCK_INTERPRET if interpreting() else BLOCK_N
+    block_m = BLOCK_INTERPRET if dev.type != "cuda" else BLOCK_M   # CPU tensors run only under the interpreter
+    block_n = BLOCK_INTERPRET if dev.type != "cuda" else BLOCK_N
     blocks_p, blocks_q = triton.cdiv(n_p, block_m), triton.cdiv(n_q, block_m)
     _nearest_both_kernel[(blocks_p + blocks_q,)](
         p_soa, n_p, _sample_of_row(p_offsets, n_p), p_offsets, q_soa, n_q, _sample_of_row(q_offsets, n_q),
