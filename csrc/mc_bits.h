@@ -23,7 +23,7 @@
 namespace fk {
 
 // The word-level helpers below run once per 64 points in the count and emit loops; GCC left some of them out of
-// line (a call per word, and no constant folding of the caller's row pointers): ~5% of the emit pass.
+// line (a call per word, and no constant folding of the caller's row pointers).
 #define FK_WORD_INLINE __attribute__((always_inline)) inline
 
 inline int64_t words_per_row(int64_t nz) { return (nz + 63) / 64; }
@@ -78,8 +78,6 @@ inline uint8_t row_sides_of(const uint64_t* inside, int64_t nz) {
 }
 inline int64_t bit_scratch_words(int64_t nx, int64_t ny, int64_t nz) { return BitScratch::words(nx, ny, nz); }
 
-// Classify one row (i, j) into its inside words (and, only if it is not all finite, its finite words); returns
-// whether the row is all finite. Bits past nz stay 0, which the edge and cell logic below relies on.
 #if defined(__SSE2__)
 // 16 contiguous floats: bit b of the result = (p[b] < level); `bad` collects lanes where v - v != 0 (NaN, inf).
 // Packing the four compare masks to bytes costs one movemask per 16 values instead of one per 4.
@@ -174,8 +172,8 @@ struct BitPlanes {
   uint64_t cell_points(int64_t w) const { return w + 1 < words ? ~uint64_t(0) : last_cells; }
 
   // The four rows around cell row (i, j) lie on one side of the level: then no edge between or along them
-  // crosses it, so row (i, j) owns no vertex and its cells emit nothing. Most rows of a compact shape's grid
-  // (70% for a sphere of radius 0.3 of the box) are skipped in one test, instead of scanning their words.
+  // crosses it, so row (i, j) owns no vertex and its cells emit nothing. Most rows of a compact shape's grid are
+  // skipped in one test, instead of scanning their words.
   bool quiet_cell_row(int64_t i, int64_t j) const {
     if (i + 1 >= nx || j + 1 >= ny) return false;
     const uint8_t* r = row_sides + i * ny + j;
@@ -350,10 +348,9 @@ inline void span_words(const EmitTarget& out, int64_t row, int64_t& begin, int64
 
 // The emit pass reads grid values only at crossed edges, long after the count pass streamed the grid through the
 // cache: a few scattered lines per row, too few for the hardware prefetcher to pick up, each a DRAM round trip.
-// Asking for the lines row (i, j) will read (its own and row (i + 1, j)'s over its vertex span; row (i, j + 1)
-// is the next row's own) a couple of rows ahead cut the vertex part of the emit pass from 23.5 to 9.3 ms on a
-// 256^3 gyroid (635k vertices, one core). Prefetching only the lines that hold a vertex was slower: the vertex words
-// cost more to compute twice than the extra lines cost to fetch.
+// So the lines row (i, j) will read (its own and row (i + 1, j)'s over its vertex span; row (i, j + 1) is the
+// next row's own) are asked for a couple of rows ahead. Prefetching only the lines that hold a vertex was slower:
+// the vertex words cost more to compute twice than the extra lines cost to fetch (figures: marching_cubes.md).
 // Always inlined: GCC deems a function whose only statements are prefetches free of side effects and deletes
 // the call (GCC 12, -O1 and above).
 constexpr int64_t kPrefetchRows = 2;

@@ -104,9 +104,8 @@ void count_slab(const BitPlanes& bp, int64_t i, int64_t* counts, int64_t* spans)
 // Pass 1: classify the grid and count every row. Counting slab i needs slabs i - 1 .. i + 1 classified. Each
 // thread takes blocks of slabs and counts a slab right after classifying the next one, while its bits are in
 // L1 and the grid is still streaming in: the counting hides behind classification, which is bound by memory
-// bandwidth (sphere 256^3, 2 threads: 3.0 ms classify + 1.7 ms count before). A block's first and last slabs
-// border other blocks, so they are counted after every slab is classified. Grids too thin along x for a few
-// blocks per thread classify all slabs, then count all rows.
+// bandwidth. A block's first and last slabs border other blocks, so they are counted after every slab is
+// classified. Grids too thin along x for a few blocks per thread classify all slabs, then count all rows.
 template <typename T>
 void classify_and_count(const Volume<T>& vol, const BitScratch& s, int64_t* counts, int64_t* spans,
                         int num_threads) {

@@ -28,7 +28,7 @@ DEFAULT_CPU_METHOD = "bitplanes"
 
 # CPU working memory (per-row counts, spans and offsets, and the bit planes) is rewritten by every call before it
 # is read, so each thread keeps its buffer for the next call instead of having the kernel zero fresh pages each
-# time (~1.4 us per 4 KiB page on the 2-core CI machine: ~1 ms of an 11 ms 256^3 extraction). Buffers above
+# time (what that costs: marching_cubes.md). Buffers above
 # _KEEP_BYTES (grids past ~700^3) are not kept, so an occasional huge grid does not pin its memory.
 _KEEP_BYTES = 64 << 20
 _cpu_work = threading.local()
