@@ -8,6 +8,10 @@
 
 namespace py = pybind11;
 
+namespace fk {
+void bind_flow(py::module_& m);  // csrc/flow/flow_bindings.cpp
+}
+
 namespace {
 
 fk::GridDesc grid_desc(int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
@@ -23,7 +27,8 @@ fk::GridDesc grid_desc(int dtype, uintptr_t data, std::array<int64_t, 3> shape, 
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "flowkernels native core (marching cubes); called through flowkernels.marching_cubes";
+  m.doc() = "flowkernels native core (marching cubes, CPU flow kernels); called through the flowkernels package";
+  fk::bind_flow(m);
   m.def("cuda_built", &fk::cuda_built);
   m.def("_set_fail_thread_start", &fk::set_fail_thread_start, py::arg("nth"),
         "test hook: starting CPU worker thread `nth` (1-based) of each parallel run fails; 0 turns it off");

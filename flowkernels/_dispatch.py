@@ -1,7 +1,9 @@
 """Which implementation runs the flow ops on a given device: the one place in the package that decides it.
 
-CUDA tensors run the Triton kernels; CPU tensors run the plain torch implementation. `backend=` on the public
-functions overrides the choice for tests and benchmarks ("triton" on CPU tensors needs TRITON_INTERPRET=1).
+CUDA tensors run the Triton kernels; CPU tensors run the native C++ kernels of the extension (csrc/flow/); other
+devices, or a build without the extension, run the plain torch implementation (also the reference). `backend=` on
+the public functions overrides the choice for tests and benchmarks ("triton" on CPU tensors needs
+TRITON_INTERPRET=1).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import os
 
 import torch
 
-BACKENDS = ("torch", "triton")
+BACKENDS = ("native", "torch", "triton")
 
 
 def interpreting() -> bool:
@@ -21,11 +23,30 @@ def resolve_backend(backend, device: torch.device) -> str:
     """The implementation for tensors on `device`: `backend` when given (checked), else the device's default."""
     device = torch.device(device)
     if backend is None:
-        return "triton" if device.type == "cuda" else "torch"
+        if device.type == "cuda":
+            return "triton"
+        return "native" if device.type == "cpu" and _native_cpu_available() else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {list(BACKENDS)} (or None for automatic)")
+    if backend == "native" and device.type != "cpu":
+        raise ValueError(f"backend='native' runs on CPU tensors only (got {device.type} tensors)")
     if backend == "triton" and device.type != "cuda" and not interpreting():
         raise ValueError(
             "backend='triton' with CPU tensors needs TRITON_INTERPRET=1 set before flowkernels is imported; "
-            "use backend='torch' (the default for CPU tensors) otherwise")
+            "use backend='native' (the default for CPU tensors) or 'torch' otherwise")
     return backend
+
+
+_native_cpu = None
+
+
+def _native_cpu_available() -> bool:
+    """Whether the extension with the CPU flow kernels loads (checked once)."""
+    global _native_cpu
+    if _native_cpu is None:
+        from . import _native
+        try:
+            _native_cpu = hasattr(_native.load(), "flow_loss_cpu")
+        except RuntimeError:
+            _native_cpu = False
+    return _native_cpu

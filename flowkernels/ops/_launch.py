@@ -66,10 +66,10 @@ def seed_value(seed) -> int:
 
 
 def seeded_noise_torch(seed: int, shape, device) -> torch.Tensor:
-    """The torch path's counterpart of the in-kernel Philox noise (a different stream, same role)."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+    """The in-kernel noise stream as a tensor (for the torch path): the same Philox normals the Triton and native
+    kernels draw for this seed, element by element, drawn on the CPU by the native extension."""
+    from .native_cpu import philox_normals
+    return philox_normals(seed, shape).to(device)
 
 
 @triton.jit

@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 from .. import flow_algebra as fa
-from . import _launch
+from . import _launch, native_cpu
 from .flow_coefficients import flow_coefficients
 
 W_NONE = tl.constexpr(fa.W_NONE)  # interpolation needs no loss weight
@@ -90,7 +90,7 @@ def flow_interpolate_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xt = torch.empty(x1.shape, dtype=out_dtype, device=x1.device)
     target = torch.empty(x1.shape if write_target else (0,), dtype=out_dtype, device=x1.device)
-    impl = _interpolate_triton if backend == "triton" else _interpolate_torch
+    impl = {"triton": _interpolate_triton, "native": native_cpu.interpolate}.get(backend, _interpolate_torch)
     impl(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target)
     return xt, target
 

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from ..flow_algebra import coefficients_torch
-from . import _launch
+from . import _launch, native_cpu
 from .flow_coefficients import flow_coefficients
 
 
@@ -134,7 +134,7 @@ def flow_loss_op(
     grad = torch.empty(pred.shape if compute_grad else (0,), dtype=pred.dtype, device=pred.device)
     if B == 0 or pred.numel() == 0:  # a mean over zero elements is NaN, as in torch; a sum is 0
         return torch.full((B,), 0.0 if ragged else float("nan"), device=pred.device), grad.zero_()
-    impl = _loss_triton if backend == "triton" else _loss_torch
+    impl = {"triton": _loss_triton, "native": native_cpu.loss}.get(backend, _loss_torch)
     loss = impl(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad)
     return loss, grad
 
@@ -154,6 +154,8 @@ def scale_rows_op(grad: torch.Tensor, row_scale: torch.Tensor, offsets: Optional
     B, M, ragged = _launch.layout(grad, offsets)
     if B == 0 or grad.numel() == 0:
         return out
+    if backend == "native":
+        return native_cpu.scale_rows(grad, row_scale, offsets, out)
     if backend != "triton":
         scale = row_scale.float()[_launch.sample_index(offsets, grad.shape[0])] if ragged else row_scale.float()
         return out.copy_(grad.float() * scale.view((-1,) + (1,) * (grad.dim() - 1)))

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _launch
+from . import _launch, native_cpu
 
 # Slots of one row of the per-step coefficient table: the step dt, the guidance weights a_c / a_u, the data
 # prediction x0 = X0_A·x + X0_B·v, and Heun's corrector weight dt_h on the saved predictor velocity.
@@ -126,6 +126,8 @@ def _rescale_factor_from_sums(s: torch.Tensor, M: int, phi: float) -> torch.Tens
 
 def rescale_factor(x, c, u, coef, phi: float, backend: str) -> torch.Tensor:
     B, M = x.shape[0], x[0].numel()
+    if backend == "native":
+        return _rescale_factor_from_sums(native_cpu.rescale_sums(x, c, u, coef), M, phi)
     if backend != "triton":
         c64 = coef.double().tolist()  # the torch path runs on CPU tensors: no sync
         a_c, a_u, x0_a, x0_b = c64[A_C], c64[A_U], c64[X0_A], c64[X0_B]
@@ -164,6 +166,9 @@ def _guided_step_impl(x, c, u, coef, out, k, h, model_in, x0, v_out, backend: st
     M = x[0].numel() if B else 0
     n_model_in = 0 if model_in is None else model_in.shape[0] // max(B, 1)
     if B == 0 or M == 0:
+        return
+    if backend == "native":
+        native_cpu.guided_step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out)
         return
     if backend != "triton":
         _guided_step_torch(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out)

@@ -1,0 +1,94 @@
+// Python bindings of the CPU flow kernels. A tensor arrives as (data pointer, dtype code, batch stride) — (0, 0, 0)
+// when absent — and a layout as (batch, elements per sample or per row, rows, offsets pointer, threads).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include "flow_api.h"
+#include "flow_noise.h"
+
+namespace py = pybind11;
+
+namespace fk {
+namespace {
+
+using ArrTuple = std::tuple<uintptr_t, int, int64_t>;
+using LayoutTuple = std::tuple<int64_t, int64_t, int64_t, uintptr_t, int>;
+
+FlowArr arr(const ArrTuple& a, const char* name) {
+  const int code = std::get<1>(a);
+  if (code < 0 || code > int(DType::kBFloat16))
+    throw std::invalid_argument(std::string(name) + ": unsupported dtype code " + std::to_string(code));
+  return FlowArr{std::get<0>(a), DType(code), std::get<2>(a)};
+}
+
+FlowLayout layout(const LayoutTuple& l) {
+  FlowLayout lay;
+  std::tie(lay.batch, lay.M, lay.n_rows, lay.offsets, lay.num_threads) = l;
+  if (lay.batch < 0 || lay.M < 0 || lay.n_rows < 0) throw std::invalid_argument("flow kernels: negative sizes");
+  return lay;
+}
+
+FlowScheme scheme(int scheme_code, int prediction, int weighting, double sigma_min) {
+  return FlowScheme{scheme_code, prediction, weighting, sigma_min};
+}
+
+}  // namespace
+
+void bind_flow(py::module_& m) {
+  m.def(
+      "flow_interpolate_cpu",
+      [](LayoutTuple l, int sch, int pred, double sigma_min, ArrTuple x1, ArrTuple noise, ArrTuple t, uint64_t seed,
+         ArrTuple xt, ArrTuple target) {
+        const FlowLayout lay = layout(l);
+        const FlowArr a[] = {arr(x1, "x1"), arr(noise, "noise"), arr(t, "t"), arr(xt, "xt"), arr(target, "target")};
+        py::gil_scoped_release release;
+        flow_interpolate_cpu(lay, scheme(sch, pred, 0, sigma_min), a[0], a[1], a[2], seed, a[3], a[4]);
+      });
+  m.def(
+      "flow_loss_cpu",
+      [](LayoutTuple l, int sch, int pred, int weighting, double sigma_min, ArrTuple p, ArrTuple x1, ArrTuple noise,
+         ArrTuple t, ArrTuple weight, uint64_t seed, uintptr_t loss, ArrTuple grad) {
+        const FlowLayout lay = layout(l);
+        const FlowArr a[] = {arr(p, "pred"), arr(x1, "x1"), arr(noise, "noise"), arr(t, "t"), arr(weight, "weight"),
+                             arr(grad, "grad")};
+        py::gil_scoped_release release;
+        flow_loss_cpu(lay, scheme(sch, pred, weighting, sigma_min), a[0], a[1], a[2], a[3], a[4], seed, loss, a[5]);
+      });
+  m.def("scale_rows_cpu", [](LayoutTuple l, ArrTuple grad, ArrTuple scale, ArrTuple out) {
+    const FlowLayout lay = layout(l);
+    const FlowArr g = arr(grad, "grad"), s = arr(scale, "scale"), o = arr(out, "out");
+    py::gil_scoped_release release;
+    scale_rows_cpu(lay, g, s, o);
+  });
+  m.def(
+      "guided_step_cpu",
+      [](LayoutTuple l, ArrTuple x, ArrTuple c, ArrTuple u, ArrTuple h, uintptr_t coef, ArrTuple k, ArrTuple out,
+         ArrTuple model_in, int n_model_in, ArrTuple x0, ArrTuple v_out) {
+        const FlowLayout lay = layout(l);
+        GuidedStepArgs g;
+        g.x = arr(x, "x"), g.c = arr(c, "c"), g.u = arr(u, "u"), g.h = arr(h, "h"), g.k = arr(k, "k");
+        g.out = arr(out, "out"), g.model_in = arr(model_in, "model_in"), g.x0 = arr(x0, "x0");
+        g.v_out = arr(v_out, "v_out"), g.coef = coef, g.n_model_in = n_model_in;
+        py::gil_scoped_release release;
+        guided_step_cpu(lay, g);
+      });
+  m.def("rescale_stats_cpu", [](LayoutTuple l, ArrTuple x, ArrTuple c, ArrTuple u, uintptr_t coef, uintptr_t sums) {
+    const FlowLayout lay = layout(l);
+    const FlowArr xa = arr(x, "x"), ca = arr(c, "c"), ua = arr(u, "u");
+    py::gil_scoped_release release;
+    rescale_stats_cpu(lay, xa, ca, ua, coef, sums);
+  });
+  m.def(
+      "philox_normals",
+      [](uint64_t seed, int64_t first, int64_t n, uintptr_t out) {
+        py::gil_scoped_release release;
+        fill_normals(seed, first, n, reinterpret_cast<float*>(out));
+      },
+      "float32 normals of elements [first, first + n) of the seeded stream, into out (tests and tools)");
+}
+
+}  // namespace fk

@@ -1,0 +1,191 @@
+// Native CPU flow-matching training kernels: fused interpolate, loss + gradient, and the backward row scale.
+// The same arithmetic as the Triton kernels and the torch path (flowkernels/ops/flow_interpolate.py,
+// flow_loss.py): per-sample coefficients in double, element math in float (double for float64 data), in the
+// torch path's order of operations. Each work item runs over its elements in tiles that fit L1: inputs are
+// converted into compute-type buffers, the math runs over the buffers (plain loops the compiler vectorizes),
+// and results are converted on the way out.
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "flow_api.h"
+#include "flow_coefficients.h"
+#include "flow_dtype.h"
+#include "flow_noise.h"
+#include "flow_parallel.h"
+
+namespace fk {
+namespace {
+
+constexpr int64_t kTile = 512;
+constexpr int kLanes = 16;  // independent partial sums of a tile: lets the squared-residual sum vectorize
+
+// The noise of elements [first, first + n) of a sample: the given tensor, or the seeded stream at flat index
+// `flat_first` (the element's index in a contiguous buffer of the whole batch, as the Triton kernels key it).
+template <typename R>
+void load_noise(const FlowArr& noise, int64_t first, int64_t flat_first, uint64_t seed, int64_t n, R* dst) {
+  if (noise.given()) {
+    load_tile(noise, first, n, dst);
+  } else if constexpr (std::is_same_v<R, float>) {
+    fill_normals(seed, flat_first, n, dst);
+  } else {
+    float drawn[kTile];
+    fill_normals(seed, flat_first, n, drawn);
+    for (int64_t i = 0; i < n; ++i) dst[i] = R(drawn[i]);
+  }
+}
+
+// Sum of squares of r[0:n], in R lanes, returned in double.
+template <typename R>
+double sum_squares(const R* r, int64_t n) {
+  R acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += r[i + l] * r[i + l];
+  for (; i < n; ++i) acc[0] += r[i] * r[i];
+  double s = 0.0;
+  for (int l = 0; l < kLanes; ++l) s += double(acc[l]);
+  return s;
+}
+
+struct InterpolateArgs {
+  FlowArr x1, noise, t, xt, target;
+  uint64_t seed;
+};
+
+template <typename R>
+void interpolate_item(const FlowLayout& lay, const FlowScheme& sch, const InterpolateArgs& a, const WorkItem& it) {
+  const int64_t b = it.sample;
+  const SampleExtent ext = sample_extent(lay, b);
+  const FlowCoefficients c = flow_coefficients(load_scalar(a.t, b), sch);
+  const R ca = R(c.a), cb = R(c.b), tD = R(-c.cD / c.p), tN = R(-c.cN / c.p);
+  const int64_t x1_start = sample_start(lay, a.x1, b, ext), noise_start = sample_start(lay, a.noise, b, ext);
+  R d[kTile], nz[kTile], out[kTile];
+  for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
+    const int64_t n = std::min(kTile, it.hi - lo);
+    load_tile(a.x1, x1_start + lo, n, d);
+    load_noise(a.noise, noise_start + lo, ext.base + lo, a.seed, n, nz);
+    for (int64_t i = 0; i < n; ++i) out[i] = ca * d[i] + cb * nz[i];
+    store_tile(a.xt, ext.base + lo, n, out);
+    if (a.target.given()) {
+      for (int64_t i = 0; i < n; ++i) out[i] = tD * d[i] + tN * nz[i];
+      store_tile(a.target, ext.base + lo, n, out);
+    }
+  }
+}
+
+struct LossArgs {
+  FlowArr pred, x1, noise, t, weight, grad;
+  uint64_t seed;
+};
+
+// Per-sample (weight w, normaliser) of the loss: w includes the per-sample weight and is NaN for t outside [0, 1].
+struct LossScale {
+  FlowCoefficients c;
+  double w, norm;
+};
+
+inline LossScale loss_scale(const FlowLayout& lay, const FlowScheme& sch, const LossArgs& a, int64_t b) {
+  const double t = load_scalar(a.t, b);
+  LossScale s{flow_coefficients(t, sch), 0.0, lay.offsets ? 1.0 : 1.0 / double(lay.M)};
+  s.w = s.c.w;
+  if (a.weight.given()) s.w *= load_scalar(a.weight, b);
+  if (!(t >= 0.0 && t <= 1.0)) s.w = std::numeric_limits<double>::quiet_NaN();
+  return s;
+}
+
+// The item's sum of squared residuals; writes the gradient of the sample's loss when asked for.
+template <typename R>
+double loss_item(const FlowLayout& lay, const FlowScheme& sch, const LossArgs& a, const WorkItem& it) {
+  const int64_t b = it.sample;
+  const SampleExtent ext = sample_extent(lay, b);
+  const LossScale s = loss_scale(lay, sch, a, b);
+  const R p = R(s.c.p), cD = R(s.c.cD), cN = R(s.c.cN), grad_scale = R(2.0 * s.norm * s.w * s.c.p);
+  const int64_t pred_start = sample_start(lay, a.pred, b, ext), x1_start = sample_start(lay, a.x1, b, ext),
+                noise_start = sample_start(lay, a.noise, b, ext);
+  R o[kTile], d[kTile], nz[kTile], r[kTile];
+  double sum = 0.0;
+  for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
+    const int64_t n = std::min(kTile, it.hi - lo);
+    load_tile(a.pred, pred_start + lo, n, o);
+    load_tile(a.x1, x1_start + lo, n, d);
+    load_noise(a.noise, noise_start + lo, ext.base + lo, a.seed, n, nz);
+    for (int64_t i = 0; i < n; ++i) r[i] = p * o[i] + cD * d[i] + cN * nz[i];
+    sum += sum_squares(r, n);
+    if (a.grad.given()) {
+      for (int64_t i = 0; i < n; ++i) o[i] = grad_scale * r[i];
+      store_tile(a.grad, ext.base + lo, n, o);
+    }
+  }
+  return sum;
+}
+
+template <typename R>
+void scale_item(const FlowLayout& lay, const FlowArr& grad, const FlowArr& scale, const FlowArr& out,
+                const WorkItem& it) {
+  const SampleExtent ext = sample_extent(lay, it.sample);
+  const R s = R(float(load_scalar(scale, it.sample)));  // the scale rounds to float first, as the torch path
+  const int64_t start = sample_start(lay, grad, it.sample, ext);
+  R g[kTile];
+  for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
+    const int64_t n = std::min(kTile, it.hi - lo);
+    load_tile(grad, start + lo, n, g);
+    for (int64_t i = 0; i < n; ++i) g[i] = g[i] * s;
+    store_tile(out, ext.base + lo, n, g);
+  }
+}
+
+// fn(R{}) with R = double for float64 data, float otherwise.
+template <typename Fn>
+void with_compute_type(DType data, Fn&& fn) {
+  if (data == DType::kFloat64) fn(double{});
+  else fn(float{});
+}
+
+}  // namespace
+
+void flow_interpolate_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr x1, FlowArr noise, FlowArr t,
+                          uint64_t seed, FlowArr xt, FlowArr target) {
+  int64_t total = 0;
+  const std::vector<WorkItem> items = work_items(lay, &total);
+  const InterpolateArgs args{x1, noise, t, xt, target, seed};
+  with_compute_type(x1.dtype, [&](auto tag) {
+    using R = decltype(tag);
+    run_items(int64_t(items.size()), total, lay.num_threads,
+              [&](int64_t i) { interpolate_item<R>(lay, sch, args, items[i]); });
+  });
+}
+
+void flow_loss_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr pred, FlowArr x1, FlowArr noise, FlowArr t,
+                   FlowArr weight, uint64_t seed, uintptr_t loss_ptr, FlowArr grad) {
+  int64_t total = 0;
+  const std::vector<WorkItem> items = work_items(lay, &total);
+  const LossArgs args{pred, x1, noise, t, weight, grad, seed};
+  std::vector<double> partial(items.size(), 0.0);
+  with_compute_type(pred.dtype, [&](auto tag) {
+    using R = decltype(tag);
+    run_items(int64_t(items.size()), total, lay.num_threads,
+              [&](int64_t i) { partial[i] = loss_item<R>(lay, sch, args, items[i]); });
+  });
+  // Items of a sample are consecutive: sum them in order, so the result does not depend on thread timing.
+  std::vector<double> sums(lay.batch, 0.0);
+  for (size_t i = 0; i < items.size(); ++i) sums[items[i].sample] += partial[i];
+  float* loss = reinterpret_cast<float*>(loss_ptr);
+  for (int64_t b = 0; b < lay.batch; ++b) {
+    const LossScale s = loss_scale(lay, sch, args, b);
+    loss[b] = float(s.w * s.norm * sums[b]);
+  }
+}
+
+void scale_rows_cpu(const FlowLayout& lay, FlowArr grad, FlowArr scale, FlowArr out) {
+  int64_t total = 0;
+  const std::vector<WorkItem> items = work_items(lay, &total);
+  with_compute_type(grad.dtype, [&](auto tag) {
+    using R = decltype(tag);
+    run_items(int64_t(items.size()), total, lay.num_threads,
+              [&](int64_t i) { scale_item<R>(lay, grad, scale, out, items[i]); });
+  });
+}
+
+}  // namespace fk

@@ -1,0 +1,127 @@
+// Element types of the CPU flow kernels and their conversions to and from the compute type (float, or double
+// for float64 data). 16-bit values convert with integer bit operations, branch-free so the tile loops vectorize,
+// rounding to nearest-even as torch does (a double goes through float first, as torch's Half/BFloat16 do).
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "flow_api.h"
+
+namespace fk {
+
+struct BF16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
+
+namespace conv {
+
+inline float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline uint32_t to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+inline float bf16_to_float(uint16_t h) { return from_bits(uint32_t(h) << 16); }
+
+inline uint16_t float_to_bf16(float f) {
+  const uint32_t u = to_bits(f);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  return uint16_t(f != f ? 0x7FC0u : rounded);  // NaN: torch's canonical quiet NaN
+}
+
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t em = h & 0x7FFFu;  // exponent and mantissa
+  // Normal: rebias the exponent (15 -> 127); inf / NaN: rebias once more, onto 255. Subnormal: m * 2^-24 exactly,
+  // through an integer conversion (no float subnormal operand, so flush-to-zero modes cannot touch it).
+  const uint32_t normal = (em << 13) + (112u << 23) + (em >= 0x7C00u ? (112u << 23) : 0u);
+  const uint32_t subnormal = to_bits(float(int32_t(em)) * 5.9604644775390625e-08f);  // 2^-24
+  return from_bits(sign | (em < 0x0400u ? subnormal : normal));
+}
+
+inline uint16_t float_to_half(float f) {
+  const uint32_t u = to_bits(f);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7FFFFFFFu;
+  // Normal halves: rebias the exponent and round the 13 dropped bits to nearest-even; a carry out of the
+  // mantissa moves into the exponent, which is the correctly rounded result.
+  const uint32_t normal = (a - (112u << 23) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+  // Below 2^-14: adding 0.5 makes the hardware round |f| to a multiple of 2^-24 (the half subnormal step), which
+  // is then the low bits of the sum.
+  const uint32_t subnormal = to_bits(from_bits(a) + 0.5f) - 0x3F000000u;
+  uint32_t h = a < 0x38800000u ? subnormal : normal;
+  h = a >= 0x477FF000u ? 0x7C00u : h;      // rounds to >= 65520: infinity
+  h = a > 0x7F800000u ? 0x7E00u : h;       // NaN: quiet NaN
+  return uint16_t(sign | h);
+}
+
+}  // namespace conv
+
+// Element i of a T array as R, and R stored into a T array.
+template <typename R, typename T>
+inline R load_elem(const T* p, int64_t i) {
+  if constexpr (std::is_same_v<T, BF16>) return R(conv::bf16_to_float(p[i].bits));
+  else if constexpr (std::is_same_v<T, F16>) return R(conv::half_to_float(p[i].bits));
+  else return R(p[i]);
+}
+
+template <typename T, typename R>
+inline void store_elem(T* p, int64_t i, R v) {
+  if constexpr (std::is_same_v<T, BF16>) p[i].bits = conv::float_to_bf16(float(v));
+  else if constexpr (std::is_same_v<T, F16>) p[i].bits = conv::float_to_half(float(v));
+  else p[i] = T(v);
+}
+
+// fn(tag) with tag a value of the C++ type of dtype.
+template <typename Fn>
+decltype(auto) with_dtype(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kFloat32: return fn(float{});
+    case DType::kFloat64: return fn(double{});
+    case DType::kFloat16: return fn(F16{});
+    case DType::kBFloat16: return fn(BF16{});
+  }
+  throw std::invalid_argument("flow kernels: unsupported dtype code " + std::to_string(int(dtype)));
+}
+
+// dst[0:n] = a's elements [first, first + n) converted to R.
+template <typename R>
+void load_tile(const FlowArr& a, int64_t first, int64_t n, R* dst) {
+  with_dtype(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* src = reinterpret_cast<const T*>(a.ptr) + first;
+    for (int64_t i = 0; i < n; ++i) dst[i] = load_elem<R>(src, i);
+  });
+}
+
+// a's elements [first, first + n) = src[0:n] rounded to a's dtype.
+template <typename R>
+void store_tile(const FlowArr& a, int64_t first, int64_t n, const R* src) {
+  with_dtype(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* dst = reinterpret_cast<T*>(a.ptr) + first;
+    for (int64_t i = 0; i < n; ++i) store_elem(dst, i, src[i]);
+  });
+}
+
+// One value of a per-sample tensor (t, weight, k), as double.
+inline double load_scalar(const FlowArr& a, int64_t b) {
+  return with_dtype(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return load_elem<double>(reinterpret_cast<const T*>(a.ptr), b * a.stride);
+  });
+}
+
+}  // namespace fk

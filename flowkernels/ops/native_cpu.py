@@ -1,0 +1,91 @@
+"""The native CPU implementations of the flow ops (csrc/flow/, in flowkernels._C): the default for CPU tensors.
+
+Python validates and allocates with torch; the kernels get (pointer, dtype code, batch stride) per tensor and a
+(batch, elements per sample or per row, rows, offsets pointer, threads) layout. Threads: torch.get_num_threads(),
+so `torch.set_num_threads` governs these kernels like torch's own CPU ops.
+"""
+from __future__ import annotations
+
+import torch
+
+from .._native import load as native
+from . import _launch
+
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+ABSENT = (0, 0, 0)
+
+
+def arr(x: torch.Tensor | None, stride: int | None = None):
+    """(data pointer, dtype code, batch stride) of a tensor whose samples are each contiguous; ABSENT for None."""
+    if x is None:
+        return ABSENT
+    return (x.data_ptr(), DTYPE_CODES[x.dtype], x.stride(0) if stride is None else stride)
+
+
+def _layout(x: torch.Tensor, offsets):
+    B, M, ragged = _launch.layout(x, offsets)
+    return (B, M, x.shape[0], offsets.data_ptr() if ragged else 0, torch.get_num_threads()), ragged
+
+
+def _sample_rows(x, ragged):
+    """A per-sample tensor with each sample contiguous (ragged: the whole [N, C] buffer contiguous)."""
+    if x is None:
+        return None
+    return x.contiguous() if ragged else _launch.rows(x)[0]
+
+
+def interpolate(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target):
+    lay, ragged = _layout(x1, offsets)
+    if lay[0] == 0 or x1.numel() == 0:
+        return
+    x1, noise = _sample_rows(x1, ragged), _sample_rows(noise, ragged)
+    native().flow_interpolate_cpu(
+        lay, scheme, prediction, float(sigma_min), arr(x1), arr(noise), arr(t), _seed(seed, noise),
+        arr(xt), arr(target) if target.numel() else ABSENT)
+
+
+def loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad):
+    lay, ragged = _layout(pred, offsets)
+    pred, x1, noise = (_sample_rows(z, ragged) for z in (pred, x1, noise))
+    out = torch.empty(lay[0], dtype=torch.float32)
+    native().flow_loss_cpu(
+        lay, scheme, prediction, weighting, float(sigma_min), arr(pred), arr(x1), arr(noise), arr(t), arr(weight),
+        _seed(seed, noise), out.data_ptr(), arr(grad) if grad.numel() else ABSENT)
+    return out
+
+
+def scale_rows(grad, row_scale, offsets, out):
+    lay, ragged = _layout(grad, offsets)
+    native().scale_rows_cpu(lay, arr(_sample_rows(grad, ragged)), arr(row_scale), arr(out))
+    return out
+
+
+def guided_step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out):
+    """The CPU step (see ops/guided_step.py); out, h, model_in, x0 and v_out are contiguous."""
+    x, c = _launch.rows(x)[0], _launch.rows(c)[0]
+    u = _launch.rows(u)[0] if u is not None else None
+    coef = coef.to(torch.float32).contiguous()
+    lay = (x.shape[0], x[0].numel(), x.shape[0], 0, torch.get_num_threads())
+    native().guided_step_cpu(lay, arr(x), arr(c), arr(u), arr(h), coef.data_ptr(), arr(k), arr(out), arr(model_in),
+                             n_model_in, arr(x0), arr(v_out))
+
+
+def rescale_sums(x, c, u, coef) -> torch.Tensor:
+    """[B, 4] float64 sums of x0 from c, its square, x0 from the guided v, its square."""
+    x, c, u = (_launch.rows(z)[0] for z in (x, c, u))
+    coef = coef.to(torch.float32).contiguous()
+    sums = torch.empty((x.shape[0], 4), dtype=torch.float64)
+    lay = (x.shape[0], x[0].numel(), x.shape[0], 0, torch.get_num_threads())
+    native().rescale_stats_cpu(lay, arr(x), arr(c), arr(u), coef.data_ptr(), sums.data_ptr())
+    return sums
+
+
+def philox_normals(seed: int, shape, first: int = 0) -> torch.Tensor:
+    """float32 normals of elements first, first + 1, ... of the seeded stream (the Triton kernels' stream)."""
+    out = torch.empty(shape, dtype=torch.float32)
+    native().philox_normals(int(seed), int(first), out.numel(), out.data_ptr())
+    return out
+
+
+def _seed(seed, noise):
+    return 0 if noise is not None else _launch.seed_value(seed)
