@@ -93,3 +93,20 @@ def sample_extent(offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED: tl
         n = M + zero
         chunk_len = span + zero
     return base, n, chunk * chunk_len, chunk_len
+
+
+@triton.jit
+def quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks):
+    """[lo, hi) of chunk `chunk` of a sample (from `sample_extent`), in the sample's element indices, moved back by
+    base % 4 so that each tile starts at a flat index divisible by 4: the noise stream draws four normals per
+    Philox counter (see philox_normal.py). lo may be negative (those lanes are masked); the last chunk runs to the
+    end of the sample, so the chunks still cover it exactly once."""
+    lo = chunk * chunk_len - base % 4
+    hi = tl.minimum(tl.where(chunk == n_chunks - 1, n_el, lo + chunk_len), n_el)
+    return lo, hi
+
+
+@triton.jit
+def quad_offsets(start, QUADS: tl.constexpr):
+    """[QUADS, 4] element offsets start + 4 q + j of one tile: row q holds the four elements of one Philox counter."""
+    return start + (tl.arange(0, QUADS) * 4).to(tl.int64)[:, None] + tl.arange(0, 4).to(tl.int64)[None, :]

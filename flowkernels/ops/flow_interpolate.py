@@ -10,6 +10,7 @@ import triton.language as tl
 from .. import flow_algebra as fa
 from . import _launch, native_cpu
 from .flow_coefficients import flow_coefficients
+from .philox_normal import normal_quads
 
 W_NONE = tl.constexpr(fa.W_NONE)  # interpolation needs no loss weight
 
@@ -22,8 +23,9 @@ def _flow_interpolate_kernel(
     RAGGED: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    base, n_el, lo, chunk_len = _launch.sample_extent(
-        offsets_ptr, n_rows, row, tl.program_id(1), M, span, n_chunks, RAGGED, BLOCK)
+    chunk = tl.program_id(1)
+    base, n_el, _, chunk_len = _launch.sample_extent(
+        offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED, BLOCK)
     if RAGGED:  # t is broadcast to the sample's rows here: no per-row t buffer, no loop over the batch
         x1_base, noise_base = base, base
     else:
@@ -34,14 +36,15 @@ def _flow_interpolate_kernel(
     b = b.to(tl.float32)
     tD = (-cD / p).to(tl.float32)
     tN = (-cN / p).to(tl.float32)
-    for start in range(0, chunk_len, BLOCK):
-        offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
-        mask = offs < n_el
+    lo, hi = _launch.quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks)
+    for start in range(lo, hi, BLOCK):
+        offs = _launch.quad_offsets(start, BLOCK // 4)
+        mask = (offs >= 0) & (offs < hi)
         d = tl.load(x1_ptr + x1_base + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_NOISE:
             n = tl.load(noise_ptr + noise_base + offs, mask=mask, other=0.0).to(tl.float32)
-        else:
-            n = tl.randn(seed, base + offs)  # Philox keyed by the flat index: the loss regenerates it
+        else:  # Philox keyed by the flat index, four normals per call: the loss regenerates the same values
+            n = normal_quads(seed, base + start, BLOCK // 4)
         tl.store(xt_ptr + base + offs, (a * d + b * n).to(xt_ptr.dtype.element_ty), mask=mask)
         if WRITE_TARGET:
             tgt = tD * d + tN * n

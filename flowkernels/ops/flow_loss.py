@@ -15,6 +15,7 @@ import triton.language as tl
 from ..flow_algebra import coefficients_torch
 from . import _launch, native_cpu
 from .flow_coefficients import flow_coefficients
+from .philox_normal import normal_quads
 
 
 @triton.jit
@@ -47,22 +48,24 @@ def _flow_loss_kernel(
     p = p.to(tl.float32)
     cD = cD.to(tl.float32)
     cN = cN.to(tl.float32)
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, chunk_len, BLOCK):
-        offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
-        mask = offs < n_el
+    acc = tl.zeros([BLOCK // 4, 4], dtype=tl.float32)
+    lo, hi = _launch.quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks)
+    for start in range(lo, hi, BLOCK):
+        offs = _launch.quad_offsets(start, BLOCK // 4)
+        mask = (offs >= 0) & (offs < hi)
         o = tl.load(pred_ptr + pred_base + offs, mask=mask, other=0.0).to(tl.float32)
         d = tl.load(x1_ptr + x1_base + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_NOISE:
             n = tl.load(noise_ptr + noise_base + offs, mask=mask, other=0.0).to(tl.float32)
         else:
-            n = tl.randn(seed, base + offs)  # the same stream flow_interpolate drew
+            n = normal_quads(seed, base + start, BLOCK // 4)  # the same stream flow_interpolate drew
         r = p * o + cD * d + cN * n
         r = tl.where(mask, r, 0.0)
         acc += r * r
         if COMPUTE_GRAD:
             tl.store(grad_ptr + base + offs, (grad_scale * r).to(grad_ptr.dtype.element_ty), mask=mask)
-    tl.store(partial_ptr + row * n_chunks + chunk, (tl.sum(acc, axis=0).to(tl.float64) * w_over_m).to(tl.float32))
+    total = tl.sum(tl.sum(acc, axis=1), axis=0)
+    tl.store(partial_ptr + row * n_chunks + chunk, (total.to(tl.float64) * w_over_m).to(tl.float32))
 
 
 @triton.jit
