@@ -109,7 +109,7 @@ def test_sample_time_samplers():
         fk.sample_time(4, shift=0.0)
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "native"])
 def test_opcheck(backend):
     x1 = torch.randn(3, 4, 5, device=DEVICE)
     t = torch.rand(3, device=DEVICE)

@@ -129,7 +129,7 @@ def test_noncontiguous_inputs_match_contiguous():
     assert torch.equal(xt, fk.flow_interpolate(x1, t_strided.contiguous(), noise, backend="triton"))
 
 
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("backend", ["triton", "torch", "native"])
 def test_seeded_noise_is_regenerated_exactly(backend):
     _, x1, _, t = make_inputs((3, 5, 301), torch.float32, torch.float32)
     xt, target = fk.flow_interpolate(x1, t, seed=1234, return_target=True, out_dtype=torch.float32,

@@ -13,7 +13,7 @@ from flowkernels.reference import samplers as ref_samplers
 from flowkernels.reference import trellis as ref_trellis
 from helpers import DEVICE, DTYPES, assert_close
 
-BACKENDS = ["triton", "torch"] if DEVICE == "cpu" else ["triton"]
+BACKENDS = ["triton", "torch", "native"] if DEVICE == "cpu" else ["triton"]
 
 
 class ToyModel(torch.nn.Module):

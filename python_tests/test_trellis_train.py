@@ -9,7 +9,7 @@ from flowkernels.compat.trellis_train import TrainingTerms
 from flowkernels.reference import trellis as ref
 from helpers import DEVICE, assert_close
 
-BACKENDS = ["triton", "torch"] if DEVICE == "cpu" else ["triton"]
+BACKENDS = ["triton", "torch", "native"] if DEVICE == "cpu" else ["triton"]
 
 
 class Denoiser(torch.nn.Module):

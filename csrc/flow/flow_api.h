@@ -24,7 +24,7 @@ struct FlowLayout {
   int num_threads = 0;
 };
 
-// The per-sample coefficient formulas (flowkernels/ops/flow_coefficients.py holds the codes).
+// The per-sample coefficient formulas (flowkernels/flow_algebra.py holds the codes).
 struct FlowScheme {
   int scheme = 0, prediction = 0, weighting = 0;
   double sigma_min = 0.0;

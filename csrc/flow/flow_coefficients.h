@@ -1,5 +1,5 @@
 // Per-sample coefficients of the flow-matching conventions, in double: the C++ twin of `coefficients_torch` in
-// flowkernels/ops/flow_coefficients.py (same codes, same formulas, same order of operations).
+// flowkernels/flow_algebra.py (same codes, same formulas, same order of operations).
 //   x_t = a D + b N,  residual = p O + cD D + cN N,  loss weight w.
 #pragma once
 #include <cmath>
