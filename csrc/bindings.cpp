@@ -30,6 +30,13 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "flowkernels native core (marching cubes, CPU flow kernels); called through the flowkernels package";
   fk::bind_flow(m);
   m.def("cuda_built", &fk::cuda_built);
+  m.def(
+      "mc_offsets_cpu",
+      [](uintptr_t counts, uintptr_t offsets, int64_t rows) {
+        py::gil_scoped_release release;
+        return fk::mc_offsets_cpu(counts, offsets, rows);
+      },
+      py::arg("counts"), py::arg("offsets"), py::arg("rows"));
   m.def("_set_fail_thread_start", &fk::set_fail_thread_start, py::arg("nth"),
         "test hook: starting CPU worker thread `nth` (1-based) of each parallel run fails; 0 turns it off");
   m.def(

@@ -1,6 +1,7 @@
 // What the drivers export to the Python bindings. All memory is allocated by the caller (torch); pointers,
 // shapes and strides arrive as integers, and the CUDA stream as a raw handle.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -35,6 +36,9 @@ int64_t mc_scratch_words_cpu(const GridDesc& grid, int method);
 void mc_count_cpu(const GridDesc& grid, uintptr_t counts, uintptr_t spans, uintptr_t scratch, int method,
                   int num_threads);
 void mc_emit_cpu(const GridDesc& grid, const EmitDesc& out, uintptr_t scratch, int method, int num_threads);
+// offsets = exclusive running sum of counts over rows ([rows, 2]: vertices, triangles); returns the totals. On the
+// CPU a plain loop: 65k rows at 256^3 take well under a millisecond, and a torch op would wake its thread pool.
+std::array<int64_t, 2> mc_offsets_cpu(uintptr_t counts, uintptr_t offsets, int64_t rows);
 // Test hook: in every later CPU parallel run, starting worker thread `nth` (1-based) fails; 0 turns it off.
 void set_fail_thread_start(int nth);
 bool cuda_built();

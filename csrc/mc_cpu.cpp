@@ -153,6 +153,19 @@ void check_method(int method) {
 
 void set_fail_thread_start(int nth) { fail_thread_start.store(nth); }
 
+std::array<int64_t, 2> mc_offsets_cpu(uintptr_t counts_ptr, uintptr_t offsets_ptr, int64_t rows) {
+  const auto* counts = reinterpret_cast<const int64_t*>(counts_ptr);
+  auto* offsets = reinterpret_cast<int64_t*>(offsets_ptr);
+  int64_t verts = 0, tris = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    offsets[2 * r] = verts;
+    offsets[2 * r + 1] = tris;
+    verts += counts[2 * r];
+    tris += counts[2 * r + 1];
+  }
+  return {verts, tris};
+}
+
 int64_t mc_scratch_words_cpu(const GridDesc& grid, int method) {
   check_method(method);
   return method == kMethodBitPlanes ? bit_scratch_words(grid.shape[0], grid.shape[1], grid.shape[2]) : 0;

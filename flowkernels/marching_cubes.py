@@ -186,16 +186,19 @@ def _extract_one(grid: _Grid, level: float, origin, scale, flip: bool, return_no
             inclusive, offsets = torch.empty_like(counts), torch.empty_like(counts)
             scratch_ptr = 0
         else:
-            work = _cpu_work_buffer(8 * rows + scratch_words)
-            counts, spans, inclusive, offsets = work[:8 * rows].view(4, rows, 2).unbind(0)
-            scratch_ptr = work[8 * rows:].data_ptr()
+            work = _cpu_work_buffer(6 * rows + scratch_words)
+            counts, spans, offsets = work[:6 * rows].view(3, rows, 2).unbind(0)
+            scratch_ptr = work[6 * rows:].data_ptr()
         common["scratch"] = scratch_ptr
         ext.mc_count(counts=counts.data_ptr(), spans=spans.data_ptr(), **common)
-        torch.cumsum(counts, 0, out=inclusive)
-        n_verts, n_faces = inclusive[-1].tolist()  # the one read-back: output sizes
+        if cuda:
+            torch.cumsum(counts, 0, out=inclusive)
+            n_verts, n_faces = inclusive[-1].tolist()  # the one read-back: output sizes
+            torch.sub(inclusive, counts, out=offsets)
+        else:  # a plain loop in the extension: torch's CPU ops would wake its thread pool for 65k rows
+            n_verts, n_faces = ext.mc_offsets_cpu(counts=counts.data_ptr(), offsets=offsets.data_ptr(), rows=rows)
         if n_faces == 0:
             return empty()
-        torch.sub(inclusive, counts, out=offsets)
         verts = torch.empty((n_verts, 3), dtype=torch.float32, device=device)
         faces = torch.empty((n_faces, 3), dtype=torch.int64, device=device)
         normals = torch.empty((n_verts, 3), dtype=torch.float32, device=device) if return_normals else None
