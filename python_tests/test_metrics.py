@@ -244,6 +244,20 @@ def test_chamfer_to_nearest_finds_the_closest_shape():
     assert index == 2 and 0 < dist < 0.06
 
 
+def test_score_samples_genus_and_nearest_training_shape():
+    import trimesh
+    refs = [trimesh.creation.torus(1.0, 0.3), trimesh.creation.icosphere(3), _box([-1, -1, -1], [1, 1, 1])]
+    samples = [trimesh.creation.icosphere(3).apply_scale(1.02), trimesh.creation.torus(1.0, 0.32),
+               (np.zeros((0, 3)), np.zeros((0, 3), np.int64))]
+    scores = metrics.score_samples(samples, refs, n_points=1500)
+    assert [s["genus"] for s in scores] == [0, 1, None]
+    assert [s["nearest_index"] for s in scores] == [1, 0, None]
+    assert 0 < scores[0]["chamfer_to_nearest"] < 0.06 and scores[2]["chamfer_to_nearest"] is None
+    # the same distance as the pairwise call
+    dist, index = metrics.chamfer_to_nearest(samples[1], refs, n_points=1500)
+    assert index == 0 and abs(dist - scores[1]["chamfer_to_nearest"]) < 1e-6
+
+
 @functools.lru_cache(maxsize=1)
 def _bunny():
     """The scanned Stanford bunny that ships in the pymeshfix wheel (holes and all), centred in a unit cube as

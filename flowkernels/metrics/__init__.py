@@ -24,7 +24,7 @@ DEFAULT_THRESHOLDS = (0.01, 0.015, 0.02)   # OccNet / ConvONet: 1%, 1.5%, 2% of 
 REDUCTIONS = ("none", "mean")
 
 __all__ = ["chamfer", "f_score", "normal_consistency", "hausdorff", "volume_iou", "evaluate", "nearest",
-           "sample_surface", "winding_number", "genus", "weld", "chamfer_to_nearest", "CONVENTIONS",
+           "sample_surface", "winding_number", "genus", "weld", "chamfer_to_nearest", "score_samples", "CONVENTIONS",
            "DEFAULT_THRESHOLDS"]
 
 
@@ -162,3 +162,38 @@ def chamfer_to_nearest(sample, references, n_points: int = 10_000, convention: s
                      convention=convention, reduction="none", backend=backend)
     best = int(torch.argmin(values))
     return float(values[best]), best
+
+
+def _has_area(mesh) -> bool:
+    from .surface import face_geometry
+    m = as_mesh("mesh", mesh)
+    return m.faces.shape[0] > 0 and bool((face_geometry(m)[0] > 0).any())
+
+
+def score_samples(samples, references, n_points: int = 2_000, convention: str = "occnet", *, seed: int = 0,
+                  backend=None) -> list:
+    """For each generated mesh: {"genus", "nearest_index", "chamfer_to_nearest"} against `references` (e.g. meshes
+    of the training shapes); None for a sample with no surface. References are sampled once and every
+    (sample, reference) pair runs in one ragged batch."""
+    convention = check_convention(convention)
+    if len(references) == 0:
+        raise ValueError("references is empty")
+    ref_pts = [torch.as_tensor(_surface_points(f"references[{i}]", r, n_points, seed + 1 + i, None)[0]).float()
+               for i, r in enumerate(references)]
+    out, pairs_p, pairs_g, owners = [], [], [], []
+    for k, s in enumerate(samples):
+        if is_mesh(s) and not _has_area(s):
+            out.append({"genus": None, "nearest_index": None, "chamfer_to_nearest": None})
+            continue
+        pts = torch.as_tensor(_surface_points(f"samples[{k}]", s, n_points, seed, None)[0]).float()
+        out.append({"genus": genus(s) if is_mesh(s) else None})
+        pairs_p += [pts] * len(ref_pts)
+        pairs_g += ref_pts
+        owners.append(k)
+    if owners:
+        values = chamfer(pairs_p, pairs_g, convention=convention, reduction="none", backend=backend)
+        values = values.reshape(len(owners), len(ref_pts))
+        best = values.argmin(dim=1)
+        for row, k in enumerate(owners):
+            out[k].update(nearest_index=int(best[row]), chamfer_to_nearest=float(values[row, best[row]]))
+    return out
