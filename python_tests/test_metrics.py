@@ -73,8 +73,9 @@ def test_layouts_and_dtypes_agree(dtype):
                              pred_offsets=_offsets([N] * B), gt_offsets=_offsets([M] * B))
     single = torch.stack([metrics.chamfer(p[b], g[b], convention="kaolin") for b in range(B)])
     as_np = metrics.chamfer(p.float().numpy(), g.float().numpy(), convention="kaolin")
+    on_triton = metrics.chamfer(p, g, convention="kaolin", backend="triton")
     assert isinstance(as_np, np.ndarray) and dense.shape == (B,) and single[0].dim() == 0
-    for got in (dense, listed, ragged, single, torch.from_numpy(as_np)):
+    for got in (dense, listed, ragged, single, torch.from_numpy(as_np), on_triton):
         np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6)
     # PyTorch3D's default batch_reduction="mean"
     p3d = metrics.chamfer(p, g, convention="pytorch3d")
@@ -314,6 +315,10 @@ def test_bad_inputs_name_the_argument():
         (lambda: metrics.f_score(p, g, (0.1, -1.0)), "thresholds"),
         (lambda: metrics.normal_consistency(p, g, p, g, convention="kaolin"), "kaolin"),
         (lambda: metrics.normal_consistency(p, g, p[:5], g), "pred_normals"),
+        (lambda: metrics.normal_consistency([p], [g], [p[:5]], [g]), "pred_normals"),
+        (lambda: metrics.chamfer(p.long(), g), "dtype"),
+        (lambda: metrics.chamfer(p, g, pred_offsets=torch.tensor([0.0, 10.0]), gt_offsets=torch.tensor([0, 12])),
+         "pred_offsets"),
         (lambda: metrics.chamfer(p, g, backend="faiss"), "backend"),
         (lambda: metrics.chamfer(p, g, reduction="sum"), "reduction"),
         (lambda: metrics.sample_surface((p, torch.tensor([[0, 1, 20]])), 10), "faces"),

@@ -54,6 +54,8 @@ def as_point_set(name: str, points, offsets=None, normals=None, device=None) -> 
             if not isinstance(normals, (list, tuple)) or len(normals) != len(parts):
                 raise ValueError(f"{name}_normals must be a list of {len(parts)} arrays like {name}")
             normals = torch.cat([_tensor(f"{name}_normals[{i}]", n, points.device) for i, n in enumerate(normals)])
+            if normals.shape != points.shape:
+                raise ValueError(f"{name}_normals hold {tuple(normals.shape)} values but {name} {tuple(points.shape)}")
         offsets = torch.tensor([0] + counts, device=points.device).cumsum(0)
         batched = True
     else:
