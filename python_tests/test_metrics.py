@@ -60,6 +60,14 @@ def test_point_metrics_match_reference(backend):
     np.testing.assert_allclose(got.numpy(), [ref.hausdorff(p.numpy(), g.numpy()) for p, g in zip(P, G)], rtol=1e-6)
 
 
+def test_kdtree_choice():
+    """pykdtree for large queries (when installed), scipy below; forcing either works."""
+    big = _points.PYKDTREE_MIN_QUERIES
+    assert _points.kdtree_library("kdtree", 100) == "scipy"
+    assert _points.kdtree_library("kdtree", big) == "pykdtree"
+    assert _points.kdtree_library("scipy", big) == "scipy" and _points.kdtree_library("pykdtree", 1) == "pykdtree"
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_layouts_and_dtypes_agree(dtype):
     """Dense [B, N, 3], a list, ragged offsets, one [N, 3] set and numpy input give the same numbers; low

@@ -165,10 +165,15 @@ def _nearest_torch(src: PointSet, dst: PointSet, budget: int = 1 << 22):
     return dist, index
 
 
-def kdtree_library(choice: str = "kdtree") -> str:
-    """pykdtree when installed (1.5-2x faster than scipy's cKDTree for 1e4-1e5 points on 2 cores, measured in
-    metrics.md), else scipy."""
-    if choice in ("kdtree", "pykdtree"):
+# Below this many queries per tree scipy's cKDTree is used even when pykdtree is installed: pykdtree's OpenMP
+# fork/join costs a fixed few ms per call (tens of ms when the cores are oversubscribed), which only large queries
+# amortise (measurements in metrics.md).
+PYKDTREE_MIN_QUERIES = 16384
+
+
+def kdtree_library(choice: str = "kdtree", n_queries: int = PYKDTREE_MIN_QUERIES) -> str:
+    """The KD-tree library for `backend`: "kdtree" takes pykdtree for large queries when it is installed."""
+    if choice == "pykdtree" or (choice == "kdtree" and n_queries >= PYKDTREE_MIN_QUERIES):
         try:
             import pykdtree.kdtree  # noqa: F401
             return "pykdtree"
@@ -178,13 +183,18 @@ def kdtree_library(choice: str = "kdtree") -> str:
     try:
         import scipy.spatial  # noqa: F401
     except ImportError:
-        raise RuntimeError("CPU metrics need a KD-tree: pip install pykdtree (or scipy), or pass "
-                           "backend='torch'") from None
+        if choice == "kdtree":   # small queries on a machine with pykdtree only
+            try:
+                import pykdtree.kdtree  # noqa: F401
+                return "pykdtree"
+            except ImportError:
+                pass
+        raise RuntimeError("CPU metrics need a KD-tree: pip install pykdtree scipy, or pass backend='torch'") from None
     return "scipy"
 
 
 def _nearest_kdtree(src: PointSet, dst: PointSet, choice: str):
-    library = kdtree_library(choice)
+    library = kdtree_library(choice, max(src.counts))
     # the trees work in the points' own precision: fp32 stays fp32 (as OccNet's float32 clouds), fp64 stays fp64
     dtype = np.float64 if src.points.dtype == torch.float64 or dst.points.dtype == torch.float64 else np.float32
     torch_dtype = torch.float64 if dtype == np.float64 else torch.float32   # fp16 / bf16 are widened exactly
@@ -200,7 +210,8 @@ def _nearest_kdtree(src: PointSet, dst: PointSet, choice: str):
             d2, j = KDTree(targets).query(queries, k=1, sqr_dists=True)
         else:
             from scipy.spatial import cKDTree
-            d, j = cKDTree(targets).query(queries, k=1, workers=-1)
+            # threads pay for themselves only on larger queries (2k points: 1 worker 2.7 ms, all 5-9 ms here)
+            d, j = cKDTree(targets).query(queries, k=1, workers=-1 if len(queries) >= 4096 else 1)
             d2 = np.square(d)
         dist[s_off[b]:s_off[b + 1]] = d2
         index[s_off[b]:s_off[b + 1]] = j.astype(np.int64) + d_off[b]
