@@ -1,4 +1,4 @@
-"""Shared assertion helpers (relative-RMS closeness and SPEC's 2x rule)."""
+"""Shared assertion helpers (relative-RMS closeness and the 2x rule of flowkernels/flow_kernels.md)."""
 import torch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -16,7 +16,7 @@ def assert_close(name, actual, expected, tol):
 
 
 def assert_2x_rule(name, actual, eager32, ref64, floor=2.0**-22):
-    """SPEC numerics: our error against float64 is at most twice the fp32 eager error (plus a float floor)."""
+    """The 2x rule: our error against float64 is at most twice the fp32 eager error (plus a float floor)."""
     err = rel_rms(actual, ref64)
     base = rel_rms(eager32, ref64)
     assert err <= 2 * base + floor, f"{name}: error {err:.3e} > 2 x eager fp32 error {base:.3e} (+{floor:.1e})"

@@ -11,21 +11,12 @@ from flowkernels.compat.sit import create_transport
 from flowkernels.ops.flow_interpolate import flow_interpolate_op
 from flowkernels.ops.flow_loss import flow_loss_op, scale_rows_op
 from flowkernels.reference import flow_matching as ref
+from conftest import ToyTransportModel as TinyModel
 from helpers import DEVICE, assert_close
 
 COMBOS = [(p, "velocity", None) for p in ("Linear", "GVP", "VP")] + [
     (p, pred, w) for p in ("Linear", "GVP", "VP") for pred in ("noise", "score") for w in (None, "velocity",
                                                                                            "likelihood")]
-
-
-class TinyModel(torch.nn.Module):
-    def __init__(self, c=8):
-        super().__init__()
-        self.lin = torch.nn.Linear(c, c)
-        self.temb = torch.nn.Linear(1, c)
-
-    def forward(self, x, t, scale=1.0):
-        return scale * self.lin(x) + self.temb(t.view(-1, 1, 1).to(x.dtype))
 
 
 def original_training_losses(transport_args, model, x1, t, x0, model_kwargs):

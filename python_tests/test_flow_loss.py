@@ -1,4 +1,5 @@
-"""Fused flow-matching loss and interpolate kernels against the float64 reference (SPEC §1)."""
+"""Fused flow-matching loss and interpolate kernels against the float64 reference
+(conventions and the 2x rule: flowkernels/flow_kernels.md)."""
 import pytest
 import torch
 

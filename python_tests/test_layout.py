@@ -90,3 +90,16 @@ def test_x0_coefficients_invert_the_paths():
 def test_python_dash_m_flowkernels_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "flowkernels", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "mesh" in out.stdout and "demo" in out.stdout and "bench" in out.stdout
+
+
+def test_code_cites_the_design_notes_not_outside_documents():
+    """Conventions live in the design notes in the repository; code names no outside spec and no issue numbers."""
+    import re
+    root = PACKAGE.parent
+    pattern = re.compile(r"SPEC(\.md| ?§)|issue #\d|\(#\d+\)")
+    files = [p for d in ("flowkernels", "csrc", "python_tests", "benchmarks") for p in (root / d).rglob("*")
+             if p.suffix in (".py", ".h", ".cpp", ".cu", ".sh") and "build" not in p.parts]
+    hits = [f"{p.relative_to(root)}:{i + 1}" for p in files
+            for i, line in enumerate(p.read_text(errors="replace").splitlines()) if pattern.search(line)
+            and p.name != "test_layout.py"]
+    assert not hits, f"outside citations in code: {hits}"

@@ -11,25 +11,11 @@ from flowkernels.ops.guided_step import guided_step_op
 from flowkernels.sampling import guidance_rescale_factor, guided_step, step_coefficients
 from flowkernels.reference import samplers as ref_samplers
 from flowkernels.reference import trellis as ref_trellis
+from conftest import FakeSparse
+from conftest import ToyVelocityModel as ToyModel
 from helpers import DEVICE, DTYPES, assert_close
 
 BACKENDS = ["triton", "torch", "native"] if DEVICE == "cpu" else ["triton"]
-
-
-class ToyModel(torch.nn.Module):
-    """v(x, t, cond): nonlinear in x, depends on t and on the condition (so guidance matters)."""
-
-    def __init__(self, channels=8):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.randn(channels, channels) * 0.4)
-        self.calls = 0
-
-    def forward(self, x, t, cond=None, **kwargs):
-        self.calls += 1
-        h = x @ self.w.to(x.dtype) + (t.view(-1, *[1] * (x.dim() - 1)) * 1e-3).to(x.dtype)
-        if cond is not None:
-            h = h + cond.to(x.dtype)
-        return torch.tanh(h)
 
 
 # --- the step kernel ---------------------------------------------------------------------------------------------
@@ -209,17 +195,6 @@ def test_trellis_patched_inference_model_is_honoured():
     ref, _, _ = ref_trellis.euler_sample(averaged_model, noise, conds, 3, neg_cond=torch.zeros(8, device=DEVICE),
                                          strength=2.0)
     assert_close("samples", out.samples, ref, 1e-5)
-
-
-class FakeSparse:
-    """The parts of TRELLIS's SparseTensor the samplers and trainer use."""
-
-    def __init__(self, feats, layout):
-        self.feats, self.layout, self.device = feats, layout, feats.device
-        self.shape = torch.Size([len(layout), feats.shape[1]])
-
-    def replace(self, feats):
-        return FakeSparse(feats, self.layout)
 
 
 def test_trellis_sampler_on_sparse_tensor():

@@ -10,6 +10,7 @@ import torch
 from flowkernels.compat import trellis as T1
 from flowkernels.compat import trellis2 as T2
 from flowkernels.reference import trellis as ref_trellis
+from conftest import FakeSparse
 from helpers import DEVICE, assert_close
 
 N, L, C = 4, 5, 8
@@ -27,17 +28,6 @@ class PerSampleCondModel(torch.nn.Module):
         if x.shape[0] != cond.shape[0] or t.shape[0] != x.shape[0]:
             raise RuntimeError(f"batch mismatch: x {tuple(x.shape)}, t {tuple(t.shape)}, cond {tuple(cond.shape)}")
         return torch.tanh(x @ self.w + cond[:, None, :] + t.view(-1, 1, 1) * 1e-3)
-
-
-class FakeSparse:
-    """TRELLIS's SparseTensor as its samplers see it: .feats rows, .layout slices, shape[0] = batch, .replace."""
-
-    def __init__(self, feats, layout):
-        self.feats, self.layout, self.device = feats, layout, feats.device
-        self.shape = torch.Size([len(layout), feats.shape[1]])
-
-    def replace(self, feats):
-        return FakeSparse(feats, self.layout)
 
 
 def sparse_model(model):

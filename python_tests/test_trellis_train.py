@@ -7,28 +7,11 @@ from flowkernels.compat import trellis as T1
 from flowkernels.compat import trellis2 as T2
 from flowkernels.compat.trellis_train import TrainingTerms
 from flowkernels.reference import trellis as ref
+from conftest import FakeSparse
+from conftest import ToyDenoiser as Denoiser
 from helpers import DEVICE, assert_close
 
 BACKENDS = ["triton", "torch", "native"] if DEVICE == "cpu" else ["triton"]
-
-
-class Denoiser(torch.nn.Module):
-    def __init__(self, channels=8):
-        super().__init__()
-        self.lin = torch.nn.Linear(channels, channels)
-
-    def forward(self, x, t, cond=None, **kw):
-        feats = x.feats if hasattr(x, "feats") else x
-        out = self.lin(feats) + 1e-4 * t.mean()
-        return x.replace(out) if hasattr(x, "feats") else out
-
-
-class FakeSparse:
-    def __init__(self, feats, layout):
-        self.feats, self.layout, self.device = feats, layout, feats.device
-
-    def replace(self, feats):
-        return FakeSparse(feats, self.layout)
 
 
 def assert_terms_match(terms, expected, tol=1e-5):

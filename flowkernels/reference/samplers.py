@@ -1,4 +1,5 @@
-"""Hunyuan3D-2.1's and diffusers' flow-matching Euler loops, written plainly from their sources (SPEC §2)."""
+"""Hunyuan3D-2.1's and diffusers' flow-matching Euler loops, written plainly from their sources
+(conventions: flowkernels/flow_kernels.md)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""TRELLIS / TRELLIS.2 training losses and Euler samplers, written plainly from their published loops (SPEC §1b, §2).
+"""TRELLIS / TRELLIS.2 training losses and Euler samplers, written plainly from their published loops
+(conventions: flowkernels/flow_kernels.md).
 
 These are the slow originals flowkernels replaces: per-sample `.item()` calls, a Python loop broadcasting t to
 sparse rows, and eager per-step arithmetic. Tests and benchmarks compare against them.
