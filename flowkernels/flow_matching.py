@@ -6,8 +6,8 @@ import torch
 from ._dispatch import resolve_backend
 from ._validation import check_choice, check_float_tensor, check_per_sample, check_same_shape
 from .flow_algebra import resolve_scheme
-from .ops.flow_interpolate import flow_interpolate_op
-from .ops.flow_loss import flow_loss_op
+from .ops.flow_interpolate import flow_interpolate_call
+from .ops.flow_loss import flow_loss_call
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -72,7 +72,8 @@ def _check_common(x1, t, noise, seed, offsets=None):
             raise ValueError(f"{name} requires grad, but flow-matching kernels differentiate w.r.t. the model "
                              f"output only; pass {name}.detach()")
     if x1.device.type == "cpu" and not torch.compiler.is_compiling() and t.numel():
-        if bool(((t < 0) | (t > 1) | torch.isnan(t)).any()):  # CPU only: free; on CUDA this would sync
+        lo, hi = torch.aminmax(t)  # CPU only: free; on CUDA this would sync. NaN fails both comparisons
+        if not (lo.item() >= 0 and hi.item() <= 1):
             raise ValueError("t has values outside [0, 1]")
     return t, offsets
 
@@ -94,7 +95,7 @@ def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | No
     out_dtype = x1.dtype if out_dtype is None else out_dtype
     check_choice("out_dtype", out_dtype, {d: d for d in (torch.float32, torch.bfloat16, torch.float16)})
     backend = resolve_backend(backend, x1.device)
-    xt, target = flow_interpolate_op(x1, noise, t, _seed_tensor(seed), offsets, scheme, pred_code, smin,
+    xt, target = flow_interpolate_call(x1, noise, t, _seed_tensor(seed), offsets, scheme, pred_code, smin,
                                      bool(return_target), out_dtype, backend)
     return (xt, target) if return_target else xt
 
@@ -127,7 +128,7 @@ def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, no
     scheme, pred_code, weight_code, smin = resolve_scheme(convention, path, prediction, weighting, sigma_min)
     backend = resolve_backend(backend, pred.device)
     compute_grad = pred.requires_grad and torch.is_grad_enabled()
-    loss, _ = flow_loss_op(pred, x1, noise, t, weight, _seed_tensor(seed), offsets, scheme, pred_code, weight_code,
+    loss, _ = flow_loss_call(pred, x1, noise, t, weight, _seed_tensor(seed), offsets, scheme, pred_code, weight_code,
                            smin, compute_grad, backend)
     per_row = pred[0].numel() if pred.shape[0] else 1
     return _reduce_per_sample(loss, reduction, offsets=offsets, elements_per_row=per_row, elements=pred.numel(),

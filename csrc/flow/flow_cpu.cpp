@@ -24,16 +24,16 @@ constexpr int kLanes = 16;  // independent partial sums of a tile: lets the squa
 // The noise of elements [first, first + n) of a sample: the given tensor, or the seeded stream at flat index
 // `flat_first` (the element's index in a contiguous buffer of the whole batch, as the Triton kernels key it).
 template <typename R>
-void load_noise(const FlowArr& noise, int64_t first, int64_t flat_first, uint64_t seed, int64_t n, R* dst) {
-  if (noise.given()) {
-    load_tile(noise, first, n, dst);
-  } else if constexpr (std::is_same_v<R, float>) {
-    fill_normals(seed, flat_first, n, dst);
+const R* noise_tile(const FlowArr& noise, int64_t first, int64_t flat_first, uint64_t seed, int64_t n, R* buf) {
+  if (noise.given()) return view_tile(noise, first, n, buf);
+  if constexpr (std::is_same_v<R, float>) {
+    fill_normals(seed, flat_first, n, buf);
   } else {
     float drawn[kTile];
     fill_normals(seed, flat_first, n, drawn);
-    for (int64_t i = 0; i < n; ++i) dst[i] = R(drawn[i]);
+    for (int64_t i = 0; i < n; ++i) buf[i] = R(drawn[i]);
   }
+  return buf;
 }
 
 // Sum of squares of r[0:n], in R lanes, returned in double.
@@ -61,11 +61,11 @@ void interpolate_item(const FlowLayout& lay, const FlowScheme& sch, const Interp
   const FlowCoefficients c = flow_coefficients(load_scalar(a.t, b), sch);
   const R ca = R(c.a), cb = R(c.b), tD = R(-c.cD / c.p), tN = R(-c.cN / c.p);
   const int64_t x1_start = sample_start(lay, a.x1, b, ext), noise_start = sample_start(lay, a.noise, b, ext);
-  R d[kTile], nz[kTile], out[kTile];
+  R d_buf[kTile], nz_buf[kTile], out[kTile];
   for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
     const int64_t n = std::min(kTile, it.hi - lo);
-    load_tile(a.x1, x1_start + lo, n, d);
-    load_noise(a.noise, noise_start + lo, ext.base + lo, a.seed, n, nz);
+    const R* d = view_tile(a.x1, x1_start + lo, n, d_buf);
+    const R* nz = noise_tile(a.noise, noise_start + lo, ext.base + lo, a.seed, n, nz_buf);
     for (int64_t i = 0; i < n; ++i) out[i] = ca * d[i] + cb * nz[i];
     store_tile(a.xt, ext.base + lo, n, out);
     if (a.target.given()) {
@@ -104,18 +104,18 @@ double loss_item(const FlowLayout& lay, const FlowScheme& sch, const LossArgs& a
   const R p = R(s.c.p), cD = R(s.c.cD), cN = R(s.c.cN), grad_scale = R(2.0 * s.norm * s.w * s.c.p);
   const int64_t pred_start = sample_start(lay, a.pred, b, ext), x1_start = sample_start(lay, a.x1, b, ext),
                 noise_start = sample_start(lay, a.noise, b, ext);
-  R o[kTile], d[kTile], nz[kTile], r[kTile];
+  R o_buf[kTile], d_buf[kTile], nz_buf[kTile], r[kTile];
   double sum = 0.0;
   for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
     const int64_t n = std::min(kTile, it.hi - lo);
-    load_tile(a.pred, pred_start + lo, n, o);
-    load_tile(a.x1, x1_start + lo, n, d);
-    load_noise(a.noise, noise_start + lo, ext.base + lo, a.seed, n, nz);
+    const R* o = view_tile(a.pred, pred_start + lo, n, o_buf);
+    const R* d = view_tile(a.x1, x1_start + lo, n, d_buf);
+    const R* nz = noise_tile(a.noise, noise_start + lo, ext.base + lo, a.seed, n, nz_buf);
     for (int64_t i = 0; i < n; ++i) r[i] = p * o[i] + cD * d[i] + cN * nz[i];
     sum += sum_squares(r, n);
     if (a.grad.given()) {
-      for (int64_t i = 0; i < n; ++i) o[i] = grad_scale * r[i];
-      store_tile(a.grad, ext.base + lo, n, o);
+      for (int64_t i = 0; i < n; ++i) o_buf[i] = grad_scale * r[i];
+      store_tile(a.grad, ext.base + lo, n, o_buf);
     }
   }
   return sum;
@@ -127,12 +127,12 @@ void scale_item(const FlowLayout& lay, const FlowArr& grad, const FlowArr& scale
   const SampleExtent ext = sample_extent(lay, it.sample);
   const R s = R(float(load_scalar(scale, it.sample)));  // the scale rounds to float first, as the torch path
   const int64_t start = sample_start(lay, grad, it.sample, ext);
-  R g[kTile];
+  R g_buf[kTile], scaled[kTile];
   for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
     const int64_t n = std::min(kTile, it.hi - lo);
-    load_tile(grad, start + lo, n, g);
-    for (int64_t i = 0; i < n; ++i) g[i] = g[i] * s;
-    store_tile(out, ext.base + lo, n, g);
+    const R* g = view_tile(grad, start + lo, n, g_buf);
+    for (int64_t i = 0; i < n; ++i) scaled[i] = g[i] * s;
+    store_tile(out, ext.base + lo, n, scaled);
   }
 }
 

@@ -106,6 +106,16 @@ void load_tile(const FlowArr& a, int64_t first, int64_t n, R* dst) {
   });
 }
 
+// a's elements [first, first + n) as R: a pointer into a itself when it already holds R (no copy), else the
+// elements converted into buf.
+template <typename R>
+const R* view_tile(const FlowArr& a, int64_t first, int64_t n, R* buf) {
+  constexpr DType kSame = std::is_same_v<R, double> ? DType::kFloat64 : DType::kFloat32;
+  if (a.dtype == kSame) return reinterpret_cast<const R*>(a.ptr) + first;
+  load_tile(a, first, n, buf);
+  return buf;
+}
+
 // a's elements [first, first + n) = src[0:n] rounded to a's dtype.
 template <typename R>
 void store_tile(const FlowArr& a, int64_t first, int64_t n, const R* src) {

@@ -23,15 +23,16 @@ void step_item(const FlowLayout& lay, const GuidedStepArgs& a, const WorkItem& i
   const bool rescale = a.k.given();
   const R k = rescale ? R(float(load_scalar(a.k, b))) : R(1);
   const R k_x = (k - R(1)) * (x0_a / x0_b);
-  R x[kTile], v[kTile], w[kTile];
+  R x_buf[kTile], c_buf[kTile], u_buf[kTile], h_buf[kTile], v[kTile], w[kTile];
   for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
     const int64_t n = std::min(kTile, it.hi - lo);
-    load_tile(a.x, b * a.x.stride + lo, n, x);
-    load_tile(a.c, b * a.c.stride + lo, n, v);
-    for (int64_t i = 0; i < n; ++i) v[i] = a_c * v[i];
+    const R* x = view_tile(a.x, b * a.x.stride + lo, n, x_buf);
+    const R* c = view_tile(a.c, b * a.c.stride + lo, n, c_buf);
     if (a.u.given()) {
-      load_tile(a.u, b * a.u.stride + lo, n, w);
-      for (int64_t i = 0; i < n; ++i) v[i] = v[i] + a_u * w[i];
+      const R* u = view_tile(a.u, b * a.u.stride + lo, n, u_buf);
+      for (int64_t i = 0; i < n; ++i) v[i] = a_c * c[i] + a_u * u[i];
+    } else {
+      for (int64_t i = 0; i < n; ++i) v[i] = a_c * c[i];
     }
     if (rescale)
       for (int64_t i = 0; i < n; ++i) v[i] = k * v[i] + k_x * x[i];
@@ -39,10 +40,11 @@ void step_item(const FlowLayout& lay, const GuidedStepArgs& a, const WorkItem& i
       for (int64_t i = 0; i < n; ++i) w[i] = x0_a * x[i] + x0_b * v[i];
       store_tile(a.x0, b * M + lo, n, w);
     }
-    for (int64_t i = 0; i < n; ++i) w[i] = x[i] + dt * v[i];
     if (a.h.given()) {
-      load_tile(a.h, b * M + lo, n, x);
-      for (int64_t i = 0; i < n; ++i) w[i] = w[i] + dt_h * x[i];
+      const R* h = view_tile(a.h, b * M + lo, n, h_buf);
+      for (int64_t i = 0; i < n; ++i) w[i] = (x[i] + dt * v[i]) + dt_h * h[i];
+    } else {
+      for (int64_t i = 0; i < n; ++i) w[i] = x[i] + dt * v[i];
     }
     store_tile(a.out, b * M + lo, n, w);
     for (int copy = 0; copy < a.n_model_in; ++copy) store_tile(a.model_in, (copy * lay.batch + b) * M + lo, n, w);

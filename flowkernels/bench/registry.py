@@ -75,7 +75,8 @@ def cases(device: str, ops=None, sizes=None) -> list[Case]:
 
 # --- loss: interpolate + loss + backward ----------------------------------------------------------------------------
 LOSS_SIZES = {"cuda": {"hunyuan": (16, 4096, 64), "trellis_ss": (32, 8, 16, 16, 16), "bandwidth": (64, 1 << 20)},
-              "cpu": {"hunyuan_small": (4, 1024, 64), "trellis_ss_small": (8, 8, 16, 16, 16)}}
+              "cpu": {"hunyuan_small": (4, 1024, 64), "trellis_ss_small": (8, 8, 16, 16, 16),
+                      "hunyuan": (16, 4096, 64)}}
 
 
 def _loss_case(shape):

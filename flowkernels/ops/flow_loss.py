@@ -133,6 +133,12 @@ def flow_loss_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense: per-sample weighted means [B]. Ragged (offsets [B + 1] over the rows of pred): per-sample weighted
     sums, and a gradient of those sums."""
+    return _loss_impl(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min,
+                      compute_grad, backend)
+
+
+def _loss_impl(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, compute_grad,
+               backend):
     B, M, ragged = _launch.layout(pred, offsets)
     grad = torch.empty(pred.shape if compute_grad else (0,), dtype=pred.dtype, device=pred.device)
     if B == 0 or pred.numel() == 0:  # a mean over zero elements is NaN, as in torch; a sum is 0
@@ -153,7 +159,12 @@ def scale_rows_op(grad: torch.Tensor, row_scale: torch.Tensor, offsets: Optional
                   backend: str) -> torch.Tensor:
     """out[b, ...] = grad[b, ...] * row_scale[b] (ragged: rows offsets[b]:offsets[b+1] of sample b), computed in
     fp32 and stored in grad's dtype."""
-    out = torch.empty_like(grad, memory_format=torch.contiguous_format)
+    return _scale_rows_impl(grad, row_scale, offsets, backend)
+
+
+def _scale_rows_impl(grad, row_scale, offsets, backend, out=None):
+    """out = grad scaled by rows (out may be grad itself: each element is read before it is written)."""
+    out = torch.empty_like(grad, memory_format=torch.contiguous_format) if out is None else out
     B, M, ragged = _launch.layout(grad, offsets)
     if B == 0 or grad.numel() == 0:
         return out
@@ -210,3 +221,44 @@ def _backward(ctx, grad_loss, _grad_of_grad):
 
 
 flow_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerLoss(torch.autograd.Function):
+    """flow_loss_op's autograd outside torch.compile, without the custom op's dispatch (tens of microseconds per
+    call and per backward: as much as the whole CPU kernel on a small batch). Same setup and backward."""
+
+    @staticmethod
+    def forward(*inputs):
+        return _loss_impl(*inputs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_of_grad):
+        (grad,) = ctx.saved_tensors
+        grad_pred = None
+        if grad_loss is not None:
+            # When the graph is freed after this backward, nothing reads the saved gradient again: scale it in
+            # place (no new buffer, whose fresh pages cost as much as the scaling on CPU). retain_graph /
+            # create_graph keep it, so those get a new tensor.
+            out = None if _graph_kept() else grad
+            grad_pred = _scale_rows_impl(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend, out=out)
+        return (grad_pred,) + (None,) * (len(_LossInputs._fields) - 1)
+
+
+def _graph_kept() -> bool:
+    """Whether the running backward keeps the graph (retain_graph / create_graph); True when torch cannot say."""
+    keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if keep is None else bool(keep())
+
+
+def flow_loss_call(*args):
+    """flow_loss_op's arguments: the custom op under torch.compile; eagerly the same autograd without its dispatch,
+    or the bare implementation when no gradient is wanted."""
+    if torch.compiler.is_compiling():
+        return flow_loss_op(*args)
+    if _LossInputs(*args).compute_grad:
+        return _EagerLoss.apply(*args)
+    return _loss_impl(*args)
