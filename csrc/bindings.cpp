@@ -41,30 +41,26 @@ PYBIND11_MODULE(_C, m) {
         "test hook: starting CPU worker thread `nth` (1-based) of each parallel run fails; 0 turns it off");
   m.def(
       "mc_scratch_words",
-      [](bool cuda, std::array<int64_t, 3> shape, int method) -> int64_t {
-        if (cuda) return 0;
+      [](std::array<int64_t, 3> shape, int method) -> int64_t {
         return fk::mc_scratch_words_cpu(grid_desc(0, 0, shape, {1, 1, 1}, 0.0), method);
       },
-      py::arg("cuda"), py::arg("shape"), py::arg("method"));
+      py::arg("shape"), py::arg("method"));
   m.def(
       "mc_count",
-      [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
-         double level, uintptr_t counts, uintptr_t spans, uintptr_t scratch, int method, uintptr_t stream,
-         int num_threads) {
+      [](int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides, double level,
+         uintptr_t counts, uintptr_t spans, uintptr_t scratch, int method, int num_threads) {
         fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
         py::gil_scoped_release release;
-        if (cuda) fk::mc_count_cuda(g, counts, spans, stream);
-        else fk::mc_count_cpu(g, counts, spans, scratch, method, num_threads);
+        fk::mc_count_cpu(g, counts, spans, scratch, method, num_threads);
       },
-      py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
-      py::arg("counts"), py::arg("spans"), py::arg("scratch"), py::arg("method"), py::arg("stream"),
-      py::arg("num_threads"));
+      py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"), py::arg("counts"),
+      py::arg("spans"), py::arg("scratch"), py::arg("method"), py::arg("num_threads"));
   m.def(
       "mc_emit",
-      [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
-         double level, uintptr_t offsets, uintptr_t spans, uintptr_t verts, uintptr_t faces, uintptr_t normals,
+      [](int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides, double level,
+         uintptr_t offsets, uintptr_t spans, uintptr_t verts, uintptr_t faces, uintptr_t normals,
          std::array<double, 3> origin, std::array<double, 3> scale, bool flip, uintptr_t scratch, int method,
-         uintptr_t stream, int num_threads) {
+         int num_threads) {
         fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
         fk::EmitDesc d{offsets, spans, verts, faces, normals, {}, {}, flip};
         for (int a = 0; a < 3; ++a) {
@@ -72,11 +68,43 @@ PYBIND11_MODULE(_C, m) {
           d.scale[a] = scale[a];
         }
         py::gil_scoped_release release;
-        if (cuda) fk::mc_emit_cuda(g, d, stream);
-        else fk::mc_emit_cpu(g, d, scratch, method, num_threads);
+        fk::mc_emit_cpu(g, d, scratch, method, num_threads);
+      },
+      py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"), py::arg("offsets"),
+      py::arg("spans"), py::arg("verts"), py::arg("faces"), py::arg("normals"), py::arg("origin"), py::arg("scale"),
+      py::arg("flip"), py::arg("scratch"), py::arg("method"), py::arg("num_threads"));
+  // The brick algorithm: the CUDA driver, and the CPU method "bricks" (cuda=false) that runs the same logic.
+  m.def(
+      "mc_brick_scratch_bytes",
+      [](bool cuda, std::array<int64_t, 3> shape) { return fk::mc_brick_scratch_bytes(shape.data(), cuda); },
+      py::arg("cuda"), py::arg("shape"));
+  m.def(
+      "mc_brick_count",
+      [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
+         double level, uintptr_t scratch, uintptr_t totals, uintptr_t stream, int num_threads) {
+        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
+        py::gil_scoped_release release;
+        if (cuda) fk::mc_brick_count_cuda(g, scratch, totals, stream);
+        else fk::mc_brick_count_cpu(g, scratch, totals, num_threads);
       },
       py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
-      py::arg("offsets"), py::arg("spans"), py::arg("verts"), py::arg("faces"), py::arg("normals"), py::arg("origin"),
-      py::arg("scale"), py::arg("flip"), py::arg("scratch"), py::arg("method"), py::arg("stream"),
-      py::arg("num_threads"));
+      py::arg("scratch"), py::arg("totals"), py::arg("stream"), py::arg("num_threads"));
+  m.def(
+      "mc_brick_emit",
+      [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
+         double level, uintptr_t scratch, int64_t n_active, uintptr_t verts, uintptr_t faces, uintptr_t normals,
+         std::array<double, 3> origin, std::array<double, 3> scale, bool flip, uintptr_t stream, int num_threads) {
+        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
+        fk::EmitDesc d{0, 0, verts, faces, normals, {}, {}, flip};
+        for (int a = 0; a < 3; ++a) {
+          d.origin[a] = origin[a];
+          d.scale[a] = scale[a];
+        }
+        py::gil_scoped_release release;
+        if (cuda) fk::mc_brick_emit_cuda(g, d, scratch, n_active, stream);
+        else fk::mc_brick_emit_cpu(g, d, scratch, n_active, num_threads);
+      },
+      py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
+      py::arg("scratch"), py::arg("n_active"), py::arg("verts"), py::arg("faces"), py::arg("normals"),
+      py::arg("origin"), py::arg("scale"), py::arg("flip"), py::arg("stream"), py::arg("num_threads"));
 }

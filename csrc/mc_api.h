@@ -24,10 +24,12 @@ struct EmitDesc {
   bool flip;
 };
 
-// CPU methods: bit planes (the default: classify once, then word-wide bit logic) or the row walk that the CUDA
-// driver runs (kept on the CPU so any machine can check that the two agree).
+// CPU methods: bit planes (the default: classify once, then word-wide bit logic), the row walk (one row per
+// thread: the first CUDA driver's design, kept as an independent check) or bricks (the CUDA driver's algorithm,
+// run through the mc_brick_* entry points below).
 constexpr int kMethodBitPlanes = 0;
 constexpr int kMethodRowWalk = 1;
+constexpr int kMethodBricks = 2;
 
 // counts[2 * row + {0, 1}] = vertices owned by / triangles emitted from row (i, j) = i * ny + j;
 // spans[2 * row + {0, 1}] = first / last k of a point with a vertex in that row.
@@ -42,7 +44,18 @@ std::array<int64_t, 2> mc_offsets_cpu(uintptr_t counts, uintptr_t offsets, int64
 // Test hook: in every later CPU parallel run, starting worker thread `nth` (1-based) fails; 0 turns it off.
 void set_fail_thread_start(int nth);
 bool cuda_built();
-void mc_count_cuda(const GridDesc& grid, uintptr_t counts, uintptr_t spans, uintptr_t stream);
-void mc_emit_cuda(const GridDesc& grid, const EmitDesc& out, uintptr_t stream);
+
+// The brick algorithm (csrc/marching_cubes/brick.h): the CUDA driver, and the CPU method "bricks" that runs the
+// same functions lane by lane. scratch: mc_brick_scratch_bytes bytes, written by count and read by emit;
+// totals: 3 int64 (vertices, triangles, active segments), on the grid's device; emit takes the active count.
+// EmitDesc's offsets and spans are unused (the offsets live in the scratch).
+int64_t mc_brick_scratch_bytes(const int64_t shape[3], bool cuda);
+void mc_brick_count_cpu(const GridDesc& grid, uintptr_t scratch, uintptr_t totals, int num_threads);
+void mc_brick_emit_cpu(const GridDesc& grid, const EmitDesc& out, uintptr_t scratch, int64_t n_active,
+                       int num_threads);
+int64_t mc_brick_scan_temp_bytes_cuda(int64_t blocks);
+void mc_brick_count_cuda(const GridDesc& grid, uintptr_t scratch, uintptr_t totals, uintptr_t stream);
+void mc_brick_emit_cuda(const GridDesc& grid, const EmitDesc& out, uintptr_t scratch, int64_t n_active,
+                        uintptr_t stream);
 
 }  // namespace fk

@@ -1,4 +1,4 @@
-// Built instead of mc_cuda.cu when CUDA is off: every CUDA entry point explains how to rebuild.
+// Built instead of marching_cubes/brick_cuda.cu when CUDA is off: every CUDA entry point explains how to rebuild.
 #include "mc_api.h"
 
 namespace fk {
@@ -8,7 +8,10 @@ static const char* kNoCuda =
     "--no-build-isolation --force-reinstall, or set CUDA_HOME) to run marching cubes on CUDA tensors";
 
 bool cuda_built() { return false; }
-void mc_count_cuda(const GridDesc&, uintptr_t, uintptr_t, uintptr_t) { throw std::runtime_error(kNoCuda); }
-void mc_emit_cuda(const GridDesc&, const EmitDesc&, uintptr_t) { throw std::runtime_error(kNoCuda); }
+int64_t mc_brick_scan_temp_bytes_cuda(int64_t) { throw std::runtime_error(kNoCuda); }
+void mc_brick_count_cuda(const GridDesc&, uintptr_t, uintptr_t, uintptr_t) { throw std::runtime_error(kNoCuda); }
+void mc_brick_emit_cuda(const GridDesc&, const EmitDesc&, uintptr_t, int64_t, uintptr_t) {
+  throw std::runtime_error(kNoCuda);
+}
 
 }  // namespace fk

@@ -21,8 +21,10 @@ _DIRECTIONS = {"descent": False, "ascent": True}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # CPU algorithms, name -> the native driver's method code (csrc/mc_api.h). All give the same mesh; tests pass
 # `cpu_method=` to check that they do. "bitplanes" (classify once into bit planes) is the fast default; "rowwalk"
-# runs the CUDA driver's per-row code on CPU threads. A new method adds one entry here and one code in mc_api.h.
-CPU_METHODS = {"bitplanes": 0, "rowwalk": 1}
+# walks one row per thread (the first CUDA driver's design, an independent check); "bricks" runs the CUDA
+# driver's algorithm (csrc/marching_cubes/brick.h) with warps emulated lane by lane. A new method adds one entry
+# here and one code in mc_api.h.
+CPU_METHODS = {"bitplanes": 0, "rowwalk": 1, "bricks": 2}
 DEFAULT_CPU_METHOD = "bitplanes"
 
 
@@ -169,42 +171,57 @@ def _extract_one(grid: _Grid, level: float, origin, scale, flip: bool, return_no
 
     if rows * nz == 0:
         return empty()
+    if device.type == "cuda" or method == CPU_METHODS["bricks"]:
+        return _extract_bricks(grid, level, origin, scale, flip, return_normals, threads) or empty()
+    common = dict(dtype=grid.dtype, data=grid.data, shape=(nx, ny, nz), strides=grid.strides, level=level,
+                  method=method, num_threads=threads)
+    # CPU bit planes (1 bit per grid point, plus finite bits for rows with a NaN/inf): written by the count pass,
+    # read by the emit pass.
+    scratch_words = ext.mc_scratch_words(shape=(nx, ny, nz), method=method)
+    work = _cpu_work_buffer(6 * rows + scratch_words)
+    counts, spans, offsets = work[:6 * rows].view(3, rows, 2).unbind(0)
+    common["scratch"] = work[6 * rows:].data_ptr()
+    ext.mc_count(counts=counts.data_ptr(), spans=spans.data_ptr(), **common)
+    # a plain loop in the extension: torch's CPU ops would wake its thread pool for 65k rows
+    n_verts, n_faces = ext.mc_offsets_cpu(counts=counts.data_ptr(), offsets=offsets.data_ptr(), rows=rows)
+    if n_faces == 0:
+        return empty()
+    verts = torch.empty((n_verts, 3), dtype=torch.float32)
+    faces = torch.empty((n_faces, 3), dtype=torch.int64)
+    normals = torch.empty((n_verts, 3), dtype=torch.float32) if return_normals else None
+    ext.mc_emit(offsets=offsets.data_ptr(), spans=spans.data_ptr(), verts=verts.data_ptr(), faces=faces.data_ptr(),
+                normals=normals.data_ptr() if normals is not None else 0, origin=origin, scale=scale,
+                flip=flip, **common)
+    return Mesh(verts, faces, normals)
+
+
+def _extract_bricks(grid: _Grid, level: float, origin, scale, flip: bool, return_normals: bool, threads: int):
+    """The brick algorithm (csrc/marching_cubes/brick.h): the CUDA driver, or the CPU method "bricks".
+    Scratch (~0.58 byte per grid point) and the 3 totals live on the grid's device; reading the totals back is the
+    one sync. Returns None for an empty mesh."""
+    ext = _native.load()
+    device = grid.device
     cuda = device.type == "cuda"
     if cuda:
         _native.require_cuda_build()
-        stream = torch.cuda.current_stream(device).cuda_stream
-    else:
-        stream = 0
-    common = dict(cuda=cuda, dtype=grid.dtype, data=grid.data, shape=(nx, ny, nz), strides=grid.strides, level=level,
-                  method=method, stream=stream, num_threads=threads)
-    # CPU bit planes (1 bit per grid point, plus finite bits for rows with a NaN/inf): written by the count pass,
-    # read by the emit pass. None on CUDA.
-    scratch_words = ext.mc_scratch_words(cuda=cuda, shape=(nx, ny, nz), method=method)
+    common = dict(cuda=cuda, dtype=grid.dtype, data=grid.data, shape=tuple(grid.shape), strides=grid.strides,
+                  level=level, num_threads=threads)
     with torch.cuda.device(device) if cuda else contextlib.nullcontext():
-        if cuda:
-            counts, spans = torch.empty((2, rows, 2), dtype=torch.int64, device=device).unbind(0)
-            inclusive, offsets = torch.empty_like(counts), torch.empty_like(counts)
-            scratch_ptr = 0
-        else:
-            work = _cpu_work_buffer(6 * rows + scratch_words)
-            counts, spans, offsets = work[:6 * rows].view(3, rows, 2).unbind(0)
-            scratch_ptr = work[6 * rows:].data_ptr()
-        common["scratch"] = scratch_ptr
-        ext.mc_count(counts=counts.data_ptr(), spans=spans.data_ptr(), **common)
-        if cuda:
-            torch.cumsum(counts, 0, out=inclusive)
-            n_verts, n_faces = inclusive[-1].tolist()  # the one read-back: output sizes
-            torch.sub(inclusive, counts, out=offsets)
-        else:  # a plain loop in the extension: torch's CPU ops would wake its thread pool for 65k rows
-            n_verts, n_faces = ext.mc_offsets_cpu(counts=counts.data_ptr(), offsets=offsets.data_ptr(), rows=rows)
+        common["stream"] = torch.cuda.current_stream(device).cuda_stream if cuda else 0
+        scratch = torch.empty(ext.mc_brick_scratch_bytes(cuda=cuda, shape=tuple(grid.shape)), dtype=torch.uint8,
+                              device=device)
+        common["scratch"] = scratch.data_ptr()
+        totals = torch.empty(3, dtype=torch.int64, device=device)
+        ext.mc_brick_count(totals=totals.data_ptr(), **common)
+        n_verts, n_faces, n_active = totals.tolist()  # the one read-back: output sizes
         if n_faces == 0:
-            return empty()
+            return None
         verts = torch.empty((n_verts, 3), dtype=torch.float32, device=device)
         faces = torch.empty((n_faces, 3), dtype=torch.int64, device=device)
         normals = torch.empty((n_verts, 3), dtype=torch.float32, device=device) if return_normals else None
-        ext.mc_emit(offsets=offsets.data_ptr(), spans=spans.data_ptr(), verts=verts.data_ptr(), faces=faces.data_ptr(),
-                    normals=normals.data_ptr() if normals is not None else 0, origin=origin, scale=scale,
-                    flip=flip, **common)
+        ext.mc_brick_emit(n_active=n_active, verts=verts.data_ptr(), faces=faces.data_ptr(),
+                          normals=normals.data_ptr() if normals is not None else 0, origin=origin, scale=scale,
+                          flip=flip, **common)
     return Mesh(verts, faces, normals)
 
 

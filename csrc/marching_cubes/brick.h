@@ -1,0 +1,425 @@
+// Marching cubes laid out for a GPU: the logic of the CUDA driver (brick_cuda.cu), written once as
+// __host__ __device__ functions over an explicit lane / segment / block index, so that the CPU "bricks" method
+// (brick_cpu.cpp) runs the same algorithm with warp primitives emulated by loops over 32 lanes.
+//
+// Units of work. A *segment* is 32 consecutive points of one grid row (fixed i, j) along z: one warp, lane l =
+// point k = 32 s + l, so every load a warp makes of the grid is one contiguous run (128 bytes of fp32). Segments
+// are numbered in C order, g = (i * ny + j) * segs + s; a *scan block* is 32 consecutive segments. Because
+// segment order is C order, numbering vertices and triangles by segment keeps the CPU's mesh order (vertices
+// by grid point then axis, triangles by cell then table order) with no sort.
+//
+// Passes. 1 classify: each warp loads segments and ballots two words per segment, inside (value < level) and
+// finite, into bit planes (1/4 byte per point); 1b: valid-cell words, only next to slabs holding a NaN / inf.
+// 2 count: one warp per scan block; lane l first tests segment l for mixed cells (word logic), then the warp
+// takes each busy segment with a lane per point: 3 owned-edge bits per point and a case byte per cell from the
+// words (neighbours along z by shifting a ballot word across the segment boundary), warp totals by popcounts;
+// the 32 segment totals are scanned across the lanes and the scan-block total stored; a device-wide scan of
+// those totals follows (CUB). 3 emit: one warp per *active* segment (owning a vertex or emitting a triangle)
+// writes its vertices, then resolves triangle corners through a per-warp table of vertex ids of the 4 rows x
+// 33 points around its cells.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "mc_core.h"
+
+namespace fk {
+namespace brick {
+
+constexpr int kLanes = 32;
+constexpr int kWarps = 8;                              // warps per CUDA block (256 threads)
+constexpr int kSegsPerBlock = 32;                      // a scan block: 32 consecutive segments, one per lane
+static_assert(kSegsPerBlock == kLanes, "a scan block is scanned by one warp, one lane per segment");
+constexpr int kSegsPerWarp = kSegsPerBlock / kWarps;   // classify: a CUDA block takes a scan block, 4 per warp
+constexpr int kTableRows = 4;                         // rows (i + dx, j + dy) around a cell row, r = dx | dy << 1
+constexpr int kTablePoints = kLanes + 1;              // the segment's 32 points and the first of the next one
+// Within a block a segment's first vertex and triangle are packed in one word: 32 segments own at most
+// 32 * 32 * 3 = 3072 vertices and emit at most 32 * 32 * 5 = 5120 triangles, both below 2^16.
+constexpr uint32_t kTriShift = 16;
+
+FK_HD int popc(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __popc(x);
+#else
+  return __builtin_popcount(x);
+#endif
+}
+FK_HD uint32_t lanes_below(int lane) { return (1u << lane) - 1u; }  // lane in [0, 32)
+FK_HD uint32_t low_mask(int64_t n) { return n <= 0 ? 0u : n >= 32 ? ~0u : (1u << n) - 1u; }
+// Bit l: point l + 1 / l - 1 of the stream of words, i.e. the z neighbour, across the segment boundary.
+FK_HD uint32_t next_point(uint32_t w, uint32_t w_next) { return (w >> 1) | (w_next << 31); }
+FK_HD uint32_t prev_point(uint32_t w, uint32_t w_prev) { return (w << 1) | (w_prev >> 31); }
+
+struct SegIndex { int64_t i, j, s; };
+
+// Division by a number fixed per grid, as a multiply and a shift (a GPU has no integer divider: a 64-bit `/`
+// is a ~70-instruction routine, and a segment's index is split once per segment). With l = ceil(log2 d) and
+// m = ceil(2^(31 + l) / d), n / d = (n * m) >> (31 + l) for every n < 2^31 (Granlund & Montgomery 1994); n * m
+// stays below 2^63.
+struct FastDiv {
+  uint64_t m;
+  int shift;
+  FK_HD int64_t div(int64_t n) const { return int64_t((uint64_t(n) * m) >> shift); }
+};
+inline FastDiv make_fast_div(int64_t d) {
+  int l = 0;
+  while ((int64_t(1) << l) < d) ++l;
+  return {((uint64_t(1) << (31 + l)) + uint64_t(d) - 1) / uint64_t(d), 31 + l};
+}
+
+// The grid seen as rows of 32-point segments.
+struct SegGrid {
+  int64_t nx, ny, nz, segs;  // segs: segments per row
+  FastDiv by_segs, by_ny;
+  FK_HD int64_t count() const { return nx * ny * segs; }
+  FK_HD int64_t blocks() const { return (count() + kSegsPerBlock - 1) / kSegsPerBlock; }
+  FK_HD int64_t index(int64_t i, int64_t j, int64_t s) const { return (i * ny + j) * segs + s; }
+  FK_HD SegIndex decode(int64_t g) const {
+    const int64_t row = by_segs.div(g), i = by_ny.div(row);
+    return {i, row - i * ny, g - row * segs};
+  }
+  FK_HD bool has_row(int64_t i, int64_t j) const { return i >= 0 && j >= 0 && i < nx && j < ny; }
+  // Lanes of segment s holding a grid point / the lower corner of a cell along z.
+  FK_HD uint32_t points(int64_t s) const { return low_mask(nz - 32 * s); }
+  FK_HD uint32_t cell_points(int64_t s) const { return low_mask(nz - 1 - 32 * s); }
+};
+inline SegGrid make_seg_grid(int64_t nx, int64_t ny, int64_t nz) {
+  const int64_t segs = (nz + kLanes - 1) / kLanes;
+  return {nx, ny, nz, segs, make_fast_div(segs > 0 ? segs : 1), make_fast_div(ny > 0 ? ny : 1)};
+}
+
+// Segment indices are below 2^31 (FastDiv); vertex ids inside a warp's edge table are int32, relative to the
+// warp's first vertex: the rows it reads end at most a slab and a row of segments (each owning <= 96 vertices)
+// later.
+inline void check_brick_grid(const SegGrid& sg) {
+  const double span = 96.0 * double((sg.ny + 1) * sg.segs + 2);
+  if (span >= 2147483647.0 || double(sg.count()) >= 2147483647.0)
+    throw std::invalid_argument("grid shape (" + std::to_string(sg.nx) + ", " + std::to_string(sg.ny) + ", " +
+                                std::to_string(sg.nz) + ") is too large for the brick marching cubes");
+}
+
+// Per-scan-block totals and, after the scan, bases (first vertex / triangle / active segment of the block).
+struct Totals {
+  int64_t verts, tris, active;
+  FK_HD Totals operator+(const Totals& o) const { return {verts + o.verts, tris + o.tris, active + o.active}; }
+};
+struct AddTotals {
+  FK_HD Totals operator()(const Totals& a, const Totals& b) const { return a + b; }
+};
+
+// The caller-allocated scratch, carved into aligned pieces. Per grid point: 3 bit planes (inside, finite, valid
+// cells: 3/8 byte), the packed segment offsets (1/8), active slots (1/32) and 48 bytes per scan block of 1024
+// points: ~0.58 byte when nz is a multiple of 32 (rows shorter than a segment pay for a whole one).
+struct Layout {
+  size_t inside, finite, valid, slab_bad, seg_offsets, active_slots, block_totals, block_bases, scan_temp, bytes;
+};
+inline size_t align_up(size_t n) { return (n + 255) & ~size_t(255); }
+inline Layout make_layout(const SegGrid& sg, size_t scan_temp_bytes) {
+  const size_t segs = size_t(sg.count()), blocks = size_t(sg.blocks());
+  Layout l{};
+  size_t at = 0;
+  auto take = [&](size_t n) { size_t here = at; at += align_up(n); return here; };
+  l.inside = take(4 * segs);
+  l.finite = take(4 * segs);
+  l.valid = take(4 * segs);
+  l.slab_bad = take(4 * size_t(sg.nx));
+  l.seg_offsets = take(4 * segs);
+  l.active_slots = take(blocks * kSegsPerBlock);
+  l.block_totals = take(sizeof(Totals) * (blocks + 1));
+  l.block_bases = take(sizeof(Totals) * (blocks + 1));
+  l.scan_temp = take(scan_temp_bytes);
+  l.bytes = at;
+  return l;
+}
+
+struct Scratch {
+  uint32_t* inside;        // [segments]: bit l = point 32 s + l lies below the level
+  uint32_t* finite;        // [segments]: bit l = that point is finite
+  uint32_t* valid;         // [segments]: bit l = cell (i, j, 32 s + l) has 8 finite corners; near NaN slabs only
+  uint32_t* slab_bad;      // [nx]: nonzero when slab i holds a NaN / inf
+  uint32_t* seg_offsets;   // [segments]: first vertex | first triangle << 16, relative to the block's
+  uint8_t* active_slots;   // [blocks][32]: the block's active segments, in order
+  Totals* block_totals;    // [blocks + 1] (the last is zero, so the exclusive scan ends with the grand total)
+  Totals* block_bases;     // [blocks + 1]: exclusive scan of block_totals
+  void* scan_temp;
+  size_t scan_temp_bytes;
+};
+inline Scratch carve(void* base, const Layout& l) {
+  char* p = static_cast<char*>(base);
+  return {reinterpret_cast<uint32_t*>(p + l.inside), reinterpret_cast<uint32_t*>(p + l.finite),
+          reinterpret_cast<uint32_t*>(p + l.valid), reinterpret_cast<uint32_t*>(p + l.slab_bad), reinterpret_cast<uint32_t*>(p + l.seg_offsets),
+          reinterpret_cast<uint8_t*>(p + l.active_slots), reinterpret_cast<Totals*>(p + l.block_totals),
+          reinterpret_cast<Totals*>(p + l.block_bases), p + l.scan_temp, l.bytes - l.scan_temp};
+}
+
+// ---- pass 1: classification -------------------------------------------------------------------------------
+
+// One lane's point: below the level, finite. Past the end of the row both are false.
+template <typename T>
+FK_HD void classify_point(const Volume<T>& vol, int64_t i, int64_t j, int64_t k, bool& inside, bool& finite) {
+  inside = finite = false;
+  if (k >= vol.nz) return;
+  const auto v = vol.at(i, j, k);
+  finite = is_finite(v);
+  inside = v < vol.level;
+}
+
+// ---- pass 2: classification words -> owned edges and cell cases -------------------------------------------
+
+// Read-only view of the planes.
+struct Planes {
+  SegGrid grid;
+  const uint32_t* inside;
+  const uint32_t* finite;
+  const uint32_t* valid;
+  const uint32_t* slab_bad;
+
+  FK_HD uint32_t in(int64_t i, int64_t j, int64_t s) const {
+    return grid.has_row(i, j) && s >= 0 && s < grid.segs ? inside[grid.index(i, j, s)] : 0u;
+  }
+  FK_HD bool clean(int64_t i) const { return i < 0 || i >= grid.nx || slab_bad[i] == 0; }
+  // Slabs i - 1 .. i + 1 hold no NaN / inf: every cell near slab i is valid.
+  FK_HD bool clean_near(int64_t i) const { return clean(i - 1) && clean(i) && clean(i + 1); }
+  FK_HD uint32_t fin(int64_t i, int64_t j, int64_t s) const {
+    return grid.has_row(i, j) && s >= 0 && s < grid.segs ? finite[grid.index(i, j, s)] : 0u;
+  }
+  FK_HD bool has_cell_row(int64_t i, int64_t j, int64_t s) const {
+    return i >= 0 && j >= 0 && i + 1 < grid.nx && j + 1 < grid.ny && s >= 0 && s < grid.segs;
+  }
+  // Pass 1b, next to slabs with a NaN / inf: bit l = cell (i, j, 32 s + l) exists and its 8 corners are finite.
+  FK_HD uint32_t compute_valid_cells(int64_t i, int64_t j, int64_t s) const {
+    const uint32_t f = fin(i, j, s) & fin(i + 1, j, s) & fin(i, j + 1, s) & fin(i + 1, j + 1, s);
+    const uint32_t f_next =
+        fin(i, j, s + 1) & fin(i + 1, j, s + 1) & fin(i, j + 1, s + 1) & fin(i + 1, j + 1, s + 1);
+    return f & next_point(f, f_next) & grid.cell_points(s);
+  }
+  // Pass 1b writes the valid word of cell row (i, j) only where a slab it spans holds a NaN / inf.
+  FK_HD bool needs_valid_word(int64_t i, int64_t j, int64_t s) const {
+    return has_cell_row(i, j, s) && !(clean(i) && clean(i + 1));
+  }
+  // The same bits, read: a range mask where both slabs are clean, else pass 1b's word.
+  FK_HD uint32_t valid_cells(int64_t i, int64_t j, int64_t s) const {
+    if (!has_cell_row(i, j, s)) return 0u;
+    return clean(i) && clean(i + 1) ? grid.cell_points(s) : valid[grid.index(i, j, s)];
+  }
+  // Cells of cell rows (i, j) and (i2, j2) that touch point k: cell k or cell k - 1.
+  FK_HD uint32_t cells_touching(int64_t i, int64_t j, int64_t i2, int64_t j2, int64_t s) const {
+    const uint32_t a = valid_cells(i, j, s) | valid_cells(i2, j2, s);
+    const uint32_t a_prev = valid_cells(i, j, s - 1) | valid_cells(i2, j2, s - 1);
+    return a | prev_point(a, a_prev);
+  }
+};
+
+inline Planes planes_of(const SegGrid& sg, const Scratch& sc) {
+  return {sg, sc.inside, sc.finite, sc.valid, sc.slab_bad};
+}
+
+// The 3 owned-edge words of segment (i, j, s): bit l of v[a] set when the edge from point 32 s + l one step
+// along axis a crosses the level and borders at least one valid cell (which makes both its ends finite).
+FK_HD void owned_edges(const Planes& p, int64_t i, int64_t j, int64_t s, uint32_t v[3]) {
+  const SegGrid& g = p.grid;
+  v[0] = v[1] = v[2] = 0u;
+  if (!g.has_row(i, j) || s < 0 || s >= g.segs) return;
+  const uint32_t here = p.in(i, j, s);
+  const uint32_t cross_x = i + 1 < g.nx ? here ^ p.in(i + 1, j, s) : 0u;
+  const uint32_t cross_y = j + 1 < g.ny ? here ^ p.in(i, j + 1, s) : 0u;
+  const uint32_t cross_z = (here ^ next_point(here, p.in(i, j, s + 1))) & g.cell_points(s);
+  if (p.clean_near(i)) {  // every edge borders a cell, when the grid has cells at all
+    const bool cells = g.nx > 1 && g.ny > 1 && g.nz > 1;
+    v[0] = cells ? cross_x : 0u;
+    v[1] = cells ? cross_y : 0u;
+    v[2] = cells ? cross_z : 0u;
+    return;
+  }
+  v[0] = cross_x ? cross_x & p.cells_touching(i, j - 1, i, j, s) : 0u;
+  v[1] = cross_y ? cross_y & p.cells_touching(i - 1, j, i, j, s) : 0u;
+  v[2] = cross_z ? cross_z & (p.valid_cells(i - 1, j - 1, s) | p.valid_cells(i - 1, j, s) |
+                              p.valid_cells(i, j - 1, s) | p.valid_cells(i, j, s))
+                 : 0u;
+}
+
+// The corner words of segment (i, j, s)'s cells: corner c = dx | dy << 1 | dz << 2, bit l = that corner of cell
+// 32 s + l is inside. Returns the cells with corners on both sides. Where that is 0 the segment owns no vertex
+// either: each edge from its points is an edge of one of these cells (for the last point of a row, or a row
+// with no neighbour, the missing corners read as outside, which only ever adds bits).
+FK_HD uint32_t segment_corners(const Planes& p, int64_t i, int64_t j, int64_t s, uint32_t corner[8]) {
+  uint32_t any = 0u, all = ~0u;
+  for (int r = 0; r < 4; ++r) {
+    const int64_t ii = i + (r & 1), jj = j + (r >> 1);
+    corner[r] = p.in(ii, jj, s);
+    corner[r + 4] = next_point(corner[r], p.in(ii, jj, s + 1));
+    any |= corner[r] | corner[r + 4];
+    all &= corner[r] & corner[r + 4];
+  }
+  return any & ~all;
+}
+
+// The cells of segment (i, j, s): corner words and the cells that emit (corners on both sides, all finite).
+struct SegmentCells {
+  uint32_t corner[8];
+  uint32_t emitting;
+};
+FK_HD SegmentCells segment_cells(const Planes& p, int64_t i, int64_t j, int64_t s) {
+  SegmentCells c;
+  const uint32_t mixed = segment_corners(p, i, j, s, c.corner);
+  c.emitting = mixed ? mixed & p.valid_cells(i, j, s) : 0u;
+  return c;
+}
+
+// ---- per lane ----------------------------------------------------------------------------------------------
+
+FK_HD unsigned lane_edges(const uint32_t v[3], int lane) {
+  return (v[0] >> lane & 1u) | (v[1] >> lane & 1u) << 1 | (v[2] >> lane & 1u) << 2;
+}
+// The case byte of the lane's cell; 0 (no triangles) for a cell that does not emit.
+FK_HD int lane_case(const SegmentCells& c, int lane) {
+  if (!(c.emitting >> lane & 1u)) return 0;
+  int config = 0;
+  for (int corner = 0; corner < 8; ++corner) config |= int(c.corner[corner] >> lane & 1u) << corner;
+  return config;
+}
+// Vertices owned by the segment's points below the lane: popcounts of the 3 edge words.
+FK_HD int vertex_prefix(const uint32_t v[3], int lane) {
+  const uint32_t below = lanes_below(lane);
+  return popc(v[0] & below) + popc(v[1] & below) + popc(v[2] & below);
+}
+FK_HD int vertex_total(const uint32_t v[3]) { return popc(v[0]) + popc(v[1]) + popc(v[2]); }
+// A point's vertex on `axis` comes after its vertices on lower axes.
+FK_HD int axis_rank(unsigned edges, int axis) { return popc(edges & ((1u << axis) - 1u)); }
+
+// Triangle counts are 0..5, three bits: bit_words[b] is the warp's ballot of bit b, so the triangles of the
+// lanes below are a weighted sum of popcounts (no shuffle scan needed within a warp).
+FK_HD int tri_prefix(const uint32_t bit_words[3], int lane) {
+  const uint32_t below = lanes_below(lane);
+  return popc(bit_words[0] & below) + 2 * popc(bit_words[1] & below) + 4 * popc(bit_words[2] & below);
+}
+FK_HD int tri_total(const uint32_t bit_words[3]) {
+  return popc(bit_words[0]) + 2 * popc(bit_words[1]) + 4 * popc(bit_words[2]);
+}
+FK_HD int lowest_lane(uint32_t word) {
+#if defined(__CUDA_ARCH__)
+  return __ffs(word) - 1;
+#else
+  return __builtin_ctz(word);
+#endif
+}
+FK_HD uint32_t pack_counts(int verts, int tris) { return uint32_t(verts) | uint32_t(tris) << kTriShift; }
+
+// One step of the block scan (Hillis-Steele over 32 lanes): lane l adds the value lane l - d held before the
+// step. After steps d = 1, 2, 4, 8, 16 each lane holds the inclusive sum of lanes 0..l.
+FK_HD uint32_t scan_step(uint32_t own, uint32_t from_below, int lane, int d) {
+  return lane >= d ? own + from_below : own;
+}
+// Slot of an active segment in its block's list: the active segments before it.
+FK_HD int active_slot(uint32_t active_word, int lane) { return popc(active_word & lanes_below(lane)); }
+FK_HD Totals block_total(uint32_t inclusive_last, uint32_t active_word) {
+  return {int64_t(inclusive_last & 0xffffu), int64_t(inclusive_last >> kTriShift), int64_t(popc(active_word))};
+}
+
+// ---- pass 3: emit --------------------------------------------------------------------------------------------
+
+// The block holding active segment number a: bases[b].active <= a < bases[b + 1].active (bases[nblocks] is
+// the grand total, > a).
+FK_HD int64_t locate_block(const Totals* bases, int64_t nblocks, int64_t a) {
+  int64_t lo = 0, hi = nblocks;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (bases[mid].active <= a) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// First vertex / triangle of segment g, global.
+FK_HD int64_t segment_vertex_base(const Scratch& sc, int64_t g) {
+  return sc.block_bases[g / kSegsPerBlock].verts + int64_t(sc.seg_offsets[g] & 0xffffu);
+}
+FK_HD int64_t segment_tri_base(const Scratch& sc, int64_t g) {
+  return sc.block_bases[g / kSegsPerBlock].tris + int64_t(sc.seg_offsets[g] >> kTriShift);
+}
+
+// Vertex ids, relative to the warp's first vertex (int32: the 4 rows around a cell row lie within one slab and a
+// row of each other), of the points of the 4 rows around the cell row at this segment and the first point of
+// the next segment, with their owned-edge bits: a triangle corner is one table read and a popcount.
+struct EdgeIdTable {
+  int32_t first[kTableRows][kTablePoints];
+  uint8_t edges[kTableRows][kTablePoints];
+};
+
+// The table is built in two steps. Source q (0..7): the owned-edge words of row r = q & 3 around the cell row
+// at segment s + (q >> 2), and that segment's first vertex relative to the warp's (`vbase`). On the GPU lane q
+// computes source q and the others read it by shuffles, so each warp evaluates 8 rows, not 8 per lane.
+struct TableSource {
+  uint32_t v[3];
+  int32_t rel;
+};
+FK_HD TableSource edge_table_source(const Planes& p, const Scratch& sc, int64_t i, int64_t j, int64_t s,
+                                    int64_t vbase, int q) {
+  TableSource src{{0u, 0u, 0u}, 0};
+  const int64_t ii = i + (q & 1), jj = j + (q >> 1 & 1), ss = s + (q >> 2);
+  // The last segment's last cell is k = nz - 2 <= 32 s + 30: its point 32 (next segment) is never asked.
+  if (ss >= p.grid.segs) return src;
+  owned_edges(p, ii, jj, ss, src.v);
+  src.rel = int32_t(segment_vertex_base(sc, p.grid.index(ii, jj, ss)) - vbase);
+  return src;
+}
+// Entry [r][lane] from row r's source at this segment; on lane 0 also [r][32] from its source at the next one.
+FK_HD void edge_table_entry(EdgeIdTable& t, int r, const TableSource& here, const TableSource& next, int lane) {
+  t.first[r][lane] = here.rel + vertex_prefix(here.v, lane);
+  t.edges[r][lane] = uint8_t(lane_edges(here.v, lane));
+  if (lane == 0) {
+    t.first[r][kLanes] = next.rel;
+    t.edges[r][kLanes] = uint8_t(lane_edges(next.v, 0));
+  }
+}
+
+// Pointers to the case tables: shared-memory copies on the device (lanes of a warp read different cases, which
+// __constant__ memory would serialise), the static arrays on the host.
+struct CaseTables {
+  const int8_t* tri_count;    // [256]
+  const int8_t* tri_edges;    // [256][3 * FK_MAX_TRIANGLES]
+  const int8_t* edge_corner;  // [12]
+  const int8_t* edge_axis;    // [12]
+};
+
+// Vertex id (relative to the warp's first) of corner c of triangle n of the lane's cell (case `config`).
+FK_HD int32_t corner_id(const EdgeIdTable& t, const CaseTables& ct, int config, int n, int c, int lane) {
+  const int e = ct.tri_edges[config * 3 * FK_MAX_TRIANGLES + 3 * n + c];
+  const int owner = ct.edge_corner[e], axis = ct.edge_axis[e];
+  const int r = owner & 3, point = lane + (owner >> 2);
+  return t.first[r][point] + axis_rank(t.edges[r][point], axis);
+}
+
+// The lane's vertices (up to 3), ids vbase + its prefix.
+template <typename T>
+FK_HD void emit_lane_vertices(const Volume<T>& vol, const EmitTarget& out, const uint32_t v[3], int64_t vbase,
+                              int64_t i, int64_t j, int64_t s, int lane) {
+  const unsigned edges = lane_edges(v, lane);
+  if (!edges) return;
+  const int64_t id = vbase + vertex_prefix(v, lane);
+  // Unrolled, so that emit_vertex sees a constant axis (indexing its small arrays by a variable axis would put
+  // them in local memory on the GPU).
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int axis = 0; axis < 3; ++axis)
+    if (edges >> axis & 1u) emit_vertex(vol, out, id + axis_rank(edges, axis), i, j, 32 * s + lane, axis);
+}
+
+// The lane's triangles: ntri of case `config`, the first numbered tbase + the triangles of the lanes below.
+FK_HD void emit_lane_faces(const EdgeIdTable& t, const CaseTables& ct, const EmitTarget& out, int config, int ntri,
+                           int64_t vbase, int64_t first_tri, int lane) {
+  for (int n = 0; n < ntri; ++n) {
+    int64_t ids[3];
+    for (int c = 0; c < 3; ++c) ids[c] = vbase + corner_id(t, ct, config, n, c, lane);
+    int64_t* f = out.faces + 3 * (first_tri + n);
+    f[0] = ids[0];
+    f[1] = out.flip ? ids[2] : ids[1];
+    f[2] = out.flip ? ids[1] : ids[2];
+  }
+}
+
+}  // namespace brick
+}  // namespace fk

@@ -1,0 +1,177 @@
+// CPU method "bricks": the CUDA driver's algorithm (brick.h) run block by block on CPU threads, each warp
+// emulated by loops over its 32 lanes: a ballot is a loop that sets one bit per lane, a shuffle reads the
+// neighbouring lane's array entry, shared memory is a local array. It exists so that machines with no GPU check
+// the CUDA driver's logic (classification words, scans, offsets, edge -> id resolution) against the other CPU
+// methods, bit for bit; it is not meant to be fast.
+#include <algorithm>
+
+#include "marching_cubes/brick.h"
+#include "mc_dispatch.h"
+#include "mc_parallel.h"
+
+namespace fk {
+namespace brick {
+namespace {
+
+// The CPU drivers' pool, with the chunk's per-thread state unused.
+template <typename Fn>
+void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
+  parallel::parallel_chunks(n, grain, num_threads, [&](int64_t lo, int64_t hi, int) { fn(lo, hi); });
+}
+
+const CaseTables kHostTables{tables::kTriCount, &tables::kTriEdges[0][0], tables::kEdgeCorner, tables::kEdgeAxis};
+
+// __ballot_sync over a warp whose lanes hold pred(lane).
+template <typename Pred>
+uint32_t ballot(Pred&& pred) {
+  uint32_t word = 0;
+  for (int lane = 0; lane < kLanes; ++lane) word |= uint32_t(bool(pred(lane))) << lane;
+  return word;
+}
+
+// Pass 1 for slabs [lo, hi): one slab per thread at a time, so slab_bad[i] has one writer.
+template <typename T>
+void classify_slabs(const Volume<T>& vol, const SegGrid& sg, const Scratch& sc, int64_t lo, int64_t hi) {
+  for (int64_t i = lo; i < hi; ++i) {
+    sc.slab_bad[i] = 0;
+    for (int64_t g = sg.index(i, 0, 0); g < sg.index(i + 1, 0, 0); ++g) {
+      const SegIndex x = sg.decode(g);
+      bool inside[kLanes], finite[kLanes];
+      for (int lane = 0; lane < kLanes; ++lane)
+        classify_point(vol, x.i, x.j, 32 * x.s + lane, inside[lane], finite[lane]);
+      sc.inside[g] = ballot([&](int l) { return inside[l]; });
+      sc.finite[g] = ballot([&](int l) { return finite[l]; });
+      if (sc.finite[g] != sg.points(x.s)) sc.slab_bad[i] = 1;
+    }
+  }
+}
+
+// Pass 2 for scan block b (32 segments, one warp): lane l tests segment l for mixed cells, then the warp counts
+// each busy segment with a lane per point; lane l keeps segment l's counts for the scan.
+void count_block(const Planes& p, const Scratch& sc, int64_t b) {
+  const SegGrid& sg = p.grid;
+  const int64_t first = b * kSegsPerBlock;
+  const uint32_t busy = ballot([&](int lane) {
+    if (first + lane >= sg.count()) return false;
+    const SegIndex x = sg.decode(first + lane);
+    uint32_t corner[8];
+    return segment_corners(p, x.i, x.j, x.s, corner) != 0u;
+  });
+  uint32_t seg_counts[kLanes] = {};
+  for (uint32_t work = busy; work; work &= work - 1) {
+    const int ls = lowest_lane(work);
+    const SegIndex x = sg.decode(first + ls);
+    uint32_t v[3];
+    owned_edges(p, x.i, x.j, x.s, v);
+    const SegmentCells cells = segment_cells(p, x.i, x.j, x.s);
+    int ntri[kLanes];
+    for (int lane = 0; lane < kLanes; ++lane) ntri[lane] = kHostTables.tri_count[lane_case(cells, lane)];
+    const uint32_t tri_bits[3] = {ballot([&](int l) { return ntri[l] & 1; }),
+                                  ballot([&](int l) { return ntri[l] & 2; }),
+                                  ballot([&](int l) { return ntri[l] & 4; })};
+    seg_counts[ls] = pack_counts(vertex_total(v), tri_total(tri_bits));
+  }
+  // The scan, lane l = segment l. __shfl_up_sync(v, d) hands lanes below d their own value; going down from lane
+  // 31 reads each lower lane before it is overwritten, as the simultaneous shuffle does.
+  uint32_t inclusive[kLanes];
+  std::copy(seg_counts, seg_counts + kLanes, inclusive);
+  for (int d = 1; d < kLanes; d <<= 1)
+    for (int lane = kLanes - 1; lane >= 0; --lane)
+      inclusive[lane] = scan_step(inclusive[lane], inclusive[lane >= d ? lane - d : lane], lane, d);
+  const uint32_t active = ballot([&](int l) { return seg_counts[l] != 0; });
+  for (int lane = 0; lane < kLanes; ++lane) {
+    if (first + lane < sg.count()) sc.seg_offsets[first + lane] = inclusive[lane] - seg_counts[lane];
+    if (seg_counts[lane]) sc.active_slots[first + active_slot(active, lane)] = uint8_t(lane);
+  }
+  sc.block_totals[b] = block_total(inclusive[kLanes - 1], active);
+}
+
+// Pass 3 for active segment a: one emulated warp.
+template <typename T>
+void emit_segment(const Volume<T>& vol, const Planes& p, const Scratch& sc, const EmitTarget& out, int64_t a) {
+  const SegGrid& sg = p.grid;
+  const int64_t b = locate_block(sc.block_bases, sg.blocks(), a);
+  const int64_t g = b * kSegsPerBlock + sc.active_slots[b * kSegsPerBlock + (a - sc.block_bases[b].active)];
+  const SegIndex x = sg.decode(g);
+  const int64_t vbase = segment_vertex_base(sc, g);
+  uint32_t v[3];
+  owned_edges(p, x.i, x.j, x.s, v);
+  for (int lane = 0; lane < kLanes; ++lane) emit_lane_vertices(vol, out, v, vbase, x.i, x.j, x.s, lane);
+  const SegmentCells cells = segment_cells(p, x.i, x.j, x.s);
+  if (!cells.emitting) return;
+  EdgeIdTable table;
+  TableSource sources[2 * kTableRows];
+  for (int q = 0; q < 2 * kTableRows; ++q) sources[q] = edge_table_source(p, sc, x.i, x.j, x.s, vbase, q);
+  for (int r = 0; r < kTableRows; ++r)
+    for (int lane = 0; lane < kLanes; ++lane) edge_table_entry(table, r, sources[r], sources[r + kTableRows], lane);
+  int config[kLanes], ntri[kLanes];
+  for (int lane = 0; lane < kLanes; ++lane) {
+    config[lane] = lane_case(cells, lane);
+    ntri[lane] = kHostTables.tri_count[config[lane]];
+  }
+  const uint32_t tri_bits[3] = {ballot([&](int l) { return ntri[l] & 1; }), ballot([&](int l) { return ntri[l] & 2; }),
+                                ballot([&](int l) { return ntri[l] & 4; })};
+  const int64_t tbase = segment_tri_base(sc, g);
+  for (int lane = 0; lane < kLanes; ++lane)
+    emit_lane_faces(table, kHostTables, out, config[lane], ntri[lane], vbase, tbase + tri_prefix(tri_bits, lane),
+                    lane);
+}
+
+}  // namespace
+
+}  // namespace brick
+
+int64_t mc_brick_scratch_bytes(const int64_t shape[3], bool cuda) {
+  const brick::SegGrid sg = brick::make_seg_grid(shape[0], shape[1], shape[2]);
+  brick::check_brick_grid(sg);
+  const int64_t temp = cuda ? mc_brick_scan_temp_bytes_cuda(sg.blocks()) : 0;
+  return int64_t(brick::make_layout(sg, size_t(temp)).bytes);
+}
+
+void mc_brick_count_cpu(const GridDesc& grid, uintptr_t scratch, uintptr_t totals, int num_threads) {
+  using namespace brick;
+  const SegGrid sg = make_seg_grid(grid.shape[0], grid.shape[1], grid.shape[2]);
+  check_brick_grid(sg);
+  const Scratch sc = carve(reinterpret_cast<void*>(scratch), make_layout(sg, 0));
+  dispatch_dtype(grid.dtype, [&](auto tag) {
+    const auto vol = make_volume<decltype(tag)>(grid);
+    parallel_chunks(sg.nx, 1, num_threads, [&](int64_t lo, int64_t hi) { classify_slabs(vol, sg, sc, lo, hi); });
+  });
+  const Planes p = planes_of(sg, sc);
+  parallel_chunks(sg.count(), 4096, num_threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t g = lo; g < hi; ++g) {
+      const SegIndex x = sg.decode(g);
+      if (p.needs_valid_word(x.i, x.j, x.s)) sc.valid[g] = p.compute_valid_cells(x.i, x.j, x.s);
+    }
+  });
+  const int64_t blocks = sg.blocks();
+  parallel_chunks(blocks, 64, num_threads, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) count_block(p, sc, b);
+  });
+  // The device-wide exclusive scan of block totals (CUB on the GPU).
+  sc.block_totals[blocks] = Totals{0, 0, 0};
+  Totals run{0, 0, 0};
+  for (int64_t b = 0; b <= blocks; ++b) {
+    sc.block_bases[b] = run;
+    run = run + sc.block_totals[b];
+  }
+  *reinterpret_cast<Totals*>(totals) = sc.block_bases[blocks];
+}
+
+void mc_brick_emit_cpu(const GridDesc& grid, const EmitDesc& desc, uintptr_t scratch, int64_t n_active,
+                       int num_threads) {
+  using namespace brick;
+  const SegGrid sg = make_seg_grid(grid.shape[0], grid.shape[1], grid.shape[2]);
+  check_brick_grid(sg);
+  const Scratch sc = carve(reinterpret_cast<void*>(scratch), make_layout(sg, 0));
+  const Planes p = planes_of(sg, sc);
+  const EmitTarget out = make_target(desc);
+  dispatch_dtype(grid.dtype, [&](auto tag) {
+    const auto vol = make_volume<decltype(tag)>(grid);
+    parallel_chunks(n_active, 256, num_threads, [&](int64_t lo, int64_t hi) {
+      for (int64_t a = lo; a < hi; ++a) emit_segment(vol, p, sc, out, a);
+    });
+  });
+}
+
+}  // namespace fk

@@ -1,0 +1,236 @@
+// CUDA driver: the brick algorithm of brick.h, one warp per 32-point segment along z. Launches are asynchronous
+// on the caller's stream and nothing here synchronises: the caller reads the three totals back once, to size
+// the outputs. The kernels hold only the glue a warp needs (ballots, shuffles, shared memory); every decision
+// is a brick.h function that the CPU method "bricks" runs too.
+#include <cuda_runtime.h>
+
+#include <cub/device/device_scan.cuh>
+
+#include "marching_cubes/brick.h"
+#include "mc_dispatch.h"
+
+namespace fk {
+namespace brick {
+namespace {
+
+constexpr unsigned kFullWarp = 0xffffffffu;
+constexpr int kThreads = kWarps * kLanes;
+// 4 blocks of 256 threads per SM = 1024 of 2048 threads (50% occupancy on sm_80 / sm_90): at most 64 registers.
+// The one exception is the vertex kernel of fp64 grids, which interpolates and takes gradients in double (as
+// scikit-image does) and needs ~74: it runs 3 blocks per SM (37.5%) rather than spill.
+constexpr int kMinBlocksPerSm = 4;
+template <typename T>
+constexpr int vertex_blocks_per_sm() { return sizeof(T) == 8 ? 3 : kMinBlocksPerSm; }
+constexpr int kCornerTable = 256 * 3 * FK_MAX_TRIANGLES;
+
+// Pass 1: each warp ballots its segments' inside and finite bits; the loads of a warp are 32 consecutive values.
+// A warp issues its 4 loads before its first ballot, so 4 x 128 bytes per warp are in flight (at 50% occupancy,
+// 32 KiB per SM: about what HBM3 needs per SM to stream at full rate).
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
+    classify_kernel(Volume<T> vol, SegGrid sg, Scratch sc) {
+  const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
+  const int64_t first = int64_t(blockIdx.x) * kSegsPerBlock + warp, segments = sg.count();
+  bool inside[kSegsPerWarp], finite[kSegsPerWarp];
+#pragma unroll
+  for (int q = 0; q < kSegsPerWarp; ++q) {  // the block's 8 warps read 8 neighbouring segments at once
+    const int64_t g = first + q * kWarps;
+    inside[q] = finite[q] = false;
+    if (g < segments) {
+      const SegIndex x = sg.decode(g);
+      classify_point(vol, x.i, x.j, 32 * x.s + lane, inside[q], finite[q]);
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < kSegsPerWarp; ++q) {
+    const int64_t g = first + q * kWarps;
+    if (g >= segments) return;
+    const uint32_t in_word = __ballot_sync(kFullWarp, inside[q]), fin_word = __ballot_sync(kFullWarp, finite[q]);
+    if (lane == 0) {
+      const SegIndex x = sg.decode(g);
+      sc.inside[g] = in_word;
+      sc.finite[g] = fin_word;
+      if (fin_word != sg.points(x.s)) atomicOr(&sc.slab_bad[x.i], 1u);
+    }
+  }
+}
+
+// Pass 1b: one thread per segment (consecutive threads, consecutive words): the valid-cell words of cell rows
+// that span a slab with a NaN / inf. Grids with none return at once.
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) valid_cells_kernel(Planes p, Scratch sc) {
+  const int64_t g = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (g >= p.grid.count()) return;
+  const SegIndex x = p.grid.decode(g);
+  if (p.needs_valid_word(x.i, x.j, x.s)) sc.valid[g] = p.compute_valid_cells(x.i, x.j, x.s);
+}
+
+// Pass 2: one warp per scan block of 32 segments. Lane l tests segment l for mixed cells (a word test: a
+// segment far from the surface costs its warp 1/32 of the work); then the warp counts each busy segment with a
+// lane per point, warp totals by popcounts of edge words and of the ballots of triangle-count bits; then the
+// 32 segment counts, one per lane, are scanned with shuffles and the active segments listed.
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) count_kernel(Planes p, Scratch sc) {
+  __shared__ int8_t tri_count[256];
+  for (int c = threadIdx.x; c < 256; c += kThreads) tri_count[c] = tables::dTriCount[c];
+  __syncthreads();
+  const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
+  const int64_t b = int64_t(blockIdx.x) * kWarps + warp, first = b * kSegsPerBlock, segments = p.grid.count();
+  if (b >= p.grid.blocks()) return;  // whole warps; no block barrier follows
+  bool mixed = false;
+  if (first + lane < segments) {
+    const SegIndex x = p.grid.decode(first + lane);
+    uint32_t corner[8];
+    mixed = segment_corners(p, x.i, x.j, x.s, corner) != 0u;
+  }
+  uint32_t own = 0;
+  for (uint32_t work = __ballot_sync(kFullWarp, mixed); work; work &= work - 1) {  // uniform across the warp
+    const int ls = lowest_lane(work);
+    const SegIndex x = p.grid.decode(first + ls);
+    uint32_t v[3];
+    owned_edges(p, x.i, x.j, x.s, v);
+    const int ntri = tri_count[lane_case(segment_cells(p, x.i, x.j, x.s), lane)];
+    const uint32_t tri_bits[3] = {__ballot_sync(kFullWarp, ntri & 1), __ballot_sync(kFullWarp, ntri & 2),
+                                  __ballot_sync(kFullWarp, ntri & 4)};
+    if (lane == ls) own = pack_counts(vertex_total(v), tri_total(tri_bits));
+  }
+  uint32_t inclusive = own;
+  for (int d = 1; d < kLanes; d <<= 1) inclusive = scan_step(inclusive, __shfl_up_sync(kFullWarp, inclusive, d), lane, d);
+  const uint32_t active = __ballot_sync(kFullWarp, own != 0);
+  if (first + lane < segments) sc.seg_offsets[first + lane] = inclusive - own;
+  if (own) sc.active_slots[first + active_slot(active, lane)] = uint8_t(lane);
+  if (lane == kLanes - 1) sc.block_totals[b] = block_total(inclusive, active);
+  if (b == 0 && lane == 0) sc.block_totals[p.grid.blocks()] = Totals{0, 0, 0};
+}
+
+// Lane `from`'s table source.
+__device__ __forceinline__ TableSource shfl_source(const TableSource& mine, int from) {
+  TableSource src;
+  for (int a = 0; a < 3; ++a) src.v[a] = __shfl_sync(kFullWarp, mine.v[a], from);
+  src.rel = __shfl_sync(kFullWarp, mine.rel, from);
+  return src;
+}
+
+// The active segment of warp `warp` in block `block` of an emit launch (8 per block); false past the last.
+__device__ __forceinline__ bool active_segment(const Planes& p, const Scratch& sc, int64_t n_active, int warp,
+                                               int64_t& g) {
+  const int64_t a = int64_t(blockIdx.x) * kWarps + warp;
+  if (a >= n_active) return false;
+  const int64_t b = locate_block(sc.block_bases, p.grid.blocks(), a);
+  g = b * kSegsPerBlock + sc.active_slots[b * kSegsPerBlock + (a - sc.block_bases[b].active)];
+  return true;
+}
+
+// Pass 3a: one warp per active segment writes its vertices; consecutive lanes interpolate consecutive points,
+// so the value loads of a warp stay contiguous too.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, vertex_blocks_per_sm<T>())
+    emit_vertices_kernel(Volume<T> vol, Planes p, Scratch sc, EmitTarget out, int64_t n_active) {
+  const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
+  int64_t g;
+  if (!active_segment(p, sc, n_active, warp, g)) return;
+  const SegIndex x = p.grid.decode(g);
+  uint32_t v[3];
+  owned_edges(p, x.i, x.j, x.s, v);
+  emit_lane_vertices(vol, out, v, segment_vertex_base(sc, g), x.i, x.j, x.s, lane);
+}
+
+// Pass 3b: one warp per active segment writes its cells' triangles through the warp's edge -> id table. The
+// grid is not read: one kernel serves every dtype.
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
+    emit_faces_kernel(Planes p, Scratch sc, EmitTarget out, int64_t n_active) {
+  __shared__ int8_t tri_count[256], tri_edges[kCornerTable], edge_corner[12], edge_axis[12];
+  __shared__ EdgeIdTable edge_tables[kWarps];
+  for (int c = threadIdx.x; c < kCornerTable; c += kThreads) tri_edges[c] = (&tables::dTriEdges[0][0])[c];
+  for (int c = threadIdx.x; c < 256; c += kThreads) tri_count[c] = tables::dTriCount[c];
+  if (threadIdx.x < 12) {
+    edge_corner[threadIdx.x] = tables::dEdgeCorner[threadIdx.x];
+    edge_axis[threadIdx.x] = tables::dEdgeAxis[threadIdx.x];
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
+  int64_t g;
+  if (!active_segment(p, sc, n_active, warp, g)) return;  // whole warps; no block barrier follows
+  const SegIndex x = p.grid.decode(g);
+  const SegmentCells cells = segment_cells(p, x.i, x.j, x.s);
+  if (!cells.emitting) return;
+  const int64_t vbase = segment_vertex_base(sc, g);
+  EdgeIdTable& table = edge_tables[warp];
+  const TableSource mine = edge_table_source(p, sc, x.i, x.j, x.s, vbase, lane % (2 * kTableRows));
+  for (int r = 0; r < kTableRows; ++r)
+    edge_table_entry(table, r, shfl_source(mine, r), shfl_source(mine, r + kTableRows), lane);
+  __syncwarp();
+  const int config = lane_case(cells, lane), ntri = tri_count[config];
+  const uint32_t tri_bits[3] = {__ballot_sync(kFullWarp, ntri & 1), __ballot_sync(kFullWarp, ntri & 2),
+                                __ballot_sync(kFullWarp, ntri & 4)};
+  const CaseTables ct{tri_count, tri_edges, edge_corner, edge_axis};
+  emit_lane_faces(table, ct, out, config, ntri, vbase, segment_tri_base(sc, g) + tri_prefix(tri_bits, lane), lane);
+}
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+size_t scan_temp_bytes(int64_t blocks) {
+  size_t bytes = 0;
+  check(cub::DeviceScan::ExclusiveScan(nullptr, bytes, static_cast<const Totals*>(nullptr),
+                                       static_cast<Totals*>(nullptr), AddTotals{}, Totals{0, 0, 0}, blocks + 1),
+        "marching cubes scan (temp size)");
+  return bytes;
+}
+
+Scratch scratch_of(const SegGrid& sg, uintptr_t scratch) {
+  check_brick_grid(sg);
+  return carve(reinterpret_cast<void*>(scratch), make_layout(sg, scan_temp_bytes(sg.blocks())));
+}
+
+}  // namespace
+}  // namespace brick
+
+bool cuda_built() { return true; }
+
+int64_t mc_brick_scan_temp_bytes_cuda(int64_t blocks) { return int64_t(brick::scan_temp_bytes(blocks)); }
+
+void mc_brick_count_cuda(const GridDesc& grid, uintptr_t scratch, uintptr_t totals, uintptr_t stream_handle) {
+  using namespace brick;
+  const SegGrid sg = make_seg_grid(grid.shape[0], grid.shape[1], grid.shape[2]);
+  const Scratch sc = scratch_of(sg, scratch);
+  const int64_t blocks = sg.blocks();
+  auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  check(cudaMemsetAsync(sc.slab_bad, 0, sizeof(uint32_t) * size_t(sg.nx), stream), "marching cubes memset");
+  dispatch_dtype(grid.dtype, [&](auto tag) {
+    classify_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(make_volume<decltype(tag)>(grid), sg, sc);
+  });
+  check(cudaGetLastError(), "marching cubes classify kernel");
+  const Planes p = planes_of(sg, sc);
+  valid_cells_kernel<<<unsigned((sg.count() + kThreads - 1) / kThreads), kThreads, 0, stream>>>(p, sc);
+  check(cudaGetLastError(), "marching cubes valid-cell kernel");
+  count_kernel<<<unsigned((blocks + kWarps - 1) / kWarps), kThreads, 0, stream>>>(p, sc);
+  check(cudaGetLastError(), "marching cubes count kernel");
+  size_t temp_bytes = sc.scan_temp_bytes;
+  check(cub::DeviceScan::ExclusiveScan(sc.scan_temp, temp_bytes, sc.block_totals, sc.block_bases, AddTotals{},
+                                       Totals{0, 0, 0}, blocks + 1, stream),
+        "marching cubes block scan");
+  check(cudaMemcpyAsync(reinterpret_cast<void*>(totals), sc.block_bases + blocks, sizeof(Totals),
+                        cudaMemcpyDeviceToDevice, stream),
+        "marching cubes totals copy");
+}
+
+void mc_brick_emit_cuda(const GridDesc& grid, const EmitDesc& desc, uintptr_t scratch, int64_t n_active,
+                        uintptr_t stream_handle) {
+  using namespace brick;
+  if (n_active <= 0) return;
+  const SegGrid sg = make_seg_grid(grid.shape[0], grid.shape[1], grid.shape[2]);
+  const Scratch sc = scratch_of(sg, scratch);
+  const EmitTarget out = make_target(desc);
+  auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  const unsigned grid_blocks = unsigned((n_active + kWarps - 1) / kWarps);
+  const Planes p = planes_of(sg, sc);
+  dispatch_dtype(grid.dtype, [&](auto tag) {
+    emit_vertices_kernel<<<grid_blocks, kThreads, 0, stream>>>(make_volume<decltype(tag)>(grid), p, sc, out,
+                                                               n_active);
+  });
+  check(cudaGetLastError(), "marching cubes vertex kernel");
+  emit_faces_kernel<<<grid_blocks, kThreads, 0, stream>>>(p, sc, out, n_active);
+  check(cudaGetLastError(), "marching cubes face kernel");
+}
+
+}  // namespace fk

@@ -1,0 +1,162 @@
+"""The CUDA driver's brick algorithm, checked without a GPU: the CPU method "bricks" runs the same
+__host__ __device__ functions (csrc/marching_cubes/brick.h) with warps emulated lane by lane, and must give the
+bit-plane method's mesh bit for bit; the CUDA source must compile for sm_90 without spills or local memory."""
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import flowkernels as fk
+from flowkernels import _native
+from flowkernels.reference.marching_cubes import marching_cubes_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(grid, method, **kwargs):
+    return fk.marching_cubes(grid, return_normals=True, cpu_method=method, **kwargs)
+
+
+def assert_same_mesh(a, b):
+    for name in ("faces", "verts", "normals"):
+        x, y = torch.as_tensor(getattr(a, name)), torch.as_tensor(getattr(b, name))
+        assert x.shape == y.shape and x.dtype == y.dtype, name
+        assert torch.equal(x, y), f"{name} differ at {(x != y).nonzero()[:4].tolist()}"
+
+
+def field(name, shape):
+    """Smooth fields on a grid of `shape` (index space), for surfaces that cross many segments and blocks."""
+    axes = [torch.linspace(0, 1, n, dtype=torch.float64) for n in shape]
+    x, y, z = torch.meshgrid(*axes, indexing="ij")
+    if name == "sphere":
+        return ((x - 0.5) ** 2 + (y - 0.45) ** 2 + (z - 0.55) ** 2).sqrt() - 0.3
+    if name == "gyroid":
+        x, y, z = 4 * math.pi * x, 4 * math.pi * y, 5 * math.pi * z
+        return torch.sin(x) * torch.cos(y) + torch.sin(y) * torch.cos(z) + torch.sin(z) * torch.cos(x)
+    raise ValueError(name)
+
+
+def grid_case(case):
+    """(grid, kwargs) for each grid family the marching cubes tests use, sized so rows span several segments
+    and blocks, with row lengths on and off the 32-point segment."""
+    if case == "gyroid-nan":  # NaN slices, and NaN / inf points on both sides of a segment boundary
+        grid = field("gyroid", (37, 29, 70)).float()
+        grid[17:19] = float("nan")
+        band = grid[:, :, 29:35]
+        band[torch.rand(band.shape) < 0.2] = float("nan")
+        grid[3, 4, 63], grid[30, 20, 64] = float("inf"), -float("inf")
+        return grid, dict(level=0.2)
+    if case == "sphere-nan-holes":  # a decoder that never evaluated the top of the box, and an inf block
+        grid = field("sphere", (40, 40, 40))
+        grid[:, :, 25:] = float("nan")
+        grid[10:14, 10:30, 5:9] = float("inf")
+        return grid, {}
+    if case == "strided":  # non-contiguous along z: lanes do not read consecutive values
+        grid = field("sphere", (45, 60, 50)).float().permute(2, 0, 1)[:, ::2, 1:]
+        assert not grid.is_contiguous()
+        return grid, dict(bounds=1.0)
+    if case == "fp16":
+        return field("gyroid", (30, 31, 33)).half(), dict(level=0.1)
+    if case == "bf16":
+        return field("sphere", (34, 33, 95)).bfloat16(), dict(bounds=[-1, -1, -1, 1, 1, 1])
+    if case == "fp64-ascent":
+        return field("gyroid", (21, 22, 64)), dict(level=-0.3, gradient_direction="ascent")
+    if case == "noise":  # dense crossings: block offsets near their largest, most segments active
+        return torch.randn(11, 13, 97), dict(level=0.05)
+    if case == "sparse":  # a small sphere in a large box: runs of empty blocks between active ones
+        grid = field("sphere", (70, 66, 40)) + 0.22
+        return grid.float(), {}
+    raise ValueError(case)
+
+
+CASES = ["gyroid-nan", "sphere-nan-holes", "strided", "fp16", "bf16", "fp64-ascent", "noise", "sparse"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bricks_match_bitplanes_bit_for_bit(case):
+    grid, kwargs = grid_case(case)
+    want = run(grid, "bitplanes", **kwargs)
+    got = run(grid, "bricks", num_threads=3, **kwargs)
+    assert len(want.faces) > 50
+    assert_same_mesh(got, want)
+
+
+# Rows shorter than, equal to, and just over one segment, several segments, partial last blocks (segment counts
+# that are not multiples of 32), and grids too thin for cells.
+SHAPES = [(1, 1, 1), (2, 2, 2), (1, 5, 5), (3, 7, 2), (9, 4, 13), (3, 3, 31), (3, 4, 32), (4, 3, 33), (2, 5, 64),
+          (3, 2, 65), (5, 3, 97), (6, 7, 130)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_bricks_match_the_reference_on_segment_edge_shapes(shape):
+    grid = torch.randn(shape, dtype=torch.float64)
+    grid[torch.rand(shape) < 0.05] = float("nan")
+    level = float(torch.rand(()) - 0.5)
+    got = run(grid, "bricks", level=level)
+    assert_same_mesh(got, run(grid, "bitplanes", level=level))
+    if grid.numel() <= 2000:  # the plain reference is slow: small grids only
+        v, f = marching_cubes_reference(grid.numpy(), level)
+        np.testing.assert_array_equal(got.faces.numpy(), f)
+        np.testing.assert_allclose(got.verts.numpy(), v, atol=2e-6)
+
+
+def test_bricks_scratch_fits_the_budget():
+    """<= 2 bytes per grid point (about 0.58), so a 1024^3 fp16 grid and its scratch take under 3 GiB."""
+    ext = _native.load()
+    n = 1024
+    per_point = ext.mc_brick_scratch_bytes(cuda=False, shape=(n, n, n)) / n**3
+    assert 0.5 < per_point < 0.6
+    assert 2 * n**3 + per_point * n**3 < 3 * 2**30
+    # Rows shorter than a segment pay for a whole one; still within 2 bytes per point from 10 points a row.
+    assert ext.mc_brick_scratch_bytes(cuda=False, shape=(64, 64, 10)) / (64 * 64 * 10) < 2
+    with pytest.raises(ValueError, match="too large"):
+        ext.mc_brick_scratch_bytes(cuda=False, shape=(2, 2**27, 2**20))
+
+
+NVCC = shutil.which("nvcc") or next((p for p in ("/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc")
+                                     if Path(p).exists()), None)
+# The flags CMake builds brick_cuda.cu with (CMakeLists.txt), for one architecture.
+NVCC_FLAGS = ["-std=c++17", "-O3", "--fmad=false", "-arch=sm_90", "-Xptxas", "-v"]
+
+
+def ptxas_report(text):
+    """{kernel: {registers, stack, spill_stores, spill_loads, smem}} from `ptxas -v` output."""
+    kernels, current = {}, None
+    for line in text.splitlines():
+        if m := re.search(r"Compiling entry function '(\w+)'", line):
+            current = m.group(1)
+            kernels[current] = dict(registers=0, stack=0, spill_stores=0, spill_loads=0, smem=0)
+        elif current and (m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)):
+            kernels[current].update(stack=int(m[1]), spill_stores=int(m[2]), spill_loads=int(m[3]))
+        elif current and (m := re.search(r"Used (\d+) registers", line)):
+            kernels[current]["registers"] = int(m[1])
+            if s := re.search(r"(\d+) bytes smem", line):
+                kernels[current]["smem"] = int(s[1])
+    return kernels
+
+
+@pytest.mark.skipif(NVCC is None, reason="needs nvcc (present on the CI machine)")
+def test_cuda_driver_compiles_for_sm90_without_spills(tmp_path):
+    src = ROOT / "csrc" / "marching_cubes" / "brick_cuda.cu"
+    proc = subprocess.run([NVCC, *NVCC_FLAGS, f"-I{ROOT / 'csrc'}", "-c", str(src), "-o", str(tmp_path / "b.o")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    kernels = ptxas_report(proc.stdout + proc.stderr)
+    ours = {name: k for name, k in kernels.items() if "brick" in name and "cub" not in name.lower()}
+    for part in ("classify_kernel", "valid_cells_kernel", "count_kernel", "emit_vertices_kernel", "emit_faces_kernel"):
+        assert any(part in name for name in ours), f"{part} missing from the ptxas report"
+    assert len(ours) == 4 + 1 + 1 + 4 + 1  # classify and vertices per dtype
+    for name, k in kernels.items():  # CUB's scan kernels too
+        print(name[-60:], k)
+        assert k["spill_stores"] == 0 and k["spill_loads"] == 0 and k["stack"] == 0, (name, k)
+    for name, k in ours.items():
+        # 256 threads per block; sm_90: 65536 registers and 2048 threads per SM, 228 KiB shared memory.
+        blocks = min(65536 // (256 * max(k["registers"], 1)), (228 << 10) // max(k["smem"] + 1024, 1), 8)
+        occupancy = blocks * 256 / 2048
+        fp64_vertices = "emit_vertices_kernel" in name and "IdE" in name
+        assert occupancy >= (0.375 if fp64_vertices else 0.5), (name, k, occupancy)
