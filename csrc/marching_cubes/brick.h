@@ -80,6 +80,14 @@ struct SegGrid {
     const int64_t row = by_segs.div(g), i = by_ny.div(row);
     return {i, row - i * ny, g - row * segs};
   }
+  // Segment g + 1 from segment g's index: a warp walking consecutive segments splits an index once.
+  FK_HD void advance(SegIndex& x) const {
+    if (++x.s < segs) return;
+    x.s = 0;
+    if (++x.j < ny) return;
+    x.j = 0;
+    ++x.i;
+  }
   FK_HD bool has_row(int64_t i, int64_t j) const { return i >= 0 && j >= 0 && i < nx && j < ny; }
   // Lanes of segment s holding a grid point / the lower corner of a cell along z.
   FK_HD uint32_t points(int64_t s) const { return low_mask(nz - 32 * s); }

@@ -34,8 +34,8 @@ template <typename T>
 void classify_slabs(const Volume<T>& vol, const SegGrid& sg, const Scratch& sc, int64_t lo, int64_t hi) {
   for (int64_t i = lo; i < hi; ++i) {
     sc.slab_bad[i] = 0;
-    for (int64_t g = sg.index(i, 0, 0); g < sg.index(i + 1, 0, 0); ++g) {
-      const SegIndex x = sg.decode(g);
+    SegIndex x{i, 0, 0};
+    for (int64_t g = sg.index(i, 0, 0); g < sg.index(i + 1, 0, 0); ++g, sg.advance(x)) {
       bool inside[kLanes], finite[kLanes];
       for (int lane = 0; lane < kLanes; ++lane)
         classify_point(vol, x.i, x.j, 32 * x.s + lane, inside[lane], finite[lane]);

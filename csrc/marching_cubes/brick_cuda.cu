@@ -23,34 +23,34 @@ template <typename T>
 constexpr int vertex_blocks_per_sm() { return sizeof(T) == 8 ? 3 : kMinBlocksPerSm; }
 constexpr int kCornerTable = 256 * 3 * FK_MAX_TRIANGLES;
 
-// Pass 1: each warp ballots its segments' inside and finite bits; the loads of a warp are 32 consecutive values.
-// A warp issues its 4 loads before its first ballot, so 4 x 128 bytes per warp are in flight (at 50% occupancy,
-// 32 KiB per SM: about what HBM3 needs per SM to stream at full rate).
+// Pass 1: each warp takes 4 consecutive segments and ballots their inside and finite bits; a load of a warp is
+// 32 consecutive values. The warp splits one segment index and steps to the next 3, and issues its 4 loads
+// before its first ballot, so 4 x 128 bytes per warp are in flight (at 50% occupancy, 32 KiB per SM: about
+// what HBM3 needs per SM to stream at full rate).
 template <typename T>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     classify_kernel(Volume<T> vol, SegGrid sg, Scratch sc) {
   const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
-  const int64_t first = int64_t(blockIdx.x) * kSegsPerBlock + warp, segments = sg.count();
+  const int64_t first = int64_t(blockIdx.x) * kSegsPerBlock + warp * kSegsPerWarp, segments = sg.count();
+  if (first >= segments) return;
+  SegIndex x = sg.decode(first);
+  SegIndex at[kSegsPerWarp];
   bool inside[kSegsPerWarp], finite[kSegsPerWarp];
 #pragma unroll
-  for (int q = 0; q < kSegsPerWarp; ++q) {  // the block's 8 warps read 8 neighbouring segments at once
-    const int64_t g = first + q * kWarps;
+  for (int q = 0; q < kSegsPerWarp; ++q, sg.advance(x)) {
+    at[q] = x;
     inside[q] = finite[q] = false;
-    if (g < segments) {
-      const SegIndex x = sg.decode(g);
-      classify_point(vol, x.i, x.j, 32 * x.s + lane, inside[q], finite[q]);
-    }
+    if (first + q < segments) classify_point(vol, x.i, x.j, 32 * x.s + lane, inside[q], finite[q]);
   }
 #pragma unroll
   for (int q = 0; q < kSegsPerWarp; ++q) {
-    const int64_t g = first + q * kWarps;
+    const int64_t g = first + q;
     if (g >= segments) return;
     const uint32_t in_word = __ballot_sync(kFullWarp, inside[q]), fin_word = __ballot_sync(kFullWarp, finite[q]);
     if (lane == 0) {
-      const SegIndex x = sg.decode(g);
       sc.inside[g] = in_word;
       sc.finite[g] = fin_word;
-      if (fin_word != sg.points(x.s)) atomicOr(&sc.slab_bad[x.i], 1u);
+      if (fin_word != sg.points(at[q].s)) atomicOr(&sc.slab_bad[at[q].i], 1u);
     }
   }
 }
