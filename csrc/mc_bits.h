@@ -4,7 +4,7 @@
 // float grid is read once, by a compare loop the compiler turns into SIMD; the count pass never touches it; the
 // emit pass reads values only at the crossed edges it interpolates.
 //
-// The mesh is the one the row walk in mc_core.h (the CUDA driver) gives: the same vertex rule (an edge crossing
+// The mesh is the one the row walk in mc_core.h and the CUDA driver's bricks give: the same vertex rule (an edge crossing
 // the level that borders at least one all-finite cell), the same vertex order (grid point in C order, then axis)
 // and triangle order (cell in C order, then table order), and positions from the same emit_vertex.
 #pragma once

@@ -1,5 +1,6 @@
-// Marching cubes core shared by the CPU and CUDA drivers: classification, welded vertex numbering and
-// triangle emission for one grid row (fixed i, j; k walks the last axis).
+// Marching cubes core shared by the CPU and CUDA drivers: classification, vertex positions and normals
+// (emit_vertex, which every driver calls), and the row walk: welded vertex numbering and triangle emission for
+// one grid row (fixed i, j; k walks the last axis), the CPU method "rowwalk".
 //
 // Output order, identical on every driver: vertices by (grid point in C order, axis x<y<z) of the edge they lie
 // on; triangles by cell in C order, then table order. Each crossed edge is owned by its lower grid point, so a

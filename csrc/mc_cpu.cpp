@@ -1,6 +1,6 @@
 // Multithreaded CPU driver. The default method classifies the grid into bit planes (mc_bits.h) and counts and
-// emits from them; the row-walk method runs the CUDA driver's per-row code (mc_core.h) on CPU threads, so tests
-// can check on any machine that both give the same mesh.
+// emits from them; the row-walk method runs mc_core.h's per-row code on CPU threads, so tests can check on any
+// machine that both give the same mesh (the third method, bricks, lives in marching_cubes/brick_cpu.cpp).
 #include <algorithm>
 #include <array>
 #include <atomic>

@@ -86,6 +86,16 @@ def test_bricks_match_bitplanes_bit_for_bit(case):
     assert_same_mesh(got, want)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs on GPU machines)")
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_driver_matches_cpu_bit_for_bit(case):
+    grid, kwargs = grid_case(case)
+    want = run(grid, "bitplanes", **kwargs)
+    got = fk.marching_cubes(grid.cuda(), return_normals=True, **kwargs)
+    assert got.faces.is_cuda and got.verts.is_cuda
+    assert_same_mesh(type(got)(*(t.cpu() for t in got)), want)
+
+
 # Rows shorter than, equal to, and just over one segment, several segments, partial last blocks (segment counts
 # that are not multiples of 32), and grids too thin for cells.
 SHAPES = [(1, 1, 1), (2, 2, 2), (1, 5, 5), (3, 7, 2), (9, 4, 13), (3, 3, 31), (3, 4, 32), (4, 3, 33), (2, 5, 64),
