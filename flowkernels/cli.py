@@ -125,10 +125,12 @@ def main(argv=None) -> int:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(fn=cmd_eval)
     from .bench import add_parser as add_bench
+    from .compile_check import add_parser as add_compile_check
     from .demo import add_parser as add_demo
 
     add_demo(sub)
     add_bench(sub)
+    add_compile_check(sub)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

@@ -34,25 +34,32 @@ def step_coefficients(dt: float, a_c: float = 1.0, a_u: float = 0.0, x0_a: float
 
 
 def guided_step(x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coef: torch.Tensor, *,
-                out: torch.Tensor, k: Optional[torch.Tensor] = None, h: Optional[torch.Tensor] = None,
-                model_in: Optional[torch.Tensor] = None, x0: Optional[torch.Tensor] = None,
-                v_out: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> None:
-    """One fused guided Euler (or Heun) update: out = x + dt·v (+ dt_h·h), v = a_c·c + a_u·u (per-sample rescaled
-    by k, see `guidance_rescale_factor`), scalars read from `coef` (a `step_coefficients` row on x's device).
+                out: torch.Tensor, h: Optional[torch.Tensor] = None, model_in: Optional[torch.Tensor] = None,
+                x0: Optional[torch.Tensor] = None, v_out: Optional[torch.Tensor] = None,
+                offsets: Optional[torch.Tensor] = None, rescale: float = 0.0, backend: Optional[str] = None) -> None:
+    """One fused guided Euler (or Heun) update: out = x + dt·v (+ dt_h·h), v = a_c·c + a_u·u, scalars read from
+    `coef` (a `step_coefficients` row on x's device).
+
+    rescale φ > 0 (needs u): TRELLIS.2's guidance rescale, v scaled so that x0 becomes k·x0 with
+    k = φ·std(x0_c)/std(x0_guided) + 1 − φ per sample (`guidance_rescale_factor`), formed on the device in the same
+    call (a statistics pass, then the step; no host sync). offsets [B + 1] (int64, on x's device): x, c, u and the
+    outputs are [N, ...] rows of B ragged samples (TRELLIS sparse latents), sample b being rows
+    offsets[b]:offsets[b + 1]; the std is then over each sample's rows.
 
     Side outputs, each written in the same pass when given: model_in (the next model input, [B] or [2B] rows, in
     its own dtype), x0 (the data prediction), v_out (v in fp32, Heun's predictor). c and u may be the two halves of
     one [cond; uncond] output (read in place through their batch strides). out may be x itself; out, h, model_in,
     x0 and v_out must be contiguous."""
-    _step_op.guided_step(x, c, u, coef, out=out, k=k, h=h, model_in=model_in, x0=x0, v_out=v_out,
-                         backend=resolve_backend(backend, x.device))
+    _step_op.guided_step(x, c, u, coef, out=out, h=h, model_in=model_in, x0=x0, v_out=v_out, offsets=offsets,
+                         rescale=rescale, backend=resolve_backend(backend, x.device))
 
 
 def guidance_rescale_factor(x: torch.Tensor, c: torch.Tensor, u: torch.Tensor, coef: torch.Tensor, phi: float, *,
-                            backend: Optional[str] = None) -> torch.Tensor:
-    """TRELLIS.2's guidance rescale as a per-sample factor k [B] for `guided_step(..., k=k)`:
-    k = phi·std(x0_c)/std(x0_guided) + 1 − phi, with the x0 of the conditional and of the guided velocity."""
-    return _step_op.rescale_factor(x, c, u, coef, phi, resolve_backend(backend, x.device))
+                            offsets: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """TRELLIS.2's guidance rescale factor per sample, k [B] float32 (float64 torch ops on x's device):
+    k = phi·std(x0_c)/std(x0_guided) + 1 − phi, with the x0 of the conditional and of the guided velocity; ragged
+    samples (offsets) take the std over their rows. `guided_step(..., rescale=phi)` applies it without this call."""
+    return _step_op.rescale_factor(x, c, u, coef, phi, offsets)
 
 
 def trellis_timesteps(steps: int, rescale_t: float = 1.0) -> list[float]:
@@ -218,20 +225,18 @@ class _EulerRun:
         """The work of evaluation i, reading its scalars from `coef` and `t` (device tensors)."""
         e = self.evals[i]
         c, u = self._model_outputs(self.rows[i], e.guided, t)
-        k = None
-        if e.guided and self.guidance.rescale > 0:
-            k = _step_op.rescale_factor(self.state, c, u, coef, self.guidance.rescale, self.backend)
+        phi = self.guidance.rescale if e.guided else 0.0  # rescale: formed on the device inside guided_step
         next_rows = self.rows[i + 1] if i + 1 < len(self.evals) else 0
         model_in = self.model_in[: next_rows * self.B] if next_rows else None
         heun_stage = (i % 2) if self.method == "heun" else 0
         if heun_stage == 0 and self.method == "heun":  # predictor: x_pred = x + dt v1, keep v1
-            _step_op.guided_step(self.state, c, u, coef, out=self.x_pred, k=k, model_in=model_in, v_out=self.v1,
+            _step_op.guided_step(self.state, c, u, coef, out=self.x_pred, rescale=phi, model_in=model_in, v_out=self.v1,
                         backend=self.backend)
         elif heun_stage == 1:                           # corrector: x += dt/2 (v1 + v2)
-            _step_op.guided_step(self.state, c, u, coef, out=self.state, k=k, h=self.v1, model_in=model_in,
+            _step_op.guided_step(self.state, c, u, coef, out=self.state, rescale=phi, h=self.v1, model_in=model_in,
                         backend=self.backend)
         else:
-            _step_op.guided_step(self.state, c, u, coef, out=self.state, k=k, model_in=model_in, x0=self.x0,
+            _step_op.guided_step(self.state, c, u, coef, out=self.state, rescale=phi, model_in=model_in, x0=self.x0,
                         backend=self.backend)
 
     def run(self, *, verbose, cuda_graph, callback):

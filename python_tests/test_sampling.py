@@ -67,13 +67,14 @@ def test_guided_step_in_place_and_rescale(backend):
     c, u = torch.randn(B, M, device=DEVICE), torch.randn(B, M, device=DEVICE) + 0.3
     row = step_coefficients(dt=-0.2, a_c=3.0, a_u=-2.0, x0_a=1 - 1e-5, x0_b=-(1e-5 + (1 - 1e-5) * 0.7))
     coef = torch.tensor(row, device=DEVICE)
-    k = guidance_rescale_factor(x, c, u, coef, 0.7, backend=backend)
+    k = guidance_rescale_factor(x, c, u, coef, 0.7)
     # k from its definition: φ std(x0_c) / std(x0_cfg) + 1 − φ
     x0c = row[3] * x.double() + row[4] * c.double()
     x0g = row[3] * x.double() + row[4] * (3.0 * c.double() - 2.0 * u.double())
-    assert_close("k", k, 0.7 * x0c.std(dim=1) / x0g.std(dim=1) + 0.3, 1e-6)
-    ref_out, _ = step_reference(x, c, u, row, k=k)
-    guided_step(x, c, u, coef, out=x, k=k, backend=backend)  # in place
+    k_ref = 0.7 * x0c.std(dim=1) / x0g.std(dim=1) + 0.3
+    assert_close("k", k, k_ref, 1e-6)
+    ref_out, _ = step_reference(x, c, u, row, k=k_ref)
+    guided_step(x, c, u, coef, out=x, rescale=0.7, backend=backend)  # in place; k formed inside
     assert_close("x_next", x, ref_out, 1e-6)
 
 
@@ -82,11 +83,10 @@ def test_guided_step_opcheck(backend):
     B, M = 3, 37
     x, c, u, h = (torch.randn(B, M, device=DEVICE) for _ in range(4))
     coef = torch.tensor(step_coefficients(dt=-0.1, a_c=2.0, a_u=-1.0, x0_a=1.0, x0_b=0.5, dt_h=0.05), device=DEVICE)
-    k = torch.rand(B, device=DEVICE) + 0.5
     new = lambda *shape: torch.empty(*shape, device=DEVICE)
-    torch.library.opcheck(guided_step_op, (x, c, u, coef, new(B, M), k, h, new(2 * B, M), new(B, M), new(B, M),
-                                           backend))
-    torch.library.opcheck(guided_step_op, (x, c, None, coef, new(B, M), None, None, None, None, None, backend))
+    torch.library.opcheck(guided_step_op, (x, c, u, coef, new(B, M), h, new(2 * B, M), new(B, M), new(B, M),
+                                           None, 0.6, backend))
+    torch.library.opcheck(guided_step_op, (x, c, None, coef, new(B, M), None, None, None, None, None, 0.0, backend))
 
 
 def test_guided_sampling_step_compiles_fullgraph():

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 
 from ..flow_algebra import guidance_weights, x0_coefficients
-from ..sampling import guidance_rescale_factor, guided_step, step_coefficients, trellis_timesteps
+from ..sampling import guided_step, step_coefficients, trellis_timesteps
 
 
 class AttrDict(dict):
@@ -42,6 +42,13 @@ def repeat_condition(cond, batch: int):
     if isinstance(cond, torch.Tensor) and cond.dim() > 0 and cond.shape[0] == 1 and batch > 1:
         return cond.repeat(batch, *([1] * (cond.dim() - 1)))
     return cond
+
+
+def _layout_offsets(x, device) -> torch.Tensor:
+    """[B + 1] row offsets of a sparse tensor's samples from its host-side layout (slices): an upload, no sync."""
+    layout = x.layout
+    bounds = [s.start for s in layout] + [layout[-1].stop if layout else 0]
+    return torch.tensor(bounds, dtype=torch.int64).to(device, non_blocking=True)
 
 
 class _Plan:
@@ -148,17 +155,16 @@ class TrellisEulerBase:
             coef = torch.tensor(self._coef_row(t, t_prev, plan), dtype=torch.float32).to(device, non_blocking=True)
         dtype = torch.promote_types(x.dtype, cf.dtype)
         sparse = x is not x_t
-        if sparse:  # element-wise only: one long row
-            if plan.rescale > 0 and uf is not None:
-                raise NotImplementedError("guidance_rescale on sparse tensors: TRELLIS.2 defines it for dense ones")
+        rescale = plan.rescale if uf is not None else 0.0
+        offsets = None
+        if sparse and rescale > 0:  # per-sample std over each sample's rows, as TRELLIS.2's sparse tensors define it
+            offsets = _layout_offsets(x_t, device)
+        elif sparse:  # element-wise only: one long row
             x, cf = x.reshape(1, -1), cf.reshape(1, -1)
             uf = uf.reshape(1, -1) if uf is not None else None
-        k = None
-        if plan.rescale > 0 and uf is not None:
-            k = guidance_rescale_factor(x, cf, uf, coef, plan.rescale, backend=self.backend)
         x_prev = torch.empty(x.shape, dtype=dtype, device=device)
         x_0 = torch.empty(x.shape, dtype=dtype, device=device)
-        guided_step(x, cf, uf, coef, out=x_prev, k=k, x0=x_0, backend=self.backend)
+        guided_step(x, cf, uf, coef, out=x_prev, x0=x_0, offsets=offsets, rescale=rescale, backend=self.backend)
         if sparse:
             return x_t.replace(x_prev.reshape(_feats(x_t).shape)), x_t.replace(x_0.reshape(_feats(x_t).shape))
         return x_prev, x_0

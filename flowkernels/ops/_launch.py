@@ -73,14 +73,16 @@ def seeded_noise_torch(seed: int, shape, device) -> torch.Tensor:
 
 
 @triton.jit
-def sample_extent(offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED: tl.constexpr, BLOCK: tl.constexpr):
+def sample_extent(offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED: tl.constexpr, ALIGN: tl.constexpr,
+                  BLOCK: tl.constexpr):
     """Where program (row, chunk) works, as (first element of the sample in a contiguous buffer, the sample's
     element count, the chunk's first element, the chunk's length), all int64.
 
     Dense: every sample has M elements. Ragged: sample `row` is rows offsets[row]:offsets[row + 1] of a [N, M]
     buffer (sparse latents); its chunk length is derived here, so the host never needs the row counts. Offsets
     are clamped to [0, n_rows] and made non-decreasing, so bad offsets on the device (which the host cannot check
-    without a sync) give wrong sums, never out-of-bounds accesses."""
+    without a sync) give wrong sums, never out-of-bounds accesses. ALIGN (a power of two dividing M, from the
+    host) is stated on the start and the count, so rows of 8 fp32 channels still get 128-bit accesses."""
     if RAGGED:
         r0 = tl.minimum(tl.maximum(tl.load(offsets_ptr + row), 0), n_rows)
         r1 = tl.minimum(tl.maximum(tl.load(offsets_ptr + row + 1), r0), n_rows)
@@ -92,16 +94,20 @@ def sample_extent(offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED: tl
         base = row * M + zero
         n = M + zero
         chunk_len = span + zero
-    return base, n, chunk * chunk_len, chunk_len
+    return tl.multiple_of(base, ALIGN), tl.multiple_of(n, ALIGN), chunk * chunk_len, chunk_len
 
 
 @triton.jit
-def quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks):
+def quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks, ALIGN: tl.constexpr):
     """[lo, hi) of chunk `chunk` of a sample (from `sample_extent`), in the sample's element indices, moved back by
     base % 4 so that each tile starts at a flat index divisible by 4: the noise stream draws four normals per
     Philox counter (see philox_normal.py). lo may be negative (those lanes are masked); the last chunk runs to the
-    end of the sample, so the chunks still cover it exactly once."""
-    lo = chunk * chunk_len - base % 4
+    end of the sample, so the chunks still cover it exactly once. When ALIGN (a power of two dividing base) is a
+    multiple of 4 the shift is 0, stated at compile time so the tiles keep their 16-byte alignment."""
+    if ALIGN % 4 == 0:
+        lo = chunk * chunk_len
+    else:
+        lo = chunk * chunk_len - base % 4
     hi = tl.minimum(tl.where(chunk == n_chunks - 1, n_el, lo + chunk_len), n_el)
     return lo, hi
 

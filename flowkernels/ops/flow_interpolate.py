@@ -8,35 +8,37 @@ import triton
 import triton.language as tl
 
 from .. import flow_algebra as fa
-from . import _launch, native_cpu
+from . import _launch, _plan, native_cpu
 from .flow_coefficients import flow_coefficients
 from .philox_normal import normal_quads
 
 W_NONE = tl.constexpr(fa.W_NONE)  # interpolation needs no loss weight
 
 
-@triton.jit
+# seed, n_rows and n_chunks vary per batch: runtime integers (seed int64), one compiled variant per configuration
+@triton.jit(do_not_specialize=["seed", "n_rows", "n_chunks"])
 def _flow_interpolate_kernel(
-    x1_ptr, noise_ptr, t_ptr, offsets_ptr, n_rows, xt_ptr, target_ptr, seed,
-    M, span, n_chunks, stride_x1, stride_noise, stride_t, sigma_min,
+    x1_ptr, noise_ptr, t_ptr, offsets_ptr, n_rows: tl.int64, xt_ptr, target_ptr, seed: tl.int64,
+    M, span, n_chunks: tl.int32, stride_x1, stride_noise, stride_t, sigma_min,
     SCHEME: tl.constexpr, PREDICTION: tl.constexpr, HAS_NOISE: tl.constexpr, WRITE_TARGET: tl.constexpr,
-    RAGGED: tl.constexpr, BLOCK: tl.constexpr,
+    RAGGED: tl.constexpr, ALIGN: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     base, n_el, _, chunk_len = _launch.sample_extent(
-        offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED, BLOCK)
+        offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED, ALIGN, BLOCK)
     if RAGGED:  # t is broadcast to the sample's rows here: no per-row t buffer, no loop over the batch
         x1_base, noise_base = base, base
-    else:
-        x1_base, noise_base = row * stride_x1, row * stride_noise
+    else:  # ALIGN divides both row strides (host-checked)
+        x1_base = tl.multiple_of(row * stride_x1, ALIGN)
+        noise_base = tl.multiple_of(row * stride_noise, ALIGN)
     t = tl.load(t_ptr + row * stride_t).to(tl.float64)  # per-sample scalars in fp64: one rounding each
     a, b, p, cD, cN, w = flow_coefficients(t, sigma_min, SCHEME, PREDICTION, W_NONE)
     a = a.to(tl.float32)
     b = b.to(tl.float32)
     tD = (-cD / p).to(tl.float32)
     tN = (-cN / p).to(tl.float32)
-    lo, hi = _launch.quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks)
+    lo, hi = _launch.quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks, ALIGN)
     for start in range(lo, hi, BLOCK):
         offs = _launch.quad_offsets(start, BLOCK // 4)
         mask = (offs >= 0) & (offs < hi)
@@ -51,10 +53,21 @@ def _flow_interpolate_kernel(
             tl.store(target_ptr + base + offs, tgt.to(target_ptr.dtype.element_ty), mask=mask)
 
 
+INTERPOLATE_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=8)
+INTERPOLATE_SEEDED_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=6)  # Philox keeps more values live
+
+
 def _interpolate_triton(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target):
     B, M, ragged = _launch.layout(x1, offsets)
     if B == 0 or x1.numel() == 0:
         return
+    interpolate_plan(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target).launch()
+
+
+def interpolate_plan(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target,
+                     launch_target=None) -> _plan.LaunchPlan:
+    launch_target = launch_target or _plan.target_of(x1.device)
+    B, M, ragged = _launch.layout(x1, offsets)
     if ragged:  # the kernel walks rows of contiguous [N, C] buffers (a no-op for the usual feature matrices)
         x1 = x1.contiguous()
         sx = sn = 0
@@ -62,13 +75,14 @@ def _interpolate_triton(x1, noise, t, seed, offsets, scheme, prediction, sigma_m
     else:
         x1, sx = _launch.rows(x1)
         noise_arg, sn = _launch.rows(noise) if noise is not None else (x1, 0)
-    chunks, span, tile = _launch.grid_for(B, _launch.mean_sample_size(x1, B, M, ragged), x1.device)
-    _flow_interpolate_kernel[(B, chunks)](
-        x1, noise_arg, t, offsets if ragged else t, x1.shape[0], xt, target if target.numel() else xt,
-        _launch.seed_value(seed) if noise is None else 0,
-        M, span, chunks, sx, sn, t.stride(0), sigma_min,
-        SCHEME=scheme, PREDICTION=prediction, HAS_NOISE=noise is not None, WRITE_TARGET=target.numel() > 0,
-        RAGGED=ragged, BLOCK=tile, num_warps=4)
+    spec = INTERPOLATE_KERNEL if noise is not None else INTERPOLATE_SEEDED_KERNEL
+    chunks, span, tile = _plan.row_grid(B, _launch.mean_sample_size(x1, B, M, ragged), launch_target, spec)
+    args = (x1, noise_arg, t, offsets if ragged else t, x1.shape[0], xt, target if target.numel() else xt,
+            _launch.seed_value(seed) if noise is None else 0, M, span, chunks, sx, sn, t.stride(0), sigma_min)
+    align = _plan.pow2_alignment(M) if ragged else _plan.pow2_alignment(M, sx, sn)
+    constexprs = dict(SCHEME=scheme, PREDICTION=prediction, HAS_NOISE=noise is not None,
+                      WRITE_TARGET=target.numel() > 0, RAGGED=ragged, ALIGN=align, BLOCK=tile)
+    return _plan.LaunchPlan(_flow_interpolate_kernel, (B, chunks), args, constexprs, spec)
 
 
 def _interpolate_torch(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target):

@@ -13,26 +13,31 @@ import triton
 import triton.language as tl
 
 from ..flow_algebra import coefficients_torch
-from . import _launch, native_cpu
+from . import _launch, _plan, native_cpu
 from .flow_coefficients import flow_coefficients
 from .philox_normal import normal_quads
 
 
-@triton.jit
+# The seed, the row count and the chunk count change from batch to batch: they are plain runtime integers (seed
+# always int64), so a training loop with random seeds and ragged batches compiles one variant per configuration.
+@triton.jit(do_not_specialize=["seed", "n_rows", "n_chunks"])
 def _flow_loss_kernel(
-    pred_ptr, x1_ptr, noise_ptr, t_ptr, weight_ptr, offsets_ptr, n_rows, partial_ptr, grad_ptr, seed,
-    M, span, n_chunks, stride_pred, stride_x1, stride_noise, stride_t, stride_w, sigma_min,
+    pred_ptr, x1_ptr, noise_ptr, t_ptr, weight_ptr, offsets_ptr, n_rows: tl.int64, partial_ptr, grad_ptr,
+    seed: tl.int64, M, span, n_chunks: tl.int32, stride_pred, stride_x1, stride_noise, stride_t, stride_w, sigma_min,
     SCHEME: tl.constexpr, PREDICTION: tl.constexpr, WEIGHTING: tl.constexpr, HAS_NOISE: tl.constexpr,
-    HAS_WEIGHT: tl.constexpr, COMPUTE_GRAD: tl.constexpr, RAGGED: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, COMPUTE_GRAD: tl.constexpr, RAGGED: tl.constexpr, ALIGN: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     base, n_el, lo, chunk_len = _launch.sample_extent(
-        offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED, BLOCK)
+        offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED, ALIGN, BLOCK)
     if RAGGED:  # contiguous [N, C] buffers; the loss is a per-sample sum (the caller divides by its count)
         pred_base, x1_base, noise_base = base, base, base
-    else:
-        pred_base, x1_base, noise_base = row * stride_pred, row * stride_x1, row * stride_noise
+    else:  # ALIGN divides every row stride (host-checked): 128-bit accesses for rows of 4k fp32 / 8k bf16 elements
+        pred_base = tl.multiple_of(row * stride_pred, ALIGN)
+        x1_base = tl.multiple_of(row * stride_x1, ALIGN)
+        noise_base = tl.multiple_of(row * stride_noise, ALIGN)
     # per-sample scalars in fp64 (a few flops per program) so the weights add no fp32 rounding error
     t = tl.load(t_ptr + row * stride_t).to(tl.float64)
     a, b, p, cD, cN, w = flow_coefficients(t, sigma_min, SCHEME, PREDICTION, WEIGHTING)
@@ -49,7 +54,7 @@ def _flow_loss_kernel(
     cD = cD.to(tl.float32)
     cN = cN.to(tl.float32)
     acc = tl.zeros([BLOCK // 4, 4], dtype=tl.float32)
-    lo, hi = _launch.quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks)
+    lo, hi = _launch.quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks, ALIGN)
     for start in range(lo, hi, BLOCK):
         offs = _launch.quad_offsets(start, BLOCK // 4)
         mask = (offs >= 0) & (offs < hi)
@@ -68,12 +73,12 @@ def _flow_loss_kernel(
     tl.store(partial_ptr + row * n_chunks + chunk, (total.to(tl.float64) * w_over_m).to(tl.float32))
 
 
-@triton.jit
-def _scale_rows_kernel(grad_ptr, scale_ptr, offsets_ptr, n_rows, out_ptr, M, span, n_chunks, stride_scale,
-                       RAGGED: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["n_rows", "n_chunks"])
+def _scale_rows_kernel(grad_ptr, scale_ptr, offsets_ptr, n_rows: tl.int64, out_ptr, M, span, n_chunks: tl.int32,
+                       stride_scale, RAGGED: tl.constexpr, ALIGN: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     base, n_el, lo, chunk_len = _launch.sample_extent(
-        offsets_ptr, n_rows, row, tl.program_id(1), M, span, n_chunks, RAGGED, BLOCK)
+        offsets_ptr, n_rows, row, tl.program_id(1), M, span, n_chunks, RAGGED, ALIGN, BLOCK)
     s = tl.load(scale_ptr + row * stride_scale).to(tl.float32)
     for start in range(0, chunk_len, BLOCK):
         offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
@@ -82,7 +87,15 @@ def _scale_rows_kernel(grad_ptr, scale_ptr, offsets_ptr, n_rows, out_ptr, M, spa
         tl.store(out_ptr + base + offs, (g * s).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _loss_triton(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad):
+LOSS_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=8)
+LOSS_SEEDED_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=6)  # Philox keeps more values live
+SCALE_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=8)
+
+
+def loss_plan(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad,
+              target=None) -> _plan.LaunchPlan:
+    """The loss kernel's launch; outputs["partial"] holds [B, chunks] partial sums of the per-sample losses."""
+    target = target or _plan.target_of(pred.device)
     B, M, ragged = _launch.layout(pred, offsets)
     if ragged:  # the kernel walks rows of contiguous [N, C] buffers (a no-op for the usual feature matrices)
         pred, x1 = pred.contiguous(), x1.contiguous()
@@ -92,15 +105,23 @@ def _loss_triton(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, 
         pred, sp = _launch.rows(pred)
         x1, sx = _launch.rows(x1)
         noise_arg, sn = _launch.rows(noise) if noise is not None else (x1, 0)
-    chunks, span, tile = _launch.grid_for(B, _launch.mean_sample_size(pred, B, M, ragged), pred.device)
+    spec = LOSS_KERNEL if noise is not None else LOSS_SEEDED_KERNEL
+    chunks, span, tile = _plan.row_grid(B, _launch.mean_sample_size(pred, B, M, ragged), target, spec)
     partial = torch.empty((B, chunks), dtype=torch.float32, device=pred.device)
-    _flow_loss_kernel[(B, chunks)](
-        pred, x1, noise_arg, t, weight if weight is not None else t, offsets if ragged else t, pred.shape[0], partial,
-        grad if grad.numel() else partial, _launch.seed_value(seed) if noise is None else 0,
-        M, span, chunks, sp, sx, sn, t.stride(0), weight.stride(0) if weight is not None else 0, sigma_min,
-        SCHEME=scheme, PREDICTION=prediction, WEIGHTING=weighting, HAS_NOISE=noise is not None,
-        HAS_WEIGHT=weight is not None, COMPUTE_GRAD=grad.numel() > 0, RAGGED=ragged, BLOCK=tile, num_warps=4)
-    return partial[:, 0] if chunks == 1 else partial.sum(dim=1)
+    align = _plan.pow2_alignment(M) if ragged else _plan.pow2_alignment(M, sp, sx, sn)
+    args = (pred, x1, noise_arg, t, weight if weight is not None else t, offsets if ragged else t, pred.shape[0],
+            partial, grad if grad.numel() else partial, _launch.seed_value(seed) if noise is None else 0,
+            M, span, chunks, sp, sx, sn, t.stride(0), weight.stride(0) if weight is not None else 0, sigma_min)
+    constexprs = dict(SCHEME=scheme, PREDICTION=prediction, WEIGHTING=weighting, HAS_NOISE=noise is not None,
+                      HAS_WEIGHT=weight is not None, COMPUTE_GRAD=grad.numel() > 0, RAGGED=ragged, ALIGN=align,
+                      BLOCK=tile)
+    return _plan.LaunchPlan(_flow_loss_kernel, (B, chunks), args, constexprs, spec, {"partial": partial})
+
+
+def _loss_triton(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad):
+    partial = loss_plan(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min,
+                        grad).launch().outputs["partial"]
+    return partial[:, 0] if partial.shape[1] == 1 else partial.sum(dim=1)
 
 
 def _loss_torch(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad):
@@ -173,10 +194,18 @@ def _scale_rows_impl(grad, row_scale, offsets, backend, out=None):
     if backend != "triton":
         scale = row_scale.float()[_launch.sample_index(offsets, grad.shape[0])] if ragged else row_scale.float()
         return out.copy_(grad.float() * scale.view((-1,) + (1,) * (grad.dim() - 1)))
-    chunks, span, tile = _launch.grid_for(B, _launch.mean_sample_size(grad, B, M, ragged), grad.device)
-    _scale_rows_kernel[(B, chunks)](grad, row_scale, offsets if ragged else row_scale, grad.shape[0], out, M, span, chunks,
-                                    row_scale.stride(0), RAGGED=ragged, BLOCK=tile, num_warps=4)
+    scale_rows_plan(grad, row_scale, offsets, out).launch()
     return out
+
+
+def scale_rows_plan(grad, row_scale, offsets, out, target=None) -> _plan.LaunchPlan:
+    """grad is contiguous (the loss wrote it); out is a fresh contiguous buffer."""
+    target = target or _plan.target_of(grad.device)
+    B, M, ragged = _launch.layout(grad, offsets)
+    chunks, span, tile = _plan.row_grid(B, _launch.mean_sample_size(grad, B, M, ragged), target, SCALE_KERNEL)
+    args = (grad, row_scale, offsets if ragged else row_scale, grad.shape[0], out, M, span, chunks, row_scale.stride(0))
+    return _plan.LaunchPlan(_scale_rows_kernel, (B, chunks), args,
+                            dict(RAGGED=ragged, ALIGN=_plan.pow2_alignment(M), BLOCK=tile), SCALE_KERNEL)
 
 
 @scale_rows_op.register_fake
@@ -207,6 +236,9 @@ def _setup_context(ctx, inputs, output):
     ctx.backend, ctx.offsets = args.backend, args.offsets
     ctx.save_for_backward(grad)
     ctx.mark_non_differentiable(grad)
+    # the stored gradient is non-differentiable: without this, autograd would fill a zeros tensor of pred's size for
+    # its (never used) incoming gradient on every backward, a whole extra write pass
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_loss, _grad_of_grad):

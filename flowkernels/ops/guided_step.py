@@ -1,10 +1,16 @@
 """One guided Euler (or Heun) update per pass over the state.
 
-Every guidance formula (flowkernels.flow_algebra.guidance_weights) is the same linear combination v = a_c·c + a_u·u of the conditional output c and
-the unconditional output u (Hunyuan/diffusers u + w(c−u): a_c = w, a_u = 1−w; TRELLIS (1+w)c − w·u; TRELLIS.2
-g·c + (1−g)·u). A data prediction is also linear: x0 = A·x + Bq·v, so TRELLIS.2's guidance rescale, which scales the
+Every guidance formula (flowkernels.flow_algebra.guidance_weights) is the same linear combination v = a_c·c + a_u·u
+of the conditional output c and the unconditional output u (Hunyuan/diffusers u + w(c−u): a_c = w, a_u = 1−w;
+TRELLIS (1+w)c − w·u; TRELLIS.2 g·c + (1−g)·u). A data prediction is also linear: x0 = A·x + Bq·v, so TRELLIS.2's guidance rescale, which scales the
 guided x0 by k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, becomes v ← k·v + (k−1)(A/Bq)·x. The per-sample k needs
-the standard deviations first: `_rescale_stats_kernel` is the extra pass that rescale costs.
+the standard deviations first: `_rescale_stats_kernel` writes per-(sample, chunk) sums, and each program of the step
+kernel sums its sample's partials and forms k itself, so a rescaled step is two launches and never syncs.
+
+Samples are dense rows ([B, ...], any batch stride) or ragged (TRELLIS sparse latents: rows offsets[b]:offsets[b+1]
+of a contiguous [N, C] feature matrix); for ragged samples std is over each sample's rows, as TRELLIS.2 defines it
+for sparse tensors. The ratio of two standard deviations is the same with 1/n and 1/(n−1) normalizations, so dense
+(torch.std) and sparse (population std) agree.
 
 Per-step scalars (dt, a_c, a_u, A, Bq, the Heun coefficient) are read from a small device tensor, not passed as
 kernel arguments, so a CUDA graph captured once replays correctly for every step after a 48-byte copy.
@@ -21,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _launch, native_cpu
+from . import _launch, _plan, native_cpu
 
 # Slots of one row of the per-step coefficient table: the step dt, the guidance weights a_c / a_u, the data
 # prediction x0 = X0_A·x + X0_B·v, and Heun's corrector weight dt_h on the saved predictor velocity.
@@ -29,17 +35,52 @@ DT, A_C, A_U, X0_A, X0_B, DT_H = range(6)
 N_COEF = 8  # padded
 # the same slots as compile-time constants for the kernels
 SLOT_DT, SLOT_A_C, SLOT_A_U, SLOT_X0_A, SLOT_X0_B, SLOT_DT_H = (tl.constexpr(i) for i in (DT, A_C, A_U, X0_A, X0_B, DT_H))
+STAT_BLOCK = 256  # partial sums a program of the step kernel reads per vector load
 
 
 @triton.jit
+def _rescale_k(stats_ptr, row, n_stat_chunks, n_el, phi, STAT_BLOCK: tl.constexpr):
+    """k = φ·std(x0_c)/std(x0_cfg) + 1 − φ for sample `row` from its [n_stat_chunks, 4] fp64 partial sums."""
+    s1c = tl.zeros([STAT_BLOCK], dtype=tl.float64)
+    s2c = tl.zeros([STAT_BLOCK], dtype=tl.float64)
+    s1g = tl.zeros([STAT_BLOCK], dtype=tl.float64)
+    s2g = tl.zeros([STAT_BLOCK], dtype=tl.float64)
+    for c0 in range(0, n_stat_chunks, STAT_BLOCK):
+        idx = c0 + tl.arange(0, STAT_BLOCK)
+        m = idx < n_stat_chunks
+        p = stats_ptr + (row * n_stat_chunks + idx) * 4
+        s1c += tl.load(p + 0, mask=m, other=0.0)
+        s2c += tl.load(p + 1, mask=m, other=0.0)
+        s1g += tl.load(p + 2, mask=m, other=0.0)
+        s2g += tl.load(p + 3, mask=m, other=0.0)
+    S1c = tl.sum(s1c, axis=0)
+    S1g = tl.sum(s1g, axis=0)
+    n = n_el.to(tl.float64)
+    var_c = tl.maximum(tl.sum(s2c, axis=0) - S1c * S1c / n, 0.0)
+    var_g = tl.maximum(tl.sum(s2g, axis=0) - S1g * S1g / n, 0.0)
+    ratio = tl.sqrt(var_c / var_g)
+    return (phi * ratio + (1.0 - phi)).to(tl.float32)
+
+
+# B, the row count and the chunk counts vary per call: runtime integers, one compiled variant per configuration
+@triton.jit(do_not_specialize=["n_rows", "n_chunks", "n_stat_chunks", "copy_stride"])
 def _guided_step_kernel(
-    x_ptr, c_ptr, u_ptr, h_ptr, coef_ptr, k_ptr, out_ptr, model_in_ptr, x0_ptr, v_ptr,
-    M, span, B, stride_x, stride_c, stride_u,
+    x_ptr, c_ptr, u_ptr, h_ptr, coef_ptr, stats_ptr, offsets_ptr, out_ptr, model_in_ptr, x0_ptr, v_ptr,
+    M, span, n_rows: tl.int64, n_chunks: tl.int32, n_stat_chunks: tl.int32, copy_stride: tl.int64,
+    stride_x, stride_c, stride_u, phi,
     HAS_UNCOND: tl.constexpr, HAS_H: tl.constexpr, RESCALE: tl.constexpr, N_MODEL_IN: tl.constexpr,
-    WRITE_X0: tl.constexpr, WRITE_V: tl.constexpr, BLOCK: tl.constexpr,
+    WRITE_X0: tl.constexpr, WRITE_V: tl.constexpr, RAGGED: tl.constexpr, ALIGN: tl.constexpr,
+    BLOCK: tl.constexpr, STAT_BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    lo = tl.program_id(1).to(tl.int64) * span
+    base, n_el, lo, chunk_len = _launch.sample_extent(
+        offsets_ptr, n_rows, row, tl.program_id(1), M, span, n_chunks, RAGGED, ALIGN, BLOCK)
+    if RAGGED:  # contiguous [N, C] buffers
+        x_base, c_base, u_base = base, base, base
+    else:  # ALIGN divides every batch stride (host-checked)
+        x_base = tl.multiple_of(row * stride_x, ALIGN)
+        c_base = tl.multiple_of(row * stride_c, ALIGN)
+        u_base = tl.multiple_of(row * stride_u, ALIGN)
     dt = tl.load(coef_ptr + SLOT_DT).to(tl.float32)
     a_c = tl.load(coef_ptr + SLOT_A_C).to(tl.float32)
     a_u = tl.load(coef_ptr + SLOT_A_U).to(tl.float32)
@@ -47,41 +88,48 @@ def _guided_step_kernel(
     x0_b = tl.load(coef_ptr + SLOT_X0_B).to(tl.float32)
     dt_h = tl.load(coef_ptr + SLOT_DT_H).to(tl.float32)
     if RESCALE:
-        k = tl.load(k_ptr + row).to(tl.float32)
+        k = _rescale_k(stats_ptr, row, n_stat_chunks, n_el, phi, STAT_BLOCK)
         k_x = (k - 1.0) * x0_a / x0_b
-    for start in range(0, span, BLOCK):
+    for start in range(0, chunk_len, BLOCK):
         offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
-        mask = offs < M
-        x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
-        v = a_c * tl.load(c_ptr + row * stride_c + offs, mask=mask, other=0.0).to(tl.float32)
+        mask = offs < n_el
+        x = tl.load(x_ptr + x_base + offs, mask=mask, other=0.0).to(tl.float32)
+        v = a_c * tl.load(c_ptr + c_base + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_UNCOND:
-            v += a_u * tl.load(u_ptr + row * stride_u + offs, mask=mask, other=0.0).to(tl.float32)
+            v += a_u * tl.load(u_ptr + u_base + offs, mask=mask, other=0.0).to(tl.float32)
         if RESCALE:
             v = k * v + k_x * x
         x_next = x + dt * v
         if HAS_H:  # Heun's corrector: the predictor's velocity, saved by the first stage
-            x_next += dt_h * tl.load(h_ptr + row * M + offs, mask=mask, other=0.0)
-        tl.store(out_ptr + row * M + offs, x_next.to(out_ptr.dtype.element_ty), mask=mask)
+            x_next += dt_h * tl.load(h_ptr + base + offs, mask=mask, other=0.0)
+        tl.store(out_ptr + base + offs, x_next.to(out_ptr.dtype.element_ty), mask=mask)
         if N_MODEL_IN >= 1:
-            tl.store(model_in_ptr + row * M + offs, x_next.to(model_in_ptr.dtype.element_ty), mask=mask)
+            tl.store(model_in_ptr + base + offs, x_next.to(model_in_ptr.dtype.element_ty), mask=mask)
         if N_MODEL_IN == 2:
-            tl.store(model_in_ptr + (row + B) * M + offs, x_next.to(model_in_ptr.dtype.element_ty), mask=mask)
+            tl.store(model_in_ptr + copy_stride + base + offs, x_next.to(model_in_ptr.dtype.element_ty), mask=mask)
         if WRITE_X0:
-            tl.store(x0_ptr + row * M + offs, (x0_a * x + x0_b * v).to(x0_ptr.dtype.element_ty), mask=mask)
+            tl.store(x0_ptr + base + offs, (x0_a * x + x0_b * v).to(x0_ptr.dtype.element_ty), mask=mask)
         if WRITE_V:
-            tl.store(v_ptr + row * M + offs, v, mask=mask)
+            tl.store(v_ptr + base + offs, v, mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows", "n_chunks"])
 def _rescale_stats_kernel(
-    x_ptr, c_ptr, u_ptr, coef_ptr, partial_ptr, M, span, n_chunks, stride_x, stride_c, stride_u,
-    BLOCK: tl.constexpr,
+    x_ptr, c_ptr, u_ptr, coef_ptr, offsets_ptr, partial_ptr, M, span, n_rows: tl.int64, n_chunks: tl.int32,
+    stride_x, stride_c, stride_u, RAGGED: tl.constexpr, ALIGN: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Per (sample, chunk): sums and sums of squares of x0 from c alone and from the guided v (fp64 lanes:
     the variance is formed as E[x²] − E[x]², which must not cancel in fp32)."""
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
-    lo = chunk.to(tl.int64) * span
+    base, n_el, lo, chunk_len = _launch.sample_extent(
+        offsets_ptr, n_rows, row, chunk, M, span, n_chunks, RAGGED, ALIGN, BLOCK)
+    if RAGGED:
+        x_base, c_base, u_base = base, base, base
+    else:
+        x_base = tl.multiple_of(row * stride_x, ALIGN)
+        c_base = tl.multiple_of(row * stride_c, ALIGN)
+        u_base = tl.multiple_of(row * stride_u, ALIGN)
     a_c = tl.load(coef_ptr + SLOT_A_C).to(tl.float32)
     a_u = tl.load(coef_ptr + SLOT_A_U).to(tl.float32)
     x0_a = tl.load(coef_ptr + SLOT_X0_A).to(tl.float32)
@@ -90,23 +138,27 @@ def _rescale_stats_kernel(
     s2c = tl.zeros([BLOCK], dtype=tl.float64)
     s1g = tl.zeros([BLOCK], dtype=tl.float64)
     s2g = tl.zeros([BLOCK], dtype=tl.float64)
-    for start in range(0, span, BLOCK):
+    for start in range(0, chunk_len, BLOCK):
         offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
-        mask = offs < M
-        x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
-        c = tl.load(c_ptr + row * stride_c + offs, mask=mask, other=0.0).to(tl.float32)
-        u = tl.load(u_ptr + row * stride_u + offs, mask=mask, other=0.0).to(tl.float32)
+        mask = offs < n_el
+        x = tl.load(x_ptr + x_base + offs, mask=mask, other=0.0).to(tl.float32)
+        c = tl.load(c_ptr + c_base + offs, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(u_ptr + u_base + offs, mask=mask, other=0.0).to(tl.float32)
         x0c = tl.where(mask, x0_a * x + x0_b * c, 0.0).to(tl.float64)
         x0g = tl.where(mask, x0_a * x + x0_b * (a_c * c + a_u * u), 0.0).to(tl.float64)
         s1c += x0c
         s2c += x0c * x0c
         s1g += x0g
         s2g += x0g * x0g
-    base = partial_ptr + (row * n_chunks + chunk) * 4
-    tl.store(base + 0, tl.sum(s1c, axis=0))
-    tl.store(base + 1, tl.sum(s2c, axis=0))
-    tl.store(base + 2, tl.sum(s1g, axis=0))
-    tl.store(base + 3, tl.sum(s2g, axis=0))
+    out = partial_ptr + (row * n_chunks + chunk) * 4
+    tl.store(out + 0, tl.sum(s1c, axis=0))
+    tl.store(out + 1, tl.sum(s2c, axis=0))
+    tl.store(out + 2, tl.sum(s1g, axis=0))
+    tl.store(out + 3, tl.sum(s2g, axis=0))
+
+
+STEP_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=8)
+STATS_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=4)
 
 
 def coefficient_row(dt, a_c=1.0, a_u=0.0, x0_a=1.0, x0_b=0.0, dt_h=0.0) -> list[float]:
@@ -116,89 +168,134 @@ def coefficient_row(dt, a_c=1.0, a_u=0.0, x0_a=1.0, x0_b=0.0, dt_h=0.0) -> list[
     return row
 
 
-def _rescale_factor_from_sums(s: torch.Tensor, M: int, phi: float) -> torch.Tensor:
-    """k = φ·std(x0_c)/std(x0_cfg) + 1 − φ from [B, 4] float64 sums (unbiased std, as torch.std)."""
-    var_c = (s[:, 1] - s[:, 0] * s[:, 0] / M) / (M - 1)
-    var_g = (s[:, 3] - s[:, 2] * s[:, 2] / M) / (M - 1)
-    ratio = torch.sqrt(var_c.clamp_min(0) / var_g.clamp_min(0))
-    return (phi * ratio + (1.0 - phi)).float()
+def _samples(x, offsets) -> int:
+    return x.shape[0] if offsets is None else offsets.shape[0] - 1
 
 
-def rescale_factor(x, c, u, coef, phi: float, backend: str) -> torch.Tensor:
-    B, M = x.shape[0], x[0].numel()
-    if backend == "native":
-        return _rescale_factor_from_sums(native_cpu.rescale_sums(x, c, u, coef), M, phi)
-    if backend != "triton":
-        c64 = coef.double().tolist()  # the torch path runs on CPU tensors: no sync
-        a_c, a_u, x0_a, x0_b = c64[A_C], c64[A_U], c64[X0_A], c64[X0_B]
-        xf, cf, uf = (z.reshape(B, -1).double() for z in (x, c, u))
+def rescale_factor(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = None,
+                   backend: str = "torch") -> torch.Tensor:
+    """k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, [B] float32, from float64 sums (the native extension's for
+    dense rows on backend="native", torch ops otherwise): the CPU paths and the tests. The Triton path forms k
+    inside the step kernel."""
+    if backend == "native" and offsets is None:
+        sums, n = native_cpu.rescale_sums(x, c, u, coef), float(x[0].numel())
+    else:
+        c64 = coef.double().tolist() if coef.device.type == "cpu" else coef.double()
+        a_c, a_u, x0_a, x0_b = (c64[i] for i in (A_C, A_U, X0_A, X0_B))
+        xf, cf, uf = (z.reshape(x.shape[0], -1).double() for z in (x, c, u))
         x0c = x0_a * xf + x0_b * cf
         x0g = x0_a * xf + x0_b * (a_c * cf + a_u * uf)
-        s = torch.stack([x0c.sum(1), x0c.square().sum(1), x0g.sum(1), x0g.square().sum(1)], dim=1)
-        return _rescale_factor_from_sums(s, M, phi)
-    x, sx = _launch.rows(x)
-    c, sc = _launch.rows(c)
-    u, su = _launch.rows(u)
-    chunks, span, tile = _launch.grid_for(B, M, x.device)
+        sums = torch.stack([x0c.sum(1), x0c.square().sum(1), x0g.sum(1), x0g.square().sum(1)], dim=1)
+        n = float(xf.shape[1])
+        if offsets is not None:  # ragged: per-sample sums over each sample's rows
+            index = _launch.sample_index(offsets, x.shape[0])
+            sums = torch.zeros(_samples(x, offsets), 4, dtype=torch.float64, device=x.device).index_add_(0, index, sums)
+            n = (offsets[1:] - offsets[:-1]).double() * xf.shape[1]
+    # the 1/n or 1/(n - 1) of the two variances cancels in their ratio
+    var_c = (sums[:, 1] - sums[:, 0] * sums[:, 0] / n).clamp_min(0)
+    var_g = (sums[:, 3] - sums[:, 2] * sums[:, 2] / n).clamp_min(0)
+    return (phi * torch.sqrt(var_c / var_g) + (1.0 - phi)).float()
+
+
+def _strided(z, ragged):
+    """(tensor, batch stride) as the kernels read it: ragged buffers contiguous, dense rows through their stride."""
+    if ragged:
+        return z.contiguous(), 0
+    return _launch.rows(z)
+
+
+def stats_plan(x, c, u, coef, offsets, target=None) -> _plan.LaunchPlan:
+    """The rescale statistics pass; outputs["partial"] is [B, chunks, 4] float64."""
+    target = target or _plan.target_of(x.device)
+    ragged = offsets is not None
+    B, M = _samples(x, offsets), x[0].numel()
+    (x, sx), (c, sc), (u, su) = (_strided(z, ragged) for z in (x, c, u))
+    chunks, span, tile = _plan.row_grid(B, _launch.mean_sample_size(x, B, M, ragged), target, STATS_KERNEL)
     partial = torch.empty((B, chunks, 4), dtype=torch.float64, device=x.device)
-    _rescale_stats_kernel[(B, chunks)](x, c, u, coef, partial, M, span, chunks, sx, sc, su, BLOCK=tile, num_warps=4)
-    return _rescale_factor_from_sums(partial.sum(dim=1), M, phi)
+    args = (x, c, u, coef, offsets if ragged else coef, partial, M, span, x.shape[0], chunks, sx, sc, su)
+    align = _plan.pow2_alignment(M) if ragged else _plan.pow2_alignment(M, sx, sc, su)
+    return _plan.LaunchPlan(_rescale_stats_kernel, (B, chunks), args,
+                            dict(RAGGED=ragged, ALIGN=align, BLOCK=tile), STATS_KERNEL, {"partial": partial})
+
+
+def step_plan(x, c, u, coef, out, h=None, model_in=None, x0=None, v_out=None, offsets=None, rescale=0.0,
+              stats=None, target=None) -> _plan.LaunchPlan:
+    """The step kernel's launch. With `stats` (a stats_plan's partial sums) it applies guidance rescale φ."""
+    target = target or _plan.target_of(x.device)
+    ragged = offsets is not None
+    B, M = _samples(x, offsets), x[0].numel()
+    rows = x.shape[0]
+    n_model_in = 0 if model_in is None else model_in.shape[0] // max(rows, 1)
+    (x, sx), (c, sc) = _strided(x, ragged), _strided(c, ragged)
+    u_arg, su = _strided(u, ragged) if u is not None else (c, 0)
+    chunks, span, tile = _plan.row_grid(B, _launch.mean_sample_size(x, B, M, ragged), target, STEP_KERNEL)
+    dummy = out
+    n_stat_chunks = stats.shape[1] if stats is not None else 0
+    args = (x, c, u_arg, h if h is not None else dummy, coef, stats if stats is not None else coef,
+            offsets if ragged else coef, out, model_in if model_in is not None else dummy,
+            x0 if x0 is not None else dummy, v_out if v_out is not None else dummy,
+            M, span, rows, chunks, n_stat_chunks, rows * M, sx, sc, su, float(rescale))
+    align = _plan.pow2_alignment(M) if ragged else _plan.pow2_alignment(M, sx, sc, su)
+    constexprs = dict(HAS_UNCOND=u is not None, HAS_H=h is not None, RESCALE=stats is not None,
+                      N_MODEL_IN=n_model_in, WRITE_X0=x0 is not None, WRITE_V=v_out is not None, RAGGED=ragged,
+                      ALIGN=align, BLOCK=tile, STAT_BLOCK=STAT_BLOCK)
+    return _plan.LaunchPlan(_guided_step_kernel, (B, chunks), args, constexprs, STEP_KERNEL)
 
 
 def guided_step(
     x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coef: torch.Tensor, *,
-    out: torch.Tensor, k: Optional[torch.Tensor] = None, h: Optional[torch.Tensor] = None,
-    model_in: Optional[torch.Tensor] = None, x0: Optional[torch.Tensor] = None, v_out: Optional[torch.Tensor] = None,
-    backend: str = "torch",
+    out: torch.Tensor, h: Optional[torch.Tensor] = None, model_in: Optional[torch.Tensor] = None,
+    x0: Optional[torch.Tensor] = None, v_out: Optional[torch.Tensor] = None,
+    offsets: Optional[torch.Tensor] = None, rescale: float = 0.0, backend: str = "torch",
 ) -> None:
-    """out = x + dt·v (+ dt_h·h), v = a_c·c + a_u·u (rescaled by k), with optional side outputs:
-    model_in (the next model input, [B] or [2B] rows), x0 (data prediction), v_out (v in fp32, for Heun).
+    """out = x + dt·v (+ dt_h·h), v = a_c·c + a_u·u, with optional side outputs: model_in (the next model input,
+    [B] or [2B] rows), x0 (data prediction), v_out (v in fp32, for Heun).
+
+    rescale φ > 0 (needs u): TRELLIS.2's guidance rescale, k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, formed
+    on the device (one statistics pass, then the step; no host sync). offsets [B + 1] (int64, on the device):
+    x, c, u, out... are [N, ...] rows of B ragged samples (sparse latents), sample b being rows
+    offsets[b]:offsets[b + 1]; std is then over each sample's rows.
 
     out may be x itself (in-place state update); out, h, model_in, x0 and v_out must be contiguous. Under
     torch.compile it runs as the custom op flowkernels::guided_step, so a sampling step traces into one graph;
     eagerly it calls the implementation directly (the op's dispatch costs ~50 us a call, more than the step)."""
     step = guided_step_op if torch.compiler.is_compiling() else _guided_step_impl
-    step(x, c, u, coef, out, k, h, model_in, x0, v_out, backend)
+    step(x, c, u, coef, out, h, model_in, x0, v_out, offsets, float(rescale), backend)
 
 
-def _guided_step_impl(x, c, u, coef, out, k, h, model_in, x0, v_out, backend: str) -> None:
-    B = x.shape[0]
-    M = x[0].numel() if B else 0
-    n_model_in = 0 if model_in is None else model_in.shape[0] // max(B, 1)
-    if B == 0 or M == 0:
+def _guided_step_impl(x, c, u, coef, out, h, model_in, x0, v_out, offsets, rescale: float, backend: str) -> None:
+    if rescale > 0 and u is None:
+        raise ValueError("guided_step: rescale > 0 needs the unconditional output u")
+    rows = x.shape[0]
+    M = x[0].numel() if rows else 0
+    if rows == 0 or M == 0 or _samples(x, offsets) == 0:
         return
-    if backend == "native":
-        native_cpu.guided_step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out)
+    if backend != "triton":  # CPU paths: k per sample first, then one factor per row of x
+        k = rescale_factor(x, c, u, coef, rescale, offsets, backend) if rescale > 0 else None
+        if k is not None and offsets is not None:
+            k = k[_launch.sample_index(offsets, rows)]
+        n_model_in = 0 if model_in is None else model_in.shape[0] // rows
+        step = native_cpu.guided_step if backend == "native" else _guided_step_torch
+        step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out)
         return
-    if backend != "triton":
-        _guided_step_torch(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out)
-        return
-    x, sx = _launch.rows(x)
-    c, sc = _launch.rows(c)
-    u_arg, su = _launch.rows(u) if u is not None else (c, 0)
-    chunks, span, tile = _launch.grid_for(B, M, x.device)
-    dummy = out
-    _guided_step_kernel[(B, chunks)](
-        x, c, u_arg, h if h is not None else dummy, coef, k if k is not None else coef, out,
-        model_in if model_in is not None else dummy, x0 if x0 is not None else dummy,
-        v_out if v_out is not None else dummy,
-        M, span, B, sx, sc, su,
-        HAS_UNCOND=u is not None, HAS_H=h is not None, RESCALE=k is not None, N_MODEL_IN=n_model_in,
-        WRITE_X0=x0 is not None, WRITE_V=v_out is not None, BLOCK=tile, num_warps=4)
+    stats = None
+    if rescale > 0:
+        stats = stats_plan(x, c, u, coef, offsets).launch().outputs["partial"]
+    step_plan(x, c, u, coef, out, h, model_in, x0, v_out, offsets, rescale, stats).launch()
 
 
 # out / model_in / x0 / v_out are written in place; `out` may be `x` itself (the in-place state update).
 @torch.library.custom_op("flowkernels::guided_step", mutates_args=("out", "model_in", "x0", "v_out"))
 def guided_step_op(
     x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coef: torch.Tensor, out: torch.Tensor,
-    k: Optional[torch.Tensor], h: Optional[torch.Tensor], model_in: Optional[torch.Tensor],
-    x0: Optional[torch.Tensor], v_out: Optional[torch.Tensor], backend: str,
+    h: Optional[torch.Tensor], model_in: Optional[torch.Tensor], x0: Optional[torch.Tensor],
+    v_out: Optional[torch.Tensor], offsets: Optional[torch.Tensor], rescale: float, backend: str,
 ) -> None:
-    _guided_step_impl(x, c, u, coef, out, k, h, model_in, x0, v_out, backend)
+    _guided_step_impl(x, c, u, coef, out, h, model_in, x0, v_out, offsets, rescale, backend)
 
 
 @guided_step_op.register_fake
-def _guided_step_fake(x, c, u, coef, out, k, h, model_in, x0, v_out, backend):
+def _guided_step_fake(x, c, u, coef, out, h, model_in, x0, v_out, offsets, rescale, backend):
     return None
 
 
