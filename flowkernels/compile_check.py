@@ -85,6 +85,24 @@ def _tool(name: str) -> Optional[str]:
     return bundled if os.path.isfile(bundled) else shutil.which(name)
 
 
+_JIT_OF_INTERPRETED = {}
+
+
+def _jit(kernel):
+    """The JITFunction of a kernel. Under TRITON_INTERPRET=1 `triton.jit` returns an InterpretedFunction, which
+    has no binder: an equivalent JITFunction (same function, same do_not_specialize) serves for binding only."""
+    if hasattr(kernel, "signature") and hasattr(kernel, "params"):
+        return kernel
+    from triton.runtime.jit import JITFunction
+    if kernel.fn not in _JIT_OF_INTERPRETED:
+        _JIT_OF_INTERPRETED[kernel.fn] = JITFunction(kernel.fn, **getattr(kernel, "kwargs", {}))
+    return _JIT_OF_INTERPRETED[kernel.fn]
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def bind(plan, arch: int):
     """Triton's own binder for `plan` on sm_<arch>: (kernel, specialization key, (signature, constexprs, attrs,
     options)). The key is what a launch caches compiled variants by."""
@@ -92,7 +110,7 @@ def bind(plan, arch: int):
     from triton.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
 
-    kernel = plan.kernel
+    kernel = _jit(plan.kernel)
     backend = make_backend(GPUTarget("cuda", arch, 32))
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     kwargs = dict(plan.constexprs, num_warps=plan.spec.num_warps, debug=False)
@@ -258,7 +276,7 @@ def compile_cuda(arch: int = 90, root: Path = ROOT) -> list[Result]:
 
 # --- the configurations ---------------------------------------------------------------------------------------------
 def cases(full: bool = False) -> list[Case]:
-    from .ops import compile_cases
+    from . import compile_cases
     return compile_cases.all_cases() if full else compile_cases.representative_cases()
 
 
@@ -327,6 +345,9 @@ def parse_archs(text: str) -> tuple[int, ...]:
 
 def cli(args) -> int:
     archs = parse_archs(args.arch)
+    if interpreting():
+        raise ValueError("compile-check compiles for GPUs: unset TRITON_INTERPRET (the interpreter replaces the "
+                         "kernels' device functions)")
     start = time.perf_counter()
     results = run(archs, full=args.full, cuda=not args.no_cuda)
     print(format_table(results))

@@ -9,12 +9,12 @@ import itertools
 
 import torch
 
-from ..compile_check import Case
-from . import _plan
-from ..flow_algebra import PREDICTIONS, RECTIFIED, SIT_PATHS, WEIGHTINGS
-from .flow_interpolate import interpolate_plan
-from .flow_loss import loss_plan, scale_rows_plan
-from .guided_step import coefficient_row, stats_plan, step_plan
+from .compile_check import Case
+from .flow_algebra import PREDICTIONS, RECTIFIED, SIT_PATHS, WEIGHTINGS
+from .ops import _plan
+from .ops.flow_interpolate import interpolate_plan
+from .ops.flow_loss import loss_plan, scale_rows_plan
+from .ops.guided_step import coefficient_row, stats_plan, step_plan
 
 T = _plan.COMPILE_TARGET
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

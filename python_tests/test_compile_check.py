@@ -1,0 +1,188 @@
+"""The compile check (Triton specializations compiled for sm_90/sm_80 without a GPU, nvcc for the CUDA sources)
+and the launch properties it exists to hold: one compiled variant per configuration, vector loads, no zeros pass
+in the loss backward, two launches per rescaled guided step."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import flowkernels as fk
+from flowkernels import compile_cases as cc
+from flowkernels import compile_check
+from flowkernels.ops import _plan
+from flowkernels.ops.flow_interpolate import interpolate_plan
+from flowkernels.ops.flow_loss import loss_plan
+from flowkernels.ops.guided_step import step_plan
+from flowkernels.sampling import guided_step, step_coefficients
+
+T = _plan.COMPILE_TARGET
+
+
+def _gpu_env():
+    """The compile check runs without the interpreter (the tests' process has TRITON_INTERPRET=1 on CPU)."""
+    return {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+
+
+def test_representative_specializations_compile_clean(tmp_path):
+    """`flowkernels compile-check`: every hot configuration compiles for sm_90 and sm_80 with no spills, within
+    its register budget, with 128-bit loads where the rows allow them; the table and the JSON say so."""
+    out = tmp_path / "cc.json"
+    proc = subprocess.run([sys.executable, "-m", "flowkernels", "compile-check", "--arch", "90,80", "--no-cuda",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600, env=_gpu_env())
+    print(proc.stdout[-4000:])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "regs" in proc.stdout and "v128 ld" in proc.stdout
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 * len(cc.representative_cases())
+    assert all(r["ok"] and r["registers"] and r["spill_stores"] == 0 for r in rows)
+    # TRELLIS's 8-channel sparse rows get 128-bit loads through the divisibility hint
+    ragged = [r for r in rows if "ragged-aligned" in r["config"] and r["config"].startswith("pred=fp32")]
+    assert ragged and all(r["v128_loads"] > 0 for r in ragged)
+
+
+DETECTOR = """
+import contextlib, io
+from flowkernels import compile_cases as cc, compile_check
+case = cc.step_case("fp32", "cond", align="odd")
+case.wide_loads = True  # odd rows: no 128-bit loads are possible, so the check must fail it
+res = compile_check.compile_case(case, 90)
+print(res.ok, res.problems)
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    try:
+        compile_check.main(["--arch", "ninety"])
+    except SystemExit as exc:
+        print("exit", exc.code, err.getvalue().count(chr(10)), err.getvalue())
+"""
+
+
+def test_check_flags_missing_vector_loads_and_spills():
+    """The detectors fail when they should: odd rows flagged as wide have no 128-bit loads; a ptxas log with
+    spills or local memory fails."""
+    proc = subprocess.run([sys.executable, "-c", DETECTOR], capture_output=True, text=True, timeout=600,
+                          env=_gpu_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("False") and "128-bit" in proc.stdout
+    # a bad argument: one line naming it, exit code 2, no traceback
+    assert "exit 2 1 flowkernels compile-check: error: --arch=" in proc.stdout
+    assert "Traceback" not in proc.stdout
+    log = ("ptxas info    : Compiling entry function '_Z1kPf' for 'sm_90'\n"
+           "ptxas info    : Function properties for _Z1kPf\n"
+           "    8 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads\n"
+           "ptxas info    : Used 255 registers, used 0 barriers, 8 bytes cumulative stack size\n"
+           "ptxas info    : Compiling entry function '_Z2okPf' for 'sm_90'\n"
+           "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+           "ptxas info    : Used 40 registers, used 0 barriers, 1024 bytes smem\n")
+    bad, good = compile_check.parse_ptxas(log, "x.cu", 90)
+    assert not bad.ok and bad.registers == 255 and bad.spill_stores == 8
+    assert good.ok and good.registers == 40 and good.shared == 1024
+
+
+@pytest.mark.skipif(compile_check.find_nvcc() is None, reason="nvcc not installed")
+def test_cuda_sources_compile_for_sm90_without_spills():
+    sources = compile_check.cuda_sources()
+    assert sources, "CMakeLists.txt lists no .cu file"
+    results = compile_check.compile_cuda(90)
+    print(compile_check.format_table(results))
+    assert results and all(r.registers is not None for r in results), [r.problems for r in results]
+    assert all(r.spill_stores == 0 and r.spill_loads == 0 for r in results)
+
+
+def _dense(B, M):
+    return torch.empty(B, M), torch.empty(B, M), torch.empty(B)
+
+
+def test_one_compiled_variant_per_configuration():
+    """Seeds and batch shapes change the runtime integers only: 6 seeds x 3 batch shapes give one variant per
+    configuration of each kernel (Triton's own binder computes the keys a GPU launch caches by)."""
+    seeds = [0, 1, 16, 12345, 2**31 + 7, 2**40 + 3]
+    keys = {"loss-seeded": set(), "loss-ragged": set(), "interpolate": set(), "step": set()}
+    for seed in seeds:
+        for B in (1, 5, 64):
+            pred, x1, t = _dense(B, 4096)
+            keys["loss-seeded"].add(compile_check.variant_key(
+                loss_plan(pred, x1, None, t, None, seed, None, 0, 0, 0, 0.0, torch.empty(B, 4096), target=T)))
+            rows = torch.randint(1, 500, (B,))
+            offsets = torch.cat([torch.zeros(1, dtype=torch.long), rows.cumsum(0)])
+            N = int(offsets[-1])
+            feats = torch.empty(N, 8)
+            keys["loss-ragged"].add(compile_check.variant_key(
+                loss_plan(feats, feats, None, t, None, seed, offsets, 3, 0, 0, 1e-5, torch.empty(N, 8), target=T)))
+            keys["interpolate"].add(compile_check.variant_key(
+                interpolate_plan(x1, None, t, seed, None, 0, 0, 0.0, pred, torch.empty(0), launch_target=T)))
+            coef = torch.tensor(step_coefficients(dt=-0.1))
+            both = torch.empty(2 * B, 4096, dtype=torch.float16)
+            keys["step"].add(compile_check.variant_key(
+                step_plan(x1, both[:B], both[B:], coef, x1, model_in=torch.empty(2 * B, 4096), target=T)))
+    counts = {name: len(k) for name, k in keys.items()}
+    print("compiled variants over 6 seeds x 3 batch shapes:", counts)
+    assert all(n == 1 for n in counts.values()), counts
+
+
+class _Ops(TorchDispatchMode):
+    """Records the aten ops run while active, except inside Triton launches (the interpreter's own work)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.paused = [], False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not self.paused:
+            self.ops.append((str(func.overloadpacket), tuple(out.shape) if isinstance(out, torch.Tensor) else ()))
+        return out
+
+
+def _count_launches(monkeypatch, mode):
+    launches = []
+    original = _plan.LaunchPlan.launch
+
+    def counted(plan):
+        launches.append(plan.name)
+        mode.paused = True
+        try:
+            return original(plan)
+        finally:
+            mode.paused = False
+    monkeypatch.setattr(_plan.LaunchPlan, "launch", counted)
+    return launches
+
+
+NOT_LAUNCHES = {"aten.empty", "aten.empty_strided", "aten.view", "aten.slice", "aten.detach", "aten.alias",
+                "aten._to_copy", "aten.lift_fresh", "aten.expand", "aten.select", "aten.as_strided"}
+
+
+def test_rescaled_guided_step_is_two_launches(monkeypatch):
+    """A TRELLIS.2 rescaled step: the statistics kernel and the step kernel, no torch compute ops in between
+    (k is formed inside the step kernel), dense and ragged."""
+    B, M = 3, 3000
+    coef = torch.tensor(step_coefficients(dt=-0.1, a_c=3.0, a_u=-2.0, x0_a=1.0, x0_b=-0.7))
+    x, c, u = torch.randn(B, M), torch.randn(B, M), torch.randn(B, M)
+    offsets = torch.tensor([0, 100, 100, 1000])
+    for kw, shape in ((dict(), (B, M)), (dict(offsets=offsets), (1000, 7))):
+        xs, cs, us = (z.reshape(-1)[: shape[0] * shape[1]].reshape(shape) for z in (x, c, u))
+        with _Ops() as mode:
+            launches = _count_launches(monkeypatch, mode)
+            guided_step(xs, cs, us, coef, out=torch.empty(shape), rescale=0.7, backend="triton", **kw)
+        compute = [op for op, _ in mode.ops if op not in NOT_LAUNCHES]
+        print(kw.keys(), "launches:", launches, "torch compute ops:", compute)
+        assert launches == ["_rescale_stats_kernel", "_guided_step_kernel"]
+        assert compute == []
+        monkeypatch.undo()
+
+
+def test_loss_backward_writes_no_zeros_gradient():
+    """The loss op's stored gradient output is non-differentiable: backward must not fill a zeros tensor of
+    pred's size for it (set_materialize_grads(False)); the one full-size op is the row scaling."""
+    pred = torch.randn(4, 999, requires_grad=True)
+    loss = fk.flow_matching_loss(pred, torch.randn(4, 999), torch.rand(4), seed=3, reduction="mean")
+    with _Ops() as mode:
+        loss.backward()
+    full_size = [op for op, shape in mode.ops if shape == tuple(pred.shape) and op not in NOT_LAUNCHES]
+    print("backward ops of pred's size:", full_size)
+    assert full_size == ["flowkernels.scale_rows"]
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
