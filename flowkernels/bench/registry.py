@@ -437,5 +437,7 @@ class _TinyDiT(torch.nn.Module):
 
 # --- reconstruction metrics: nearest neighbours both ways (declared in metrics_cases.py) ------------------------------
 from . import metrics_cases  # noqa: E402,F401  (importing it registers the "metrics" cases)
+# --- the seeded loss step, the TRELLIS.2 rescale step, fp16 marching cubes (declared in kernel_cases.py) ----------
+from . import kernel_cases  # noqa: E402,F401  (registers the seeded-loss, TRELLIS.2-rescale and fp16 mc cases)
 
 OPS = registered_ops()  # every op above, in registration order
