@@ -133,7 +133,9 @@ def peak_memory(fn, device: str, output_size=None) -> dict:
     return out
 
 
-def run_cases(cases: list[Case], device: str, progress: bool = True, min_time: float = 0.2) -> dict:
+def run_cases(cases: list[Case], device: str, progress: bool = True, min_time: float = 0.2, on_case=None) -> dict:
+    """Time every case; `on_case(report)` gets the report so far after each case (to save it as it grows, so a
+    run stopped by a time limit keeps every finished case)."""
     from tqdm.auto import tqdm
 
     floor = copy_bandwidth(device)
@@ -167,8 +169,15 @@ def run_cases(cases: list[Case], device: str, progress: bool = True, min_time: f
             for r in rows:
                 r["speedup_vs_" + baseline] = base["median_ms"] / r["median_ms"] if base else None
         results += rows
+        if on_case is not None:
+            on_case(_report(device, floor, results, notes))
+    return _report(device, floor, results, notes)
+
+
+def _report(device, floor, results, notes) -> dict:
     return {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "environment": environment(device), "copy_bandwidth_GBps": floor, "results": results, "notes": notes}
+            "environment": environment(device), "copy_bandwidth_GBps": floor, "results": list(results),
+            "notes": list(notes)}
 
 
 def format_tables(report: dict) -> str:
@@ -200,8 +209,23 @@ def format_tables(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(report: dict, path: str) -> str:
+def load_json(path: str):
+    """A results file written earlier (None when there is none or it is of another schema)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        old = json.load(f)
+    return old if old.get("schema") == SCHEMA else None
+
+
+def write_json(report: dict, path: str, base: dict = None) -> str:
+    """Write the report, after the results and notes of `base` (an earlier run's report, whose environment is
+    kept) when given. Written to a temporary file and renamed, so the file on disk is always whole."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    if base is not None:
+        report = dict(base, results=base["results"] + report["results"], notes=base["notes"] + report["notes"])
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
         json.dump(report, f, indent=1)
+    os.replace(tmp, path)
     return path
