@@ -30,5 +30,13 @@ out = torch.randn(6, 1000, device=dev, dtype=torch.float16)
 model_in = torch.empty(6, 1000, device=dev, dtype=torch.float16)
 guided_step(x, out[:3], out[3:], torch.tensor(step_coefficients(0.1, 3.0, -2.0), device=dev), out=x,
             model_in=model_in, backend="triton")
+# guidance rescale on dense rows and on ragged rows (the step kernel reads each sample's partial sums)
+guided_step(x, out[:3], out[3:], torch.tensor(step_coefficients(0.1, 3.0, -2.0, 1.0, -0.5), device=dev), out=x,
+            rescale=0.7, backend="triton")
+both = torch.randn(2 * 1505, 8, device=dev, dtype=torch.bfloat16)
+state = torch.randn(1505, 8, device=dev)
+guided_step(state, both[:1505], both[1505:], torch.tensor(step_coefficients(0.1, 3.0, -2.0, 1.0, -0.5), device=dev),
+            out=state, x0=torch.empty_like(state), offsets=offsets, rescale=0.5, backend="triton")
+assert torch.isfinite(state).all()
 torch.cuda.synchronize()
 print("sanitize targets ok")
