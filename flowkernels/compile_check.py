@@ -205,6 +205,17 @@ def find_nvcc() -> Optional[str]:
     return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
 
 
+def cuda_flags(root: Path = ROOT) -> list[str]:
+    """The include directories and CUDA-only compile options CMakeLists.txt gives the extension, so the check
+    compiles the sources as the build does."""
+    text = (root / "CMakeLists.txt").read_text()
+    flags = []
+    for block in re.findall(r"target_include_directories\(\s*_C\s+PRIVATE\s+([^)]*)\)", text):
+        flags += [f"-I{root / d}" for d in block.split() if not d.startswith("$")]
+    flags += re.findall(r"\$<\$<COMPILE_LANGUAGE:CUDA>:([^>]+)>", text)
+    return flags
+
+
 def cuda_sources(root: Path = ROOT) -> list[Path]:
     """The .cu files the CMake build compiles (every csrc/... .cu path CMakeLists.txt names)."""
     text = (root / "CMakeLists.txt").read_text()
@@ -260,7 +271,7 @@ def compile_cuda(arch: int = 90, root: Path = ROOT) -> list[Result]:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [nvcc, "-c", f"-arch=sm_{arch}", "-std=c++17", "-O3", "-Xptxas", "-v", f"-I{root / 'csrc'}",
-                   f"-I{src.parent}", "-o", os.path.join(tmp, "out.o"), str(src)]
+                   f"-I{src.parent}", *cuda_flags(root), "-o", os.path.join(tmp, "out.o"), str(src)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         found = parse_ptxas(proc.stdout + proc.stderr, str(src), arch)
         if proc.returncode != 0:
