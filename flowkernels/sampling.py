@@ -55,11 +55,13 @@ def guided_step(x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coe
 
 
 def guidance_rescale_factor(x: torch.Tensor, c: torch.Tensor, u: torch.Tensor, coef: torch.Tensor, phi: float, *,
-                            offsets: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """TRELLIS.2's guidance rescale factor per sample, k [B] float32 (float64 torch ops on x's device):
+                            offsets: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """TRELLIS.2's guidance rescale factor per sample, k [B] float32, from float64 sums:
     k = phi·std(x0_c)/std(x0_guided) + 1 − phi, with the x0 of the conditional and of the guided velocity; ragged
-    samples (offsets) take the std over their rows. `guided_step(..., rescale=phi)` applies it without this call."""
-    return _step_op.rescale_factor(x, c, u, coef, phi, offsets)
+    samples (offsets) take the std over their rows. `guided_step(..., rescale=phi)` applies it without this call
+    (on CUDA it is formed inside the step kernel)."""
+    resolved = resolve_backend(backend, x.device)
+    return _step_op.rescale_factor(x, c, u, coef, phi, offsets, "native" if resolved == "native" else "torch")
 
 
 def trellis_timesteps(steps: int, rescale_t: float = 1.0) -> list[float]:

@@ -202,7 +202,7 @@ def test_guided_step_matches_torch_path_exactly(dtype, formula, rescale, heun):
             if rescale else None
         bufs = dict(out=torch.full(shape, float("nan")), model_in=torch.full((2 * B,) + shape[1:], float("nan")).to(
             DTYPES[dtype]), x0=torch.full(shape, float("nan")), v_out=torch.full(shape, float("nan")))
-        guided_step(x, model_out[:B], model_out[B:], coef, k=k, h=h, backend=backend, **bufs)
+        guided_step(x, model_out[:B], model_out[B:], coef, rescale=rescale, h=h, backend=backend, **bufs)
         outs[backend] = (k,) + tuple(bufs.values())
     for name, a, b in zip(("k", "out", "model_in", "x0", "v"), outs["native"], outs["torch"]):
         if a is not None:
