@@ -259,13 +259,13 @@ class _EagerLoss(torch.autograd.Function):
     """flow_loss_op's autograd outside torch.compile, without the custom op's dispatch (tens of microseconds per
     call and per backward: as much as the whole CPU kernel on a small batch). Same setup and backward."""
 
+    # forward(ctx, ...) rather than a separate setup_context: with the latter, every apply binds default
+    # arguments through inspect.signature (~0.1 ms)
     @staticmethod
-    def forward(*inputs):
-        return _loss_impl(*inputs)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
+    def forward(ctx, *inputs):
+        output = _loss_impl(*inputs)
         _setup_context(ctx, inputs, output)
+        return output
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_of_grad):
