@@ -18,6 +18,12 @@ def pytest_report_header(config):
     return f"flowkernels: FLOWKERNELS_TEST_SEED={BASE_SEED}, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')}"
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config=None):
+    """After a failing run (also under -q, which hides the header): the seed that replays its random inputs."""
+    if exitstatus not in (0, 5):  # 5: no tests collected
+        terminalreporter.write_line(f"random inputs of this run: replay with FLOWKERNELS_TEST_SEED={BASE_SEED}")
+
+
 @pytest.fixture(autouse=True)
 def _seed_per_test(request):
     torch.manual_seed((BASE_SEED + zlib.crc32(request.node.nodeid.encode())) % (2**31))

@@ -103,3 +103,18 @@ def test_code_cites_the_design_notes_not_outside_documents():
             for i, line in enumerate(p.read_text(errors="replace").splitlines()) if pattern.search(line)
             and p.name != "test_layout.py"]
     assert not hits, f"outside citations in code: {hits}"
+
+
+def test_a_failing_run_prints_the_seed_that_replays_it():
+    import conftest
+
+    lines = []
+
+    class Reporter:
+        def write_line(self, line):
+            lines.append(line)
+
+    conftest.pytest_terminal_summary(Reporter(), 0)
+    assert lines == []
+    conftest.pytest_terminal_summary(Reporter(), 1)
+    assert lines == [f"random inputs of this run: replay with FLOWKERNELS_TEST_SEED={conftest.BASE_SEED}"]

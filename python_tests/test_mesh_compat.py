@@ -101,15 +101,20 @@ def test_mesh_cli(tmp_path):
     assert "vertices" in res.stdout and " ms " in res.stdout and out.exists()
     bad = subprocess.run([sys.executable, "-m", "flowkernels.cli", "mesh", str(grid), "-o", str(tmp_path / "m.xyz")],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "path" in bad.stderr
+    assert bad.returncode == 2 and "extension" in bad.stderr
 
 
 def test_demo_end_to_end_tiny(tmp_path, capsys):
     from flowkernels import demo
-    meshes = demo.run(steps=3, batch=4, res=8, samples=2, sample_steps=2, out_dir=str(tmp_path))
-    assert len(meshes) == 2 and (tmp_path / "preview.png").exists()
+    meshes = demo.run(steps=3, batch=4, res=8, per_class=2, sample_steps=2, out_dir=str(tmp_path), repeats=1)
+    assert len(meshes) == 6 and (tmp_path / "preview.png").exists()
     printed = capsys.readouterr().out
-    for line in ("loss step", "sampling overhead", "marching cubes", "guided Euler steps"):
+    for line in ("loss step", "guided sampling", "marching cubes", "guided Euler steps", "median of 1 runs",
+                 "right genus", "sphere", "torus", "done in"):
         assert line in printed, line
+    written = {p.name for p in tmp_path.iterdir()}
+    for i, mesh in enumerate(meshes):  # files named by class and index, for every non-empty sample
+        name = f"{demo.KINDS[i // 2]}_{i % 2}.glb"
+        assert (name in written) == (len(mesh.faces) > 0), name
     shapes = demo.random_shapes(3, 12)
     assert shapes.shape == (3, 12, 12, 12) and (shapes < 0).any() and (shapes > 0).any()

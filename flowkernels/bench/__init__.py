@@ -1,8 +1,7 @@
 """`flowkernels bench`: the benchmark registry run side by side on one device, with tables, JSON and plots."""
 from __future__ import annotations
 
-import argparse
-
+from .._cli_checks import Parser, device as check_device, output_dir, output_file, run
 from .registry import OPS, cases
 from .runner import format_tables, load_json, run_cases, write_json
 
@@ -11,34 +10,49 @@ __all__ = ["main", "cases", "run_cases", "format_tables", "write_json", "add_par
 
 def _configure(p):
     p.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
-    p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
-    p.add_argument("--sizes", default=None, help="comma-separated substrings of size names to keep")
-    p.add_argument("--json", default=None, help="write the raw results here (rewritten after every case)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--sizes", default=None,
+                   help="comma-separated substrings: keep the cases whose size name contains one of them (e.g. "
+                   "'sphere-128,hunyuan'); also admits the sizes that run only on request (e.g. '512' for 512^3 "
+                   "marching cubes on CPU); default: every size of the chosen ops except those")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="write the raw results (JSON) to FILE, rewritten after every case")
     p.add_argument("--append", action="store_true", help="add to the results already in --json")
-    p.add_argument("--plot", default=None, help="write PNG plots into this folder (needs matplotlib)")
+    p.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots into DIR (needs matplotlib)")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds of timed calls per implementation")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="do not print a line per case while running")
     p.set_defaults(fn=run_cli)
     return p
 
 
 def add_parser(sub):
-    return _configure(sub.add_parser("bench", help="benchmark flowkernels against its peers on this device"))
+    return _configure(sub.add_parser("bench", help="benchmark flowkernels against its peers on this device",
+                                     description="Every kernel against its peers, side by side in one run."))
 
 
 def run_cli(args) -> int:
     import torch
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
+    if args.device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = check_device("--device", args.device).type
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     unknown = [o for o in ops if o not in OPS]
-    if unknown:
-        raise SystemExit(f"--ops: unknown {unknown}; choose from {list(OPS)}")
-    sizes = [s.strip() for s in args.sizes.split(",")] if args.sizes else None
+    if unknown or not ops:
+        raise ValueError(f"--ops: unknown {unknown or args.ops!r}; choose from {','.join(OPS)}")
+    if not args.min_time >= 0:
+        raise ValueError(f"--min-time {args.min_time} must be >= 0")
+    if args.json:
+        output_file("--json", args.json)
+    if args.plot:
+        output_dir("--plot", args.plot)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()] if args.sizes else None
+    selected = cases(device, ops, sizes)
+    if not selected:
+        raise ValueError(f"--sizes {args.sizes!r} matches no {device} case of {','.join(ops)}")
     base = load_json(args.json) if args.json and args.append else None
     save = (lambda report: write_json(report, args.json, base=base)) if args.json else None
-    report = run_cases(cases(device, ops, sizes), device, progress=not args.no_progress, min_time=args.min_time,
+    report = run_cases(selected, device, progress=not args.no_progress, min_time=args.min_time,
                        on_case=save)  # the JSON is rewritten after every case: a time limit loses nothing finished
     print(format_tables(report))
     if args.json:
@@ -51,4 +65,5 @@ def run_cli(args) -> int:
 
 
 def main(argv=None) -> int:
-    return run_cli(_configure(argparse.ArgumentParser(prog="flowkernels bench")).parse_args(argv))
+    args = _configure(Parser(prog="flowkernels bench")).parse_args(argv)
+    return run(run_cli, args, "flowkernels bench")
