@@ -38,8 +38,8 @@ def one_line(text: str) -> str:
 
 
 def run(fn, args, prog: str) -> int:
-    """fn(args), with every failure reported as one line on stderr and exit code 2 (FLOWKERNELS_DEBUG=1 re-raises,
-    for the traceback)."""
+    """fn(args), with every failure reported as one line on stderr and SystemExit(2), as argparse does for usage
+    errors (FLOWKERNELS_DEBUG=1 re-raises instead, for the traceback)."""
     try:
         return fn(args)
     except KeyboardInterrupt:
@@ -50,7 +50,7 @@ def run(fn, args, prog: str) -> int:
         expected = isinstance(exc, (ValueError, TypeError, OSError, RuntimeError, ImportError))
         message = str(exc) if expected and str(exc) else f"{type(exc).__name__}: {exc}"
         sys.stderr.write(f"{prog}: error: {one_line(message)}\n")
-        return EXIT_USAGE
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def input_file(option: str, path: str, suffixes=None) -> str:
