@@ -312,7 +312,8 @@ def format_table(results: list[Result]) -> str:
     rows = [head]
     for r in results:
         spill = None if r.spill_stores is None else max(r.spill_stores, r.spill_loads or 0)
-        rows.append((r.op, r.kernel, r.config, str(r.arch), _s(r.registers), _s(r.register_budget), _s(spill),
+        kernel = r.kernel if len(r.kernel) <= 48 else r.kernel[:45] + "..."  # CUB's template names run long
+        rows.append((r.op, kernel, r.config, str(r.arch), _s(r.registers), _s(r.register_budget), _s(spill),
                      _s(r.stack),
                      _s(r.shared), _s(r.v128_loads), _s(r.loads), _s(r.v128_stores),
                      _s(r.philox_mulhi_per_element), "ok" if r.ok else "FAIL: " + "; ".join(r.problems)))
