@@ -50,6 +50,7 @@ void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
     }
   };
   std::vector<std::thread> pool;
+  bool start_failed = false;
   try {
     pool.reserve(size_t(threads - 1));
     for (int64_t t = 1; t < threads; ++t) {
@@ -58,11 +59,12 @@ void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
       pool.emplace_back(work);
     }
   } catch (const std::exception& e) {
+    start_failed = true;
     fail(std::make_exception_ptr(std::runtime_error(
         "marching cubes could not start worker thread " + std::to_string(pool.size() + 1) + " of " +
         std::to_string(threads - 1) + " (" + e.what() + "); lower num_threads / FLOWKERNELS_NUM_THREADS")));
   }
-  if (!error) work();
+  if (!start_failed) work();  // (a worker's error is read only after the joins, which order it before)
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);
 }
