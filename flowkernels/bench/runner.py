@@ -58,6 +58,8 @@ def copy_bandwidth(device: str) -> float:
 def environment(device: str) -> dict:
     env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    if hasattr(os, "getloadavg"):  # at the end of the run: other work on a shared machine skews every timing
+        env["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
     try:
         import triton
         env["triton"] = triton.__version__
