@@ -4,6 +4,7 @@
 
 #include <array>
 
+#include "distance/udf_api.h"
 #include "mc_api.h"
 
 namespace py = pybind11;
@@ -27,7 +28,8 @@ fk::GridDesc grid_desc(int dtype, uintptr_t data, std::array<int64_t, 3> shape, 
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "flowkernels native core (marching cubes, CPU flow kernels); called through the flowkernels package";
+  m.doc() = "flowkernels native core (marching cubes, CPU flow kernels, mesh distances); called through the "
+            "flowkernels package";
   fk::bind_flow(m);
   m.def("cuda_built", &fk::cuda_built);
   m.def(
@@ -107,4 +109,28 @@ PYBIND11_MODULE(_C, m) {
       py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
       py::arg("scratch"), py::arg("n_active"), py::arg("verts"), py::arg("faces"), py::arg("normals"),
       py::arg("origin"), py::arg("scale"), py::arg("flip"), py::arg("stream"), py::arg("num_threads"));
+  m.def(
+      "udf_band_grid",
+      [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, std::array<double, 3> origin,
+         std::array<double, 3> step, std::array<int64_t, 3> shape, double band, uintptr_t out, int num_threads) {
+        fk::UdfGridDesc g{};
+        for (int a = 0; a < 3; ++a) {
+          g.origin[a] = origin[a];
+          g.step[a] = step[a];
+          g.shape[a] = shape[a];
+        }
+        py::gil_scoped_release release;
+        fk::udf_band_grid_cpu(verts, num_verts, faces, num_faces, g, band, out, num_threads);
+      },
+      py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("origin"),
+      py::arg("step"), py::arg("shape"), py::arg("band"), py::arg("out"), py::arg("num_threads"));
+  m.def(
+      "udf_points",
+      [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, uintptr_t points,
+         int64_t num_points, uintptr_t out, int num_threads) {
+        py::gil_scoped_release release;
+        fk::udf_points_cpu(verts, num_verts, faces, num_faces, points, num_points, out, num_threads);
+      },
+      py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("points"),
+      py::arg("num_points"), py::arg("out"), py::arg("num_threads"));
 }

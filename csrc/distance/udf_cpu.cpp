@@ -1,0 +1,236 @@
+// CPU driver for the unsigned-distance core (udf_core.h): a narrow-band grid by x-slabs per thread, and exact
+// point queries through a median-split BVH.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "distance/udf_api.h"
+#include "distance/udf_core.h"
+
+namespace fk {
+namespace {
+
+using udf::Vec3;
+
+int thread_count(int num_threads) {
+  return num_threads > 0 ? num_threads : int(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// fn(begin, end) over [0, n) in chunks handed out dynamically (slabs and queries differ widely in work).
+template <typename Fn>
+void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
+  if (n <= 0) return;
+  const int64_t threads = std::min<int64_t>(thread_count(num_threads), (n + grain - 1) / grain);
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t lo; (lo = next.fetch_add(grain)) < n;) fn(lo, std::min(n, lo + grain));
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+}
+
+struct MeshView {
+  const float* verts;
+  int64_t num_verts;
+  const int64_t* faces;
+  int64_t num_faces;
+
+  Vec3 corner(int64_t f, int c) const {
+    const int64_t v = faces[3 * f + c];
+    if (v < 0 || v >= num_verts)
+      throw std::invalid_argument("faces[" + std::to_string(f) + "] indexes vertex " + std::to_string(v) +
+                                  " of " + std::to_string(num_verts));
+    return {verts[3 * v], verts[3 * v + 1], verts[3 * v + 2]};
+  }
+};
+
+}  // namespace
+
+void udf_band_grid_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
+                       const UdfGridDesc& desc, double band, uintptr_t out, int num_threads) {
+  const MeshView mesh{reinterpret_cast<const float*>(verts), num_verts, reinterpret_cast<const int64_t*>(faces),
+                      num_faces};
+  udf::Grid g;
+  for (int a = 0; a < 3; ++a) {
+    g.origin[a] = float(desc.origin[a]);
+    g.step[a] = float(desc.step[a]);
+    g.n[a] = desc.shape[a];
+  }
+  float* dist = reinterpret_cast<float*>(out);
+  const int64_t nx = g.n[0], plane = g.n[1] * g.n[2], total = nx * plane;
+  const float fband = float(band);
+  parallel_chunks(total, 1 << 20, num_threads, [&](int64_t lo, int64_t hi) { std::fill(dist + lo, dist + hi, fband); });
+  if (num_faces == 0 || total == 0) return;
+
+  // Bin triangles into x-slabs (CSR lists): a thread takes whole slabs, so no two threads write one grid point.
+  // Slabs are thin enough (>= 8 per thread) that dynamic hand-out balances meshes denser on one side.
+  const int threads = thread_count(num_threads);
+  const int64_t width = std::max<int64_t>(1, nx / (8 * int64_t(threads)));
+  const int64_t slabs = (nx + width - 1) / width;
+  std::vector<int64_t> first_slab(num_faces), last_slab(num_faces), start(slabs + 1, 0);
+  for (int64_t f = 0; f < num_faces; ++f) {
+    const Vec3 a = mesh.corner(f, 0), b = mesh.corner(f, 1), c = mesh.corner(f, 2);
+    const float mn = std::min({a.x, b.x, c.x}) - fband, mx = std::max({a.x, b.x, c.x}) + fband;
+    int64_t i0 = 0, i1 = nx - 1;
+    if (g.step[0] > 0.f) {
+      const float t0 = std::ceil((mn - g.origin[0]) / g.step[0]), t1 = std::floor((mx - g.origin[0]) / g.step[0]);
+      if (!(t0 <= t1) || t1 < 0.f || t0 > float(nx - 1)) {  // misses the grid (or has a NaN corner)
+        first_slab[f] = 1;
+        last_slab[f] = 0;
+        continue;
+      }
+      i0 = udf::clamp_index(t0, nx);
+      i1 = udf::clamp_index(t1, nx);
+    }
+    first_slab[f] = i0 / width;
+    last_slab[f] = i1 / width;
+    for (int64_t s = first_slab[f]; s <= last_slab[f]; ++s) ++start[s + 1];
+  }
+  for (int64_t s = 0; s < slabs; ++s) start[s + 1] += start[s];
+  std::vector<int64_t> members(start[slabs]), fill(start.begin(), start.end() - 1);
+  for (int64_t f = 0; f < num_faces; ++f)
+    for (int64_t s = first_slab[f]; s <= last_slab[f]; ++s) members[fill[s]++] = f;
+
+  parallel_chunks(slabs, 1, num_threads, [&](int64_t s_lo, int64_t s_hi) {
+    for (int64_t s = s_lo; s < s_hi; ++s) {
+      const int64_t x_lo = s * width, x_hi = std::min(nx, x_lo + width);
+      for (int64_t m = start[s]; m < start[s + 1]; ++m) {
+        const int64_t f = members[m];
+        udf::scatter_triangle(g, mesh.corner(f, 0), mesh.corner(f, 1), mesh.corner(f, 2), fband, x_lo, x_hi,
+                              [dist](int64_t idx, float d) {
+                                if (d < dist[idx]) dist[idx] = d;
+                              });
+      }
+    }
+  });
+}
+
+namespace {
+
+struct Bvh {
+  std::vector<udf::BvhNode> nodes;
+  std::vector<float> tri;  // 9 floats per triangle, in leaf order
+};
+
+// Median split on the longest axis of the centroids' box; leaves of <= 4 triangles. Depth <= log2(F) + 1.
+Bvh build_bvh(const MeshView& mesh) {
+  const int64_t n = mesh.num_faces;
+  if (n >= (int64_t(1) << 31)) throw std::invalid_argument("faces: more than 2^31 triangles");
+  std::vector<Vec3> lo(n), hi(n), cen(n);
+  for (int64_t f = 0; f < n; ++f) {
+    const Vec3 a = mesh.corner(f, 0), b = mesh.corner(f, 1), c = mesh.corner(f, 2);
+    lo[f] = {std::min({a.x, b.x, c.x}), std::min({a.y, b.y, c.y}), std::min({a.z, b.z, c.z})};
+    hi[f] = {std::max({a.x, b.x, c.x}), std::max({a.y, b.y, c.y}), std::max({a.z, b.z, c.z})};
+    cen[f] = 0.5f * (lo[f] + hi[f]);
+  }
+  std::vector<int32_t> order(n);
+  for (int64_t f = 0; f < n; ++f) order[f] = int32_t(f);
+  Bvh bvh;
+  bvh.nodes.reserve(size_t(2 * (n / 2 + 1)));
+  struct Task {
+    int32_t first, count, parent;  // parent: node whose `right` this task fills (-1: left child or root)
+  };
+  std::vector<Task> stack{{0, int32_t(n), -1}};
+  while (!stack.empty()) {
+    const Task t = stack.back();
+    stack.pop_back();
+    const int32_t id = int32_t(bvh.nodes.size());
+    if (t.parent >= 0) bvh.nodes[t.parent].right = id;
+    udf::BvhNode node{{INFINITY, INFINITY, INFINITY}, {-INFINITY, -INFINITY, -INFINITY}, -1, t.first, t.count};
+    float clo[3] = {INFINITY, INFINITY, INFINITY}, chi[3] = {-INFINITY, -INFINITY, -INFINITY};
+    for (int32_t i = t.first; i < t.first + t.count; ++i) {
+      const int32_t f = order[i];
+      for (int a = 0; a < 3; ++a) {
+        node.lo[a] = std::min(node.lo[a], udf::axis(lo[f], a));
+        node.hi[a] = std::max(node.hi[a], udf::axis(hi[f], a));
+        clo[a] = std::min(clo[a], udf::axis(cen[f], a));
+        chi[a] = std::max(chi[a], udf::axis(cen[f], a));
+      }
+    }
+    bvh.nodes.push_back(node);
+    if (t.count <= 4) continue;
+    const int ax = (chi[0] - clo[0] >= chi[1] - clo[1] && chi[0] - clo[0] >= chi[2] - clo[2]) ? 0
+                   : (chi[1] - clo[1] >= chi[2] - clo[2] ? 1 : 2);
+    const int32_t half = t.count / 2;
+    std::nth_element(order.begin() + t.first, order.begin() + t.first + half, order.begin() + t.first + t.count,
+                     [&](int32_t p, int32_t q) { return udf::axis(cen[p], ax) < udf::axis(cen[q], ax); });
+    bvh.nodes[id].right = 0;  // inner node; set when the right child is built
+    // Depth first with the left child next: push the right task first so the left one is built right after.
+    stack.push_back({t.first + half, t.count - half, id});
+    stack.push_back({t.first, half, -1});
+  }
+  bvh.tri.resize(size_t(9 * n));
+  for (int64_t i = 0; i < n; ++i) {
+    for (int c = 0; c < 3; ++c) {
+      const Vec3 v = mesh.corner(order[i], c);
+      bvh.tri[9 * i + 3 * c] = v.x;
+      bvh.tri[9 * i + 3 * c + 1] = v.y;
+      bvh.tri[9 * i + 3 * c + 2] = v.z;
+    }
+  }
+  return bvh;
+}
+
+}  // namespace
+
+void udf_points_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, uintptr_t points,
+                    int64_t num_points, uintptr_t out, int num_threads) {
+  const MeshView mesh{reinterpret_cast<const float*>(verts), num_verts, reinterpret_cast<const int64_t*>(faces),
+                      num_faces};
+  float* dist = reinterpret_cast<float*>(out);
+  const float* pts = reinterpret_cast<const float*>(points);
+  if (num_faces == 0) {
+    std::fill(dist, dist + num_points, INFINITY);
+    return;
+  }
+  const Bvh bvh = build_bvh(mesh);
+  // Queries in Morton order: neighbours in the order are neighbours in space, so they walk the same nodes
+  // (cache) and each starts from the bound d(prev) + |q - prev| (distance is 1-Lipschitz), which prunes most of
+  // the tree before the first leaf. Points far from the mesh gain most: without a bound they open every node
+  // whose box is about as far as the nearest triangle.
+  std::vector<int64_t> order(num_points);
+  {
+    float lo[3] = {INFINITY, INFINITY, INFINITY}, hi[3] = {-INFINITY, -INFINITY, -INFINITY};
+    for (int64_t p = 0; p < num_points; ++p)
+      for (int a = 0; a < 3; ++a) {
+        lo[a] = std::min(lo[a], pts[3 * p + a]);
+        hi[a] = std::max(hi[a], pts[3 * p + a]);
+      }
+    std::vector<uint32_t> code(num_points);
+    for (int64_t p = 0; p < num_points; ++p) {
+      uint32_t c = 0;
+      for (int a = 0; a < 3; ++a) {
+        const float span = hi[a] - lo[a];
+        const float t = span > 0.f ? (pts[3 * p + a] - lo[a]) / span : 0.f;
+        uint32_t q = uint32_t(std::min(1023.f, std::max(0.f, t * 1024.f)));
+        for (int b = 0; b < 10; ++b) c |= ((q >> b) & 1u) << (3 * b + a);
+      }
+      code[p] = c;
+      order[p] = p;
+    }
+    std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return code[x] < code[y]; });
+  }
+  parallel_chunks(num_points, 1024, num_threads, [&](int64_t lo, int64_t hi) {
+    Vec3 prev{0.f, 0.f, 0.f};
+    float prev_d = INFINITY;
+    for (int64_t i = lo; i < hi; ++i) {
+      const int64_t p = order[i];
+      const Vec3 q{pts[3 * p], pts[3 * p + 1], pts[3 * p + 2]};
+      const Vec3 step = q - prev;
+      // Widened a little so rounding never leaves the true nearest triangle just outside the bound.
+      const float bound = (prev_d + std::sqrt(udf::dot(step, step))) * 1.0001f + 1e-7f;
+      const float d = std::sqrt(udf::closest_dist2(bvh.nodes.data(), bvh.tri.data(), q, bound * bound));
+      dist[p] = d;
+      prev = q;
+      prev_d = d;
+    }
+  });
+}
+
+}  // namespace fk

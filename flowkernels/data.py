@@ -1,0 +1,312 @@
+"""Training-data preparation for Hunyuan3D-style shape VAEs: watertight remeshing, surface / sharp-edge samples
+and labelled volume samples, on the native narrow-band distance core and the flowkernels marching cubes.
+
+See flowkernels/data.md for the method, its agreement with Hunyuan3D-2.1's `watertight_and_sample.py` and the
+measured speed. Arrays are numpy (float64 meshes, as libigl returns them); randomness comes from a
+`numpy.random.Generator` so a seed reproduces a run.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from . import _backend
+
+# Counts of Hunyuan3D-2.1's SampleMesh: 499712 // 4 surface and sharp-edge samples.
+SAMPLES = 499712 // 4
+SHARP_COS = 0.985  # a vertex is sharp when some face normal leans > ~10 degrees from its vertex normal
+
+
+class Shell(NamedTuple):
+    """A watertight mesh and the distance grid it was extracted from (kept for labelling points)."""
+    verts: np.ndarray      # [V, 3] float64
+    faces: np.ndarray      # [F, 3] int64
+    grid: torch.Tensor     # [R, R, R] float32: distance to the input mesh in the band, `band` outside (0: filled)
+    origin: np.ndarray     # [3] float64, grid point (0, 0, 0)
+    step: np.ndarray       # [3] float64 spacing per axis
+    eps: float
+
+
+def _threads(num_threads):
+    threads = int(num_threads or os.environ.get("FLOWKERNELS_NUM_THREADS", 0) or 0)
+    if threads < 0:
+        raise ValueError(f"num_threads={num_threads} must be >= 0")
+    return threads
+
+
+def _mesh_arrays(verts, faces, name="verts"):
+    """float32 [V, 3] and int64 [F, 3] contiguous CPU tensors, checked (indices in range, finite vertices)."""
+    v = np.asarray(verts.detach().cpu() if isinstance(verts, torch.Tensor) else verts)
+    f = np.asarray(faces.detach().cpu() if isinstance(faces, torch.Tensor) else faces)
+    if v.ndim != 2 or v.shape[1] != 3 or not np.issubdtype(v.dtype, np.number):
+        raise ValueError(f"{name} must be a numeric [V, 3] array, got shape {v.shape} dtype {v.dtype}")
+    if f.ndim != 2 or f.shape[1] != 3 or not np.issubdtype(f.dtype, np.integer):
+        raise ValueError(f"faces must be an integer [F, 3] array, got shape {f.shape} dtype {f.dtype}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"{name} holds NaN or inf")
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"faces index vertices outside [0, {len(v)})")
+    return (torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(f, dtype=np.int64)))
+
+
+def normalize_to_unit_box(verts):
+    """Hunyuan3D-2.1's normalisation: shift the box corner to 0, scale by 1.01 x the longest side."""
+    v = np.asarray(verts, dtype=np.float64)
+    lo = v.min(axis=0)
+    return (v - lo) / ((v.max(axis=0) - lo).max() * 1.01)
+
+
+def grid_frame(verts, resolution):
+    """Grid origin and per-axis spacing of the original: the mesh box padded by 5% per axis, `resolution` points
+    per axis from corner to corner (anisotropic for non-cubic shapes, exactly as np.linspace)."""
+    v = np.asarray(verts, dtype=np.float64)
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    return lo, (hi - lo) / (resolution - 1)
+
+
+def udf_grid(verts, faces, origin, step, shape, band, *, num_threads=None):
+    """Unsigned distance from every grid point to the mesh where it is < band, else band: fp32 [X, Y, Z]."""
+    v, f = _mesh_arrays(verts, faces)
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape={shape} must be three positive sizes")
+    if not (band > 0 and math.isfinite(band)):
+        raise ValueError(f"band={band} must be positive and finite")
+    out = torch.empty(shape, dtype=torch.float32)
+    _backend.native().udf_band_grid(
+        verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
+        origin=[float(x) for x in origin], step=[float(x) for x in step], shape=shape, band=float(band),
+        out=out.data_ptr(), num_threads=_threads(num_threads))
+    return out
+
+
+def point_distance(points, verts, faces, *, num_threads=None):
+    """Exact distance (fp32) from each point [P, 3] to the nearest triangle of the mesh (a BVH on the CPU)."""
+    v, f = _mesh_arrays(verts, faces)
+    p, _ = _mesh_arrays(points, np.zeros((0, 3), np.int64), name="points")
+    out = torch.empty(len(p), dtype=torch.float32)
+    if len(p):
+        _backend.native().udf_points(verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
+                                     points=p.data_ptr(), num_points=len(p), out=out.data_ptr(),
+                                     num_threads=_threads(num_threads))
+    return out.numpy()
+
+
+def _fill_interior(grid: torch.Tensor, eps: float):
+    """Outer shell only: grid points with d > eps that no 6-connected path of such points joins to the grid's
+    boundary (the object's interior and closed cavities) are set to 0, i.e. made part of the solid."""
+    from scipy import ndimage
+
+    free = grid.numpy() > eps
+    labels, count = ndimage.label(free)
+    if count == 0:
+        return
+    border = np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()])
+    outside = np.zeros(count + 1, dtype=bool)
+    outside[np.unique(border)] = True
+    outside[0] = True  # label 0: band points
+    grid.numpy()[~outside[labels]] = 0.0
+
+
+def watertight(verts, faces, resolution: int = 256, eps: float = 2.0 / 256, outer_only: bool = False, *,
+               return_shell: bool = False, num_threads=None):
+    """Hunyuan3D-2.1's `Watertight`: the eps-offset surface of the mesh from a `resolution`^3 grid over its box
+    padded by 5%, as a closed, welded, outward-wound mesh (float64 verts, int64 faces).
+
+    The double shell (outer and inner surface of the 2 eps band) as the original; outer_only=True keeps only the
+    outer surface (flood fill of {d > eps} from the grid boundary). Distances are exact within
+    eps + one cell diagonal of the mesh and clamped beyond, which leaves every cut edge as it is.
+    return_shell=True returns a `Shell` (with the grid, for `sdf_samples`) instead of (verts, faces)."""
+    from .marching_cubes import marching_cubes
+
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
+        raise ValueError(f"resolution={resolution!r} must be an integer >= 2")
+    if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps={eps!r} must be a positive number")
+    v, f = _mesh_arrays(verts, faces)
+    if len(f) == 0:
+        raise ValueError("faces is empty: nothing to make watertight")
+    origin, step = grid_frame(v.numpy(), resolution)
+    band = eps + float(np.sqrt((step ** 2).sum()))  # every cell with a corner below eps holds exact values
+    grid = udf_grid(v, f, origin, step, (resolution,) * 3, band, num_threads=num_threads)
+    if outer_only:
+        _fill_interior(grid, eps)
+    bounds = np.stack([origin, origin + step * (resolution - 1)], axis=1)
+    mesh = marching_cubes(grid, eps, bounds=bounds, gradient_direction="descent", num_threads=num_threads)
+    mverts = mesh.verts.numpy().astype(np.float64)
+    mfaces = mesh.faces.numpy()
+    if return_shell:
+        return Shell(mverts, mfaces, grid, origin, step, float(eps))
+    return mverts, mfaces
+
+
+# --- sampling -------------------------------------------------------------------------------------------------------
+
+def _rng(seed):
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def face_normals(verts, faces):
+    """Unit face normals (zero for degenerate faces) and the doubled areas."""
+    v = np.asarray(verts, dtype=np.float64)
+    f = np.asarray(faces)
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    norm = np.linalg.norm(n, axis=1)
+    return n / np.where(norm > 0, norm, 1.0)[:, None], norm
+
+
+def vertex_normals(verts, faces):
+    """Angle-weighted vertex normals (trimesh's rule, which the original reads through `mesh.vertex_normals`)."""
+    v = np.asarray(verts, dtype=np.float64)
+    f = np.asarray(faces)
+    fn, _ = face_normals(v, f)
+    acc = np.zeros((len(v), 3))
+    for c in range(3):
+        e1 = v[f[:, (c + 1) % 3]] - v[f[:, c]]
+        e2 = v[f[:, (c + 2) % 3]] - v[f[:, c]]
+        l1, l2 = np.linalg.norm(e1, axis=1), np.linalg.norm(e2, axis=1)
+        cos = (e1 * e2).sum(1) / np.where(l1 * l2 > 0, l1 * l2, 1.0)
+        angle = np.arccos(np.clip(cos, -1.0, 1.0)) * ((l1 * l2) > 0)
+        for a in range(3):
+            acc[:, a] += np.bincount(f[:, c], weights=fn[:, a] * angle, minlength=len(v))
+    norm = np.linalg.norm(acc, axis=1)
+    return acc / np.where(norm > 0, norm, 1.0)[:, None]
+
+
+def sample_surface(verts, faces, count: int = SAMPLES, seed=None):
+    """`count` points uniform by area on the mesh and the unit normals of their faces: float64 [count, 3] x 2."""
+    rng = _rng(seed)
+    v = np.asarray(verts, dtype=np.float64)
+    f = np.asarray(faces)
+    fn, area2 = face_normals(v, f)
+    total = area2.sum()
+    if len(f) == 0 or not total > 0:
+        raise ValueError("the mesh has no area to sample")
+    cdf = np.cumsum(area2)
+    face = np.minimum(np.searchsorted(cdf, rng.random(count) * cdf[-1], side="right"), len(f) - 1)
+    uv = rng.random((count, 2))
+    flip = uv.sum(1) > 1.0  # fold the unit square onto the triangle
+    uv[flip] = 1.0 - uv[flip]
+    a = v[f[face, 0]]
+    pts = a + uv[:, :1] * (v[f[face, 1]] - a) + uv[:, 1:] * (v[f[face, 2]] - a)
+    return pts, fn[face]
+
+
+def sharp_edges(verts, faces, cos_threshold: float = SHARP_COS):
+    """The original's sharp edges: vertex `sharpness` starts at 1 and, per corner slot of the faces in order,
+    becomes min(itself, vn . fn) with numpy's repeated-index assignment (the last face in that slot wins, as in
+    Hunyuan3D-2.1); an edge of a face is sharp when both ends are below `cos_threshold`. Returns the (a, b)
+    vertex indices of the face edges taken (an edge shared by two faces appears twice, weighting as there)."""
+    f = np.asarray(faces)
+    fn, _ = face_normals(verts, f)
+    vn = vertex_normals(verts, f)
+    sharpness = np.ones(len(verts))
+    for c in range(3):
+        sharpness[f[:, c]] = np.minimum(sharpness[f[:, c]], (vn[f[:, c]] * fn).sum(-1))
+    sharp = sharpness < cos_threshold
+    a = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
+    b = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+    keep = sharp[a] & sharp[b]
+    return a[keep], b[keep], vn
+
+
+def sample_sharp_edges(verts, faces, count: int = SAMPLES, seed=None):
+    """`count` points on the sharp edges by length, with normals blended linearly from the vertex normals (not
+    renormalised, as in the original). A mesh without sharp edges gives empty [0, 3] arrays (the original
+    raised IndexError)."""
+    rng = _rng(seed)
+    v = np.asarray(verts, dtype=np.float64)
+    a, b, vn = sharp_edges(v, faces)
+    length = np.linalg.norm(v[b] - v[a], axis=-1)
+    if len(a) == 0 or not length.sum() > 0:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    cdf = np.cumsum(length / length.sum())
+    index = np.minimum(np.searchsorted(cdf, rng.random(count)), len(a) - 1)
+    w = rng.random((count, 1))
+    pts = w * v[a[index]] + (1 - w) * v[b[index]]
+    normals = w * vn[a[index]] + (1 - w) * vn[b[index]]
+    return pts, normals
+
+
+def _truncated_normal(rng, scale, bound, size):
+    """N(0, scale) restricted to [-bound, bound] by rejection (scipy's truncnorm draws the same law)."""
+    out = rng.normal(scale=scale, size=size)
+    bad = np.abs(out) > bound
+    while bad.any():
+        out[bad] = rng.normal(scale=scale, size=int(bad.sum()))
+        bad = np.abs(out) > bound
+    return out
+
+
+def inside_shell(shell: Shell, points):
+    """True where a point is inside the watertight shell: the trilinear interpolation of the distance grid is
+    below eps (the field the shell was extracted from). Points off the grid are outside."""
+    p = (np.asarray(points, dtype=np.float64) - shell.origin) / shell.step
+    n = np.array(shell.grid.shape)
+    on_grid = np.all((p >= 0) & (p <= n - 1), axis=1)
+    i0 = np.clip(np.floor(p).astype(np.int64), 0, n - 2)
+    t = np.clip(p - i0, 0.0, 1.0)
+    g = shell.grid.numpy()
+    value = np.zeros(len(p))
+    for corner in range(8):
+        o = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+        w = np.prod(np.where(o == 1, t, 1.0 - t), axis=1)
+        idx = i0 + o
+        value += w * g[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return on_grid & (value < shell.eps)
+
+
+def shell_labels(shell: Shell, points, *, num_threads=None):
+    """Hunyuan3D's label -sdf of points against the watertight shell: +distance inside, -distance outside.
+    Distances are exact (to the shell's triangles); the sign comes from `inside_shell` (no winding number)."""
+    dist = point_distance(points, shell.verts, shell.faces, num_threads=num_threads).astype(np.float64)
+    return np.where(inside_shell(shell, points), dist, -dist)
+
+
+def sdf_samples(shell: Shell, surface, sharp, seed=None, *, num_threads=None):
+    """The original's `sample_sdf`: 2 x len(sharp) volume points in [-1.05, 1.05]^3, surface points offset by
+    N(0, 0.005) and N(0, 0.05) (truncated to +-0.25), sharp points offset at six scales; labels -sdf. fp16 arrays
+    under the original's keys."""
+    rng = _rng(seed)
+    surface = np.asarray(surface, dtype=np.float64)
+    sharp = np.asarray(sharp, dtype=np.float64)
+    vol = (rng.random((2 * len(sharp), 3)) - 0.5) * 2 * 1.05
+    near = np.concatenate([surface + _truncated_normal(rng, 0.005, 0.25, surface.shape),
+                           surface + _truncated_normal(rng, 0.05, 0.25, surface.shape)])
+    unit = len(sharp) // 6
+    scales = (0.001, 0.003, 0.06, 0.01, 0.02, 0.04)
+    bounds = [unit * i for i in range(6)] + [len(sharp)]
+    sharp_near = np.concatenate([sharp[bounds[i]:bounds[i + 1]]
+                                 + rng.normal(scale=s, size=(bounds[i + 1] - bounds[i], 3))
+                                 for i, s in enumerate(scales)])
+    rng.shuffle(near)
+    rng.shuffle(sharp_near)
+    # one distance query for all three sets (the original's float32 positions)
+    allp = np.concatenate([vol, near, sharp_near]).astype(np.float32)
+    label = shell_labels(shell, allp, num_threads=num_threads)
+    n1, n2 = len(vol), len(vol) + len(near)
+    return {
+        "vol_points": vol.astype(np.float16), "vol_label": label[:n1].astype(np.float16),
+        "random_near_points": near.astype(np.float16), "random_near_label": label[n1:n2].astype(np.float16),
+        "sharp_near_points": sharp_near.astype(np.float16), "sharp_near_label": label[n2:].astype(np.float16),
+    }
+
+
+def sample_mesh(shell: Shell, count: int = SAMPLES, seed=None, *, num_threads=None):
+    """The original's `SampleMesh` on a shell: (surface dict, sdf dict) with its keys, shapes and fp16 dtypes.
+    A shell without sharp edges takes its sharp samples from the surface (so every file has the same shapes)."""
+    rng = _rng(seed)
+    surf, surf_n = sample_surface(shell.verts, shell.faces, count, rng)
+    sharp, sharp_n = sample_sharp_edges(shell.verts, shell.faces, count, rng)
+    if len(sharp) == 0:
+        sharp, sharp_n = sample_surface(shell.verts, shell.faces, count, rng)
+    surface_data = {"random_surface": np.concatenate([surf, surf_n], axis=1).astype(np.float16),
+                    "sharp_surface": np.concatenate([sharp, sharp_n], axis=1).astype(np.float16)}
+    return surface_data, sdf_samples(shell, surf, sharp, rng, num_threads=num_threads)
