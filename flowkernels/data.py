@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -299,14 +300,23 @@ def sdf_samples(shell: Shell, surface, sharp, seed=None, *, num_threads=None):
     }
 
 
-def sample_mesh(shell: Shell, count: int = SAMPLES, seed=None, *, num_threads=None):
+def sample_mesh(shell: Shell, count: int = SAMPLES, seed=None, *, num_threads=None, timings=None):
     """The original's `SampleMesh` on a shell: (surface dict, sdf dict) with its keys, shapes and fp16 dtypes.
-    A shell without sharp edges takes its sharp samples from the surface (so every file has the same shapes)."""
+    A shell without sharp edges takes its sharp samples from the surface (so every file has the same shapes).
+    `timings`: a dict that receives the seconds of each stage (surface, sharp, labels)."""
     rng = _rng(seed)
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
     surf, surf_n = sample_surface(shell.verts, shell.faces, count, rng)
+    timings["surface"] = time.perf_counter() - t
+    t = time.perf_counter()
     sharp, sharp_n = sample_sharp_edges(shell.verts, shell.faces, count, rng)
     if len(sharp) == 0:
         sharp, sharp_n = sample_surface(shell.verts, shell.faces, count, rng)
+    timings["sharp"] = time.perf_counter() - t
     surface_data = {"random_surface": np.concatenate([surf, surf_n], axis=1).astype(np.float16),
                     "sharp_surface": np.concatenate([sharp, sharp_n], axis=1).astype(np.float16)}
-    return surface_data, sdf_samples(shell, surf, sharp, rng, num_threads=num_threads)
+    t = time.perf_counter()
+    sdf_data = sdf_samples(shell, surf, sharp, rng, num_threads=num_threads)
+    timings["labels"] = time.perf_counter() - t
+    return surface_data, sdf_data

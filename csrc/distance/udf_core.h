@@ -119,14 +119,20 @@ FK_UDF_HD void scatter_triangle(const Grid& g, Vec3 a, Vec3 b, Vec3 c, float ban
   if (lo[0] > hi[0]) return;
 
   // Column axis m: the largest normal component, so a column crosses the plane's slab in the fewest points.
-  const Vec3 nrm = cross(b - a, c - a);
-  const float nx = fabsf(nrm.x), ny = fabsf(nrm.y), nz = fabsf(nrm.z);
-  const int m = (nx >= ny && nx >= nz) ? 0 : (ny >= nz ? 1 : 2);
+  // The plane is set up in double (once per triangle, used once per column) so that its rounding cannot drop a
+  // point: in float the normal of a thin triangle is mostly rounding.
+  const double ab[3] = {double(b.x) - a.x, double(b.y) - a.y, double(b.z) - a.z};
+  const double ac[3] = {double(c.x) - a.x, double(c.y) - a.y, double(c.z) - a.z};
+  const double nrm[3] = {ab[1] * ac[2] - ab[2] * ac[1], ab[2] * ac[0] - ab[0] * ac[2], ab[0] * ac[1] - ab[1] * ac[0]};
+  const double anx = fabs(nrm[0]), any = fabs(nrm[1]), anz = fabs(nrm[2]);
+  const int m = (anx >= any && anx >= anz) ? 0 : (any >= anz ? 1 : 2);
   const int u = m == 0 ? 1 : 0, v = m == 2 ? 1 : 2;
-  const float nm = axis(nrm, m), nlen = sqrtf(dot(nrm, nrm));
-  // The slab test only where the plane is well defined: a sliver's normal is mostly rounding.
-  const bool use_slab = nlen > 0.f && fabsf(nm) > 1e-6f * nlen && g.step[m] > 0.f;
-  const float plane = dot(nrm, a), half = band * nlen;
+  const double nlen = sqrt(nrm[0] * nrm[0] + nrm[1] * nrm[1] + nrm[2] * nrm[2]);
+  const double lab = sqrt(ab[0] * ab[0] + ab[1] * ab[1] + ab[2] * ab[2]);
+  const double lac = sqrt(ac[0] * ac[0] + ac[1] * ac[1] + ac[2] * ac[2]);
+  // The slab test only where the plane is well defined (sine of the corner angle above 1e-6).
+  const bool use_slab = nlen > 1e-6 * lab * lac && g.step[m] > 0.f;
+  const double plane = nrm[0] * a.x + nrm[1] * a.y + nrm[2] * a.z, half = double(band) * nlen;
   const int64_t sn[3] = {g.n[1] * g.n[2], g.n[2], 1};
 
   // The triangle's own box (not grown), for the rounded-box test below.
@@ -157,15 +163,15 @@ FK_UDF_HD void scatter_triangle(const Grid& g, Vec3 a, Vec3 b, Vec3 c, float ban
       }
       if (use_slab) {
         // |nrm . p - plane| <= band |nrm| along the column, widened by a hair so rounding never drops a point.
-        const float rest = plane - axis(nrm, u) * pu - axis(nrm, v) * pv;
-        float t0 = (rest - half) / nm, t1 = (rest + half) / nm;
-        if (t0 > t1) { const float t = t0; t0 = t1; t1 = t; }
-        const float pad = 1e-3f * g.step[m];
-        const float f0 = ceilf((t0 - pad - g.origin[m]) / g.step[m]);
-        const float f1 = floorf((t1 + pad - g.origin[m]) / g.step[m]);
-        if (f1 < float(m0) || f0 > float(m1)) continue;
-        if (f0 > float(m0)) m0 = int64_t(f0);
-        if (f1 < float(m1)) m1 = int64_t(f1);
+        const double rest = plane - nrm[u] * double(pu) - nrm[v] * double(pv);
+        double t0 = (rest - half) / nrm[m], t1 = (rest + half) / nrm[m];
+        if (t0 > t1) { const double t = t0; t0 = t1; t1 = t; }
+        const double pad = 1e-3 * g.step[m];
+        const double f0 = ceil((t0 - pad - g.origin[m]) / g.step[m]);
+        const double f1 = floor((t1 + pad - g.origin[m]) / g.step[m]);
+        if (f1 < double(m0) || f0 > double(m1)) continue;
+        if (f0 > double(m0)) m0 = int64_t(f0);
+        if (f1 < double(m1)) m1 = int64_t(f1);
       }
       Vec3 p;
       int64_t idx[3];
