@@ -13,6 +13,7 @@ import torch
 
 from ..marching_cubes import marching_cubes
 from ..sampling import Guidance, hunyuan_timesteps, sample_euler
+from .hunyuan3d_data import watertight_and_sample  # noqa: F401  (training data: hy3dshape/tools/watertight)
 
 
 class Latent2MeshOutput:
