@@ -218,10 +218,12 @@ def build_parser() -> Parser:
     from .bench import add_parser as add_bench
     from .compile_check import add_parser as add_compile_check
     from .demo import add_parser as add_demo
+    from .prepare import add_parser as add_prepare
 
     add_demo(sub)
     add_bench(sub)
     add_compile_check(sub)
+    add_prepare(sub)
     info = sub.add_parser("info", help="versions, the native extension and the devices flowkernels sees")
     info.set_defaults(fn=cmd_info)
     return parser

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import _backend
+from . import _native
 
 # Counts of Hunyuan3D-2.1's SampleMesh: 499712 // 4 surface and sharp-edge samples.
 SAMPLES = 499712 // 4
@@ -58,8 +58,13 @@ def _mesh_arrays(verts, faces, name="verts"):
 def normalize_to_unit_box(verts):
     """Hunyuan3D-2.1's normalisation: shift the box corner to 0, scale by 1.01 x the longest side."""
     v = np.asarray(verts, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or not np.isfinite(v).all():
+        raise ValueError(f"verts must be a finite, non-empty [V, 3] array, got shape {v.shape}")
     lo = v.min(axis=0)
-    return (v - lo) / ((v.max(axis=0) - lo).max() * 1.01)
+    extent = (v.max(axis=0) - lo).max()
+    if not extent > 0:
+        raise ValueError("verts: all vertices coincide (zero extent), nothing to normalise")
+    return (v - lo) / (extent * 1.01)
 
 
 def grid_frame(verts, resolution):
@@ -81,7 +86,7 @@ def udf_grid(verts, faces, origin, step, shape, band, *, num_threads=None):
     if not (band > 0 and math.isfinite(band)):
         raise ValueError(f"band={band} must be positive and finite")
     out = torch.empty(shape, dtype=torch.float32)
-    _backend.native().udf_band_grid(
+    _native.load().udf_band_grid(
         verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
         origin=[float(x) for x in origin], step=[float(x) for x in step], shape=shape, band=float(band),
         out=out.data_ptr(), num_threads=_threads(num_threads))
@@ -94,7 +99,7 @@ def point_distance(points, verts, faces, *, num_threads=None):
     p, _ = _mesh_arrays(points, np.zeros((0, 3), np.int64), name="points")
     out = torch.empty(len(p), dtype=torch.float32)
     if len(p):
-        _backend.native().udf_points(verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
+        _native.load().udf_points(verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
                                      points=p.data_ptr(), num_points=len(p), out=out.data_ptr(),
                                      num_threads=_threads(num_threads))
     return out.numpy()

@@ -1,8 +1,8 @@
 """flowkernels.data and its drop-in against Hunyuan3D-2.1's watertight_and_sample.py run side by side (libigl).
 
-The original's call sequence is written out below against libigl 2.6, whose `signed_distance` and
-`marching_cubes` return more values and take no `return_normals`: `_igl_signed_distance` / `_igl_marching_cubes`
-shim only those signatures. Grids are small (CI time); the bench compares at 256^3.
+The original's call sequence on libigl 2.6 is flowkernels.reference.hunyuan3d_original (shared with the bench):
+its steps and calls as written in the script, with only libigl 2.6's changed `signed_distance` / `marching_cubes`
+signatures shimmed. Grids are small (CI time); the bench compares at 256^3.
 """
 import os
 
@@ -13,39 +13,10 @@ import torch
 from flowkernels import data
 from flowkernels.compat import hunyuan3d
 from flowkernels.compat import hunyuan3d_data
+from flowkernels.reference import hunyuan3d_original as original
 
 igl = pytest.importorskip("igl")
 trimesh = pytest.importorskip("trimesh")
-
-
-# --- the original's libigl calls, shimmed to libigl 2.6's signatures --------------------------------------------------
-
-def _igl_signed_distance(P, V, F, return_normals=False, sign_type=None):
-    S, I, C, _ = igl.signed_distance(np.asarray(P, np.float64), np.asarray(V, np.float64),
-                                     np.asarray(F, np.int64), sign_type=sign_type)
-    return S, I, C
-
-
-def _igl_marching_cubes(S, GV, nx, ny, nz, isovalue):
-    V, F, _ = igl.marching_cubes(S, GV, nx, ny, nz, isovalue)
-    return V, F
-
-
-def original_watertight(V, F, epsilon, grid_res):
-    min_corner, max_corner = V.min(axis=0), V.max(axis=0)
-    padding = 0.05 * (max_corner - min_corner)
-    min_corner, max_corner = min_corner - padding, max_corner + padding
-    axes = [np.linspace(min_corner[a], max_corner[a], grid_res) for a in range(3)]
-    X, Y, Z = np.meshgrid(*axes, indexing="ij")
-    grid_points = np.vstack([X.ravel(), Y.ravel(), Z.ravel()]).T
-    sdf, _, _ = _igl_signed_distance(grid_points, V, F, sign_type=igl.SIGNED_DISTANCE_TYPE_PSEUDONORMAL)
-    return _igl_marching_cubes(epsilon - np.abs(sdf), grid_points, grid_res, grid_res, grid_res, 0.0)
-
-
-def original_labels(points, mesh_v, mesh_f):
-    sdf, _, _ = _igl_signed_distance(points.astype(np.float32), mesh_v, mesh_f, return_normals=False,
-                                     sign_type=igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER)
-    return -sdf
 
 
 # --- meshes -------------------------------------------------------------------------------------------------------
@@ -91,7 +62,7 @@ def hausdorff(va, fa, vb, fb):
 
 def check_against_original(name, V, F, resolution, eps, rng, n_samples):
     V = data.normalize_to_unit_box(V)
-    ov, of = original_watertight(V, F, eps, resolution)
+    ov, of = original.watertight(V, F, eps, resolution)
     shell = data.watertight(V, F, resolution, eps, return_shell=True)
     voxel = shell.step.max()
     assert len(shell.faces) and len(of), name
@@ -107,10 +78,11 @@ def check_against_original(name, V, F, resolution, eps, rng, n_samples):
     assert on.max() <= 1e-5, f"{name}: samples {on.max():.2e} off the shell"
     # labels of the same sign as the original's (fast winding number on its own shell) away from the shell
     out = data.sdf_samples(shell, surf, sharp, rng)
+    original_mesh = trimesh.Trimesh(ov, of)  # as the original's SampleMesh builds it
     for key in ("vol", "random_near", "sharp_near"):
         pts = out[f"{key}_points"].astype(np.float64)
         ours = data.shell_labels(shell, pts)  # at the stored fp16 points: the same points for both
-        theirs = original_labels(pts, ov, of)
+        theirs = original.labels(pts, original_mesh)
         clear = np.sqrt(igl.point_mesh_squared_distance(pts, ov, of)[0]) > voxel
         agree = np.mean(np.sign(ours[clear]) == np.sign(theirs[clear]))
         assert agree >= 0.995, f"{name} {key}: {agree:.4f} of labels agree in sign"
@@ -152,7 +124,7 @@ def test_dropin_writes_the_original_files(tmp_path):
         "random_near_points": ((2 * n, 3), np.float16), "random_near_label": ((2 * n,), np.float16),
         "sharp_near_points": ((n, 3), np.float16), "sharp_near_label": ((n,), np.float16)}
     mesh = trimesh.load(paths[2], process=False)
-    ov, of = original_watertight(data.normalize_to_unit_box(box.vertices), box.faces, 2 / 256, 24)
+    ov, of = original.watertight(data.normalize_to_unit_box(box.vertices), box.faces, 2 / 256, 24)
     assert hausdorff(mesh.vertices, mesh.faces, ov, of) <= 0.5 * 1.1 / 23
     # seeded: the same bytes again; the command line takes the original's arguments
     again = hunyuan3d_data.main(["--input_obj", str(src), "--output_prefix", prefix + "2", "--resolution", "24",

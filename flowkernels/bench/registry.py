@@ -28,6 +28,7 @@ class Built:
     skipped: dict = field(default_factory=dict)  # peer -> reason
     info: dict = field(default_factory=dict)
     output_size: Optional[Callable] = None  # result -> (vertices, triangles), recorded per implementation
+    single_call: bool = False      # one timed call (also measured for memory): for peers that take minutes
 
 
 @dataclass
@@ -439,5 +440,7 @@ class _TinyDiT(torch.nn.Module):
 from . import metrics_cases  # noqa: E402,F401  (importing it registers the "metrics" cases)
 # --- the seeded loss step, the TRELLIS.2 rescale step, fp16 marching cubes (declared in kernel_cases.py) ----------
 from . import kernel_cases  # noqa: E402,F401  (registers the seeded-loss, TRELLIS.2-rescale and fp16 mc cases)
+# --- training-data preparation: Hunyuan3D's watertight_and_sample (declared in prepare_cases.py) --------------------
+from . import prepare_cases  # noqa: E402,F401  (importing it registers the "prepare" cases)
 
 OPS = registered_ops()  # every op above, in registration order

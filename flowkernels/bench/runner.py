@@ -153,8 +153,13 @@ def run_cases(cases: list[Case], device: str, progress: bool = True, min_time: f
         rows = []
         for impl, fn in built.impls.items():
             try:
-                times = time_fn(fn, device, min_time=min_time)
-                memory = peak_memory(fn, device, built.output_size)
+                if built.single_call:
+                    start = time.perf_counter()
+                    memory = peak_memory(fn, device, built.output_size)
+                    times = [(time.perf_counter() - start) * 1e3]
+                else:
+                    times = time_fn(fn, device, min_time=min_time)
+                    memory = peak_memory(fn, device, built.output_size)
             except Exception as exc:
                 notes.append(f"{case.op}/{case.size}: {impl} failed: {type(exc).__name__}: {exc}")
                 continue
@@ -206,6 +211,9 @@ def format_tables(report: dict) -> str:
                 extra = f"{r['achieved_GBps']:9.1f}{100 * r['fraction_of_floor']:8.0f}%" if "achieved_GBps" in r else ""
             lines.append(f"{r['size']:<22}{r['impl']:<20}{r['median_ms']:11.3f}"
                          f"{r['p10_ms']:>9.3f} - {r['p90_ms']:<8.3f}{sp}{extra}")
+            stages = r.get("info", {}).get("stages_s", {}).get(r["impl"])
+            if stages:  # seconds per stage of a pipeline
+                lines.append(f"{'':<22}  stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
     if report["notes"]:
         lines += ["", "notes:"] + [f"  - {n}" for n in report["notes"]]
     return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""`flowkernels prepare IN... -o DIR`: Hunyuan3D-style training data for many meshes.
+
+Each mesh file (anything trimesh reads; folders are searched recursively) becomes DIR/<name>_surface.npz,
+DIR/<name>_sdf.npz and DIR/<name>_watertight.obj, as Hunyuan3D-2.1's watertight_and_sample.py writes them
+(flowkernels.compat.hunyuan3d_data). Files whose three outputs exist are skipped, so an interrupted run resumes;
+a mesh that fails is logged to DIR/prepare_failed.tsv and skipped; a summary ends the run. --rank/--world-size
+take every world-size-th file of the sorted list (job arrays); the per-file seed depends only on --seed and the
+file's name, so sharding does not change any output.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+FAILED_LOG = "prepare_failed.tsv"
+
+
+def find_meshes(inputs):
+    """[(path, name)] for the files and (recursively) the mesh files in the folders, sorted by name; `name` is
+    the path under its folder without the extension (a file given directly: its stem)."""
+    found = {}
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, _, files in os.walk(item):
+                for f in files:
+                    if f.lower().endswith(MESH_EXTENSIONS):
+                        path = os.path.join(root, f)
+                        found[os.path.splitext(os.path.relpath(path, item))[0]] = path
+        elif os.path.isfile(item):
+            found[os.path.splitext(os.path.basename(item))[0]] = item
+        else:
+            raise ValueError(f"IN={item!r} is neither a file nor a folder")
+    return [(found[name], name) for name in sorted(found)]
+
+
+def shard(items, rank: int, world_size: int):
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"--rank {rank} / --world-size {world_size}: need 0 <= rank < world-size")
+    return items[rank::world_size]
+
+
+def outputs(out_dir, name):
+    from .compat.hunyuan3d_data import OUTPUT_SUFFIXES
+    prefix = os.path.join(out_dir, name)
+    return prefix, [prefix + s for s in OUTPUT_SUFFIXES]
+
+
+def file_seed(seed, name):
+    return None if seed is None else (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63
+
+
+def prepare_one(path, name, out_dir, resolution, eps, seed, outer_only, count, num_threads):
+    """Run one mesh; returns (name, path, seconds, error or None). Never raises (a worker must not die)."""
+    from .compat.hunyuan3d_data import watertight_and_sample
+    start = time.perf_counter()
+    try:
+        prefix, _ = outputs(out_dir, name)
+        watertight_and_sample(path, prefix, resolution=resolution, eps=eps, seed=file_seed(seed, name),
+                              outer_only=outer_only, count=count, num_threads=num_threads)
+        return name, path, time.perf_counter() - start, None
+    except Exception as exc:  # noqa: BLE001 - a broken mesh is logged and skipped, never stops the run
+        return name, path, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
+
+
+def run(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only=False, count=None, workers=1,
+        rank=0, world_size=1, progress=True, log=print):
+    """Prepare every mesh of `inputs` (this rank's share); returns the summary dict."""
+    if workers < 1:
+        raise ValueError(f"--workers {workers} must be >= 1")
+    items = shard(find_meshes(inputs), rank, world_size)
+    os.makedirs(out_dir, exist_ok=True)
+    todo = [(p, n) for p, n in items if not all(os.path.exists(f) for f in outputs(out_dir, n)[1])]
+    summary = {"meshes": len(items), "skipped_done": len(items) - len(todo), "done": 0, "failed": 0, "seconds": 0.0}
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    from .data import SAMPLES
+    count = SAMPLES if count is None else count
+    args = [(p, n, out_dir, resolution, eps, seed, outer_only, count, threads) for p, n in todo]
+    start = time.perf_counter()
+    try:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(todo), desc="prepare", unit="mesh", disable=not progress)
+    except ImportError:
+        bar = None
+    failed_log = os.path.join(out_dir, FAILED_LOG)
+
+    def record(result):
+        name, path, seconds, error = result
+        if error is None:
+            summary["done"] += 1
+        else:
+            summary["failed"] += 1
+            with open(failed_log, "a") as f:
+                f.write(f"{path}\t{error}\n")
+            log(f"prepare: {path}: failed ({error}); logged to {failed_log}")
+        if bar is not None:
+            bar.update(1)
+
+    if workers == 1:
+        for a in args:
+            record(prepare_one(*a))
+    else:
+        import multiprocessing
+        # spawn: a forked child would inherit the parent's thread pools (OpenMP, torch) in an undefined state
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(prepare_one, *a) for a in args]):
+                record(fut.result())
+    if bar is not None:
+        bar.close()
+    summary["seconds"] = time.perf_counter() - start
+    log(f"prepare: {summary['done']} prepared, {summary['skipped_done']} already done, {summary['failed']} failed "
+        f"of {summary['meshes']} meshes (rank {rank}/{world_size}) in {summary['seconds']:.1f} s -> {out_dir}")
+    return summary
+
+
+def cmd_prepare(args) -> int:
+    summary = run(args.inputs, args.output, resolution=args.resolution, eps=args.eps, seed=args.seed,
+                  outer_only=args.outer_only, count=args.count, workers=args.workers, rank=args.rank, world_size=args.world_size,
+                  progress=not args.no_progress)
+    return 1 if summary["failed"] and not summary["done"] and not summary["skipped_done"] else 0
+
+
+def add_parser(sub):
+    p = sub.add_parser("prepare", help="Hunyuan3D-style training data (watertight mesh, surface and SDF samples)",
+                       description=__doc__)
+    p.add_argument("inputs", nargs="+", metavar="IN", help="mesh files or folders of mesh files")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--eps", type=float, default=2.0 / 256)
+    p.add_argument("--seed", type=int, default=None, help="base seed (per-file seeds derive from it and the name)")
+    p.add_argument("--outer-only", action="store_true", help="keep only the outer shell")
+    p.add_argument("--count", type=int, default=None, help="surface samples per mesh (default 124928, as the original)")
+    p.add_argument("--workers", type=int, default=1, help="meshes in parallel (native threads are shared out)")
+    p.add_argument("--rank", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0) or 0))
+    p.add_argument("--world-size", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_prepare)
+    return p
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+    sys.exit(main(["prepare", *sys.argv[1:]]))
