@@ -116,6 +116,31 @@ def run(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only
     return summary
 
 
+def _ray_row(row, out_dir, resolution, eps, seed, outer_only, count):
+    """One Ray Data row {path, name} -> {name, path, seconds, error} (error "" when done or already done)."""
+    if all(os.path.exists(f) for f in outputs(out_dir, row["name"])[1]):
+        return {"name": row["name"], "path": row["path"], "seconds": 0.0, "error": ""}
+    name, path, seconds, error = prepare_one(row["path"], row["name"], out_dir, resolution, eps, seed, outer_only,
+                                             count, 1)
+    return {"name": name, "path": path, "seconds": seconds, "error": error or ""}
+
+
+def ray_prepare(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only=False, count=None):
+    """The same job on a Ray cluster (sets beyond one machine): one Ray Data task per mesh, one CPU each.
+    Call ray.init(...) first (e.g. ray.init(num_cpus=2) locally, or address="auto" on a cluster); `out_dir`
+    must be storage every node can write. Returns the per-mesh rows (failures carry their error)."""
+    import functools
+
+    import ray
+
+    from .data import SAMPLES
+    os.makedirs(out_dir, exist_ok=True)
+    rows = [{"path": os.path.abspath(p), "name": n} for p, n in find_meshes(inputs)]
+    fn = functools.partial(_ray_row, out_dir=os.path.abspath(out_dir), resolution=resolution, eps=eps, seed=seed,
+                           outer_only=outer_only, count=SAMPLES if count is None else count)
+    return ray.data.from_items(rows).map(fn, num_cpus=1).take_all()
+
+
 def cmd_prepare(args) -> int:
     summary = run(args.inputs, args.output, resolution=args.resolution, eps=args.eps, seed=args.seed,
                   outer_only=args.outer_only, count=args.count, workers=args.workers, rank=args.rank, world_size=args.world_size,
