@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <exception>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -20,19 +22,40 @@ int thread_count(int num_threads) {
   return num_threads > 0 ? num_threads : int(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-// fn(begin, end) over [0, n) in chunks handed out dynamically (slabs and queries differ widely in work).
+// fn(begin, end) over [0, n) in chunks handed out dynamically (slabs and queries differ widely in work). A thread
+// that fails to start, or a chunk that throws, stops the hand-out; running threads are joined before the error
+// reaches the caller (a joinable std::thread destroyed, or an exception leaving a thread, would terminate).
 template <typename Fn>
 void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
   if (n <= 0) return;
   const int64_t threads = std::min<int64_t>(thread_count(num_threads), (n + grain - 1) / grain);
   std::atomic<int64_t> next{0};
-  auto work = [&] {
-    for (int64_t lo; (lo = next.fetch_add(grain)) < n;) fn(lo, std::min(n, lo + grain));
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto fail = [&](std::exception_ptr e) {
+    next.store(n);
+    std::lock_guard<std::mutex> lock(error_mutex);
+    if (!error) error = e;
+  };
+  auto work = [&]() noexcept {
+    try {
+      for (int64_t lo; (lo = next.fetch_add(grain)) < n;) fn(lo, std::min(n, lo + grain));
+    } catch (...) {
+      fail(std::current_exception());
+    }
   };
   std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
+  try {
+    pool.reserve(size_t(threads - 1));
+    for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  } catch (const std::exception& e) {
+    fail(std::make_exception_ptr(std::runtime_error(
+        std::string("mesh distance could not start a worker thread (") + e.what() +
+        "); lower num_threads / FLOWKERNELS_NUM_THREADS")));
+  }
+  if (!error) work();
   for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
 }
 
 struct MeshView {
