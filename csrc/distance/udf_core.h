@@ -192,10 +192,17 @@ FK_UDF_HD void scatter_triangle(const Grid& g, Vec3 a, Vec3 b, Vec3 c, float ban
 // Bounding volume hierarchy over triangles for closest-point queries. Nodes are stored depth first: a node's
 // left child follows it, `right` indexes the right child; a leaf holds triangles [first, first + count) of the
 // permuted triangle order.
+//
+// Besides its box, a node bounds its triangles by a cylinder (a thin disk on a smooth surface): centre, unit axis,
+// lateral radius and half height. A box is a loose bound for a tilted patch: its corners reach up to half its
+// size toward a far query point, so every node within that margin of the query's sphere is opened, ~10 d / size
+// leaves at distance d. The disk is as tight as the patch is flat, so far queries open a few leaves.
 struct BvhNode {
   float lo[3], hi[3];
   int32_t right;  // inner: index of the right child; leaf: -1
   int32_t first, count;
+  float center[3], axis[3];
+  float radius, half_height;  // INFINITY: no disk bound for this node
 };
 
 FK_UDF_HD float box_dist2(const BvhNode& n, Vec3 p) {
@@ -206,6 +213,20 @@ FK_UDF_HD float box_dist2(const BvhNode& n, Vec3 p) {
     d2 += e * e;
   }
   return d2;
+}
+
+// A lower bound on the squared distance from p to the node's triangles: the larger of the box and disk bounds.
+// `best` skips the disk when the box already rules the node out.
+FK_UDF_HD float node_dist2(const BvhNode& n, Vec3 p, float best) {
+  const float b2 = box_dist2(n, p);
+  if (b2 >= best || !(n.radius < INFINITY)) return b2;
+  const Vec3 r = p - Vec3{n.center[0], n.center[1], n.center[2]};
+  const Vec3 ax{n.axis[0], n.axis[1], n.axis[2]};
+  const float along = dot(r, ax);
+  const float lateral2 = fmaxf(dot(r, r) - along * along, 0.f);
+  const float da = fmaxf(fabsf(along) - n.half_height, 0.f);
+  const float dr = fmaxf(sqrtf(lateral2) - n.radius, 0.f);
+  return fmaxf(b2, da * da + dr * dr);
 }
 
 // Squared distance from p to the nearest triangle (tri: 9 floats per triangle in BVH order), at most `bound2`
@@ -226,7 +247,7 @@ FK_UDF_HD float closest_dist2(const BvhNode* nodes, const float* tri, Vec3 p, fl
     } else {
       // Visit the nearer child first; push the farther one only if it can still hold something nearer.
       int32_t near_child = node + 1, far_child = n.right;
-      float dn = box_dist2(nodes[near_child], p), df = box_dist2(nodes[far_child], p);
+      float dn = node_dist2(nodes[near_child], p, best), df = node_dist2(nodes[far_child], p, best);
       if (df < dn) {
         const int32_t t = near_child; near_child = far_child; far_child = t;
         const float f = dn; dn = df; df = f;
@@ -241,7 +262,7 @@ FK_UDF_HD float closest_dist2(const BvhNode* nodes, const float* tri, Vec3 p, fl
     bool found = false;
     while (top > 0) {
       node = stack[--top];
-      if (box_dist2(nodes[node], p) < best) {
+      if (node_dist2(nodes[node], p, best) < best) {
         found = true;
         break;
       }
