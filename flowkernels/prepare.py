@@ -152,16 +152,17 @@ def add_parser(sub):
     p = sub.add_parser("prepare", help="Hunyuan3D-style training data (watertight mesh, surface and SDF samples)",
                        description=__doc__)
     p.add_argument("inputs", nargs="+", metavar="IN", help="mesh files or folders of mesh files")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--eps", type=float, default=2.0 / 256)
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="where the three files per mesh go")
+    p.add_argument("--resolution", type=int, default=256, help="grid points per axis (default 256)")
+    p.add_argument("--eps", type=float, default=2.0 / 256, help="offset distance of the shell (default 2/256)")
     p.add_argument("--seed", type=int, default=None, help="base seed (per-file seeds derive from it and the name)")
     p.add_argument("--outer-only", action="store_true", help="keep only the outer shell")
     p.add_argument("--count", type=int, default=None, help="surface samples per mesh (default 124928, as the original)")
-    p.add_argument("--workers", type=int, default=1, help="meshes in parallel (native threads are shared out)")
-    p.add_argument("--rank", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0) or 0))
-    p.add_argument("--world-size", type=int, default=1)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=int, default=1, help="meshes in parallel; native threads are shared out (default 1)")
+    p.add_argument("--rank", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0) or 0),
+                   help="this job's shard (default: $SLURM_ARRAY_TASK_ID or 0)")
+    p.add_argument("--world-size", type=int, default=1, help="number of shards (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_prepare)
     return p
 
