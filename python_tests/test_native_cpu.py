@@ -122,7 +122,7 @@ def test_matches_torch_path(case, dtype):
 
 
 def test_ragged_matches_reference_and_threads_agree():
-    rows = torch.tensor([300, 0, 7000, 1, 50000])  # items of several 2^15-element chunks, an empty sample
+    rows = torch.tensor([300, 0, 7000, 1, 70000])  # several 2^15-element items, an empty sample, > 2 x 2^18 elements
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), rows.cumsum(0)])
     N, C = int(rows.sum()), 8
     pred, x1, noise = torch.randn(N, C), torch.randn(N, C), torch.randn(N, C)

@@ -13,7 +13,7 @@
 namespace fk {
 
 constexpr int64_t kItemElems = 1 << 15;        // elements per work item
-constexpr int64_t kElemsPerThread = 1 << 16;   // fewer elements than this per thread: use fewer threads
+constexpr int64_t kElemsPerThread = 1 << 18;   // fewer elements than this per thread: use fewer threads
 
 // Sample b of a layout: its first element in a contiguous buffer and its element count. Ragged offsets are
 // clamped into [0, n_rows] and made non-decreasing, so bad offsets give wrong sums, never out-of-bounds accesses.
