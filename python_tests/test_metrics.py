@@ -157,6 +157,16 @@ def test_kernel_distances_are_differences_not_the_matmul_expansion():
     assert np.abs(expanded - d**2).max() > 100 * np.abs(m.sq_pred.numpy() - d**2).max()
 
 
+def test_open3d_convention_matches_point_cloud_utils():
+    """The library itself: point-cloud-utils' chamfer_distance (unsquared means summed) and hausdorff_distance."""
+    import point_cloud_utils as pcu
+    a = np.random.default_rng(int(torch.randint(0, 2**31, ()))).random((400, 3))
+    b = np.random.default_rng(int(torch.randint(0, 2**31, ()))).random((257, 3)) * 1.1
+    np.testing.assert_allclose(float(metrics.chamfer(a, b, convention="open3d")), pcu.chamfer_distance(a, b),
+                               rtol=1e-9)
+    np.testing.assert_allclose(float(metrics.hausdorff(a, b)), pcu.hausdorff_distance(a, b), rtol=1e-9)
+
+
 # --- each convention's published definition on a case computed by hand ---------------------------------------------
 def test_hand_computed_case():
     """pred {(0,0,0), (3,0,0)}, gt {(0,0,0), (0,4,0), (1,0,0)}: pred->gt distances [0, 2], gt->pred [0, 4, 1]."""
