@@ -26,6 +26,8 @@ from ..time_sampling import sample_time
 from ._trellis_sampling import AttrDict
 
 N_BINS = 10
+# FlowMatchingTrainer's default t_schedule (TRELLIS and TRELLIS.2)
+DEFAULT_T_SCHEDULE = {"name": "logitNormal", "args": {"mean": 0.0, "std": 1.0}}
 _BIN_EDGES = np.linspace(0, 1, N_BINS + 1)  # the exact float64 edges TRELLIS digitizes with
 
 
@@ -96,8 +98,9 @@ def time_bin_stats(t: torch.Tensor, mse_per_sample: torch.Tensor) -> tuple[torch
 
 
 def sample_t_schedule(t_schedule, batch_size: int, device, generator=None) -> torch.Tensor:
-    """TRELLIS's sample_t: {"name": "uniform"} or {"name": "logitNormal", "args": {"mean", "std"}}, on the device."""
-    schedule = t_schedule or {"name": "uniform"}
+    """TRELLIS's sample_t: {"name": "uniform"} or {"name": "logitNormal", "args": {"mean", "std"}}, on the device.
+    None is the trainer's default, logitNormal(0, 1)."""
+    schedule = t_schedule or DEFAULT_T_SCHEDULE
     name = schedule.get("name") if isinstance(schedule, dict) else None
     if name == "uniform":
         return sample_time(batch_size, sampler="uniform", device=device, generator=generator)
