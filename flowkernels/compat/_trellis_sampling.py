@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 
 from ..flow_algebra import guidance_weights, x0_coefficients
-from ..sampling import guided_step, step_coefficients, trellis_timesteps
+from ..sampling import check_model_output, guided_step, step_coefficients, trellis_timesteps
 
 
 class AttrDict(dict):
@@ -146,10 +146,10 @@ class TrellisEulerBase:
             model_kw = {k: v for k, v in kwargs.items() if k not in self._guidance_keys}
             c = self._inference_model(model, x_t, t, plan.first, **model_kw)
             u = self._inference_model(model, x_t, t, plan.second, **model_kw) if plan.second is not None else None
-        x, cf = _feats(x_t), _feats(c)
-        uf = _feats(u) if u is not None else None
-        if x.shape != cf.shape or (uf is not None and uf.shape != x.shape):
-            raise ValueError(f"the model returned shape {tuple(cf.shape)} for x_t of shape {tuple(x.shape)}")
+        x = _feats(x_t)
+        name = "_inference_model" if self._inference_overridden() else f"the model ({type(model).__name__})"
+        cf = check_model_output(name, _feats(c), x)
+        uf = check_model_output(name, _feats(u), x) if u is not None else None
         device = x.device
         if coef is None:
             coef = torch.tensor(self._coef_row(t, t_prev, plan), dtype=torch.float32).to(device, non_blocking=True)

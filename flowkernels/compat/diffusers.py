@@ -57,6 +57,8 @@ def _check_step_args(timestep, model_output, sample):
                              f"{getattr(x, 'dtype', type(x).__name__)}")
     if model_output.shape != sample.shape:
         raise ValueError(f"model_output has shape {tuple(model_output.shape)} but sample has {tuple(sample.shape)}")
+    if model_output.device != sample.device:
+        raise ValueError(f"model_output is on {model_output.device} but sample is on {sample.device}")
 
 
 def _check_steps(num_inference_steps):
@@ -103,11 +105,11 @@ def diffusers_subclass():
         def step(self, model_output, timestep, sample, s_churn: float = 0.0, s_tmin: float = 0.0,
                  s_tmax: float = float("inf"), s_noise: float = 1.0, generator=None, per_token_timesteps=None,
                  return_dict: bool = True):
+            _check_step_args(timestep, model_output, sample)
             if per_token_timesteps is not None or self.config.stochastic_sampling or \
                     _original_arithmetic(model_output, sample):
                 return super().step(model_output, timestep, sample, s_churn, s_tmin, s_tmax, s_noise, generator,
                                     per_token_timesteps, return_dict)
-            _check_step_args(timestep, model_output, sample)
             if self.step_index is None:
                 self._init_step_index(timestep)
             if self._step_table_of is not self.sigmas:  # set directly, not through set_timesteps
