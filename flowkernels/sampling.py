@@ -222,7 +222,9 @@ class _EulerRun:
         batched = guidance is not None and guidance.uncond_fn is None
         self.rows = [2 if (batched and e.guided) else 1 for e in self.evals]
         # the two small tables of the run, uploaded once
-        self.coef_table = torch.tensor([e.coef for e in self.evals], dtype=torch.float32).to(dev, non_blocking=True)
+        # fp64 coefficients for an fp64 state (its torch path stays exact); the kernels read fp32 ones
+        coef_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
+        self.coef_table = torch.tensor([e.coef for e in self.evals], dtype=coef_dtype).to(dev, non_blocking=True)
         self.t_table = torch.tensor([e.t * time_scale for e in self.evals], dtype=torch.float32).to(
             dev, non_blocking=True)[:, None].expand(-1, 2 * B).contiguous()
         state_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32

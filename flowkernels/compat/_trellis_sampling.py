@@ -36,6 +36,11 @@ def _feats(x):
     return x.feats if hasattr(x, "feats") and hasattr(x, "replace") else x
 
 
+def _coef_dtype(x: torch.Tensor) -> torch.dtype:
+    """Step coefficients in fp32 (what the kernels read), fp64 for an fp64 state (its torch path stays exact)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def repeat_condition(cond, batch: int):
     """TRELLIS's rule: a tensor condition of batch 1 serves a larger noise batch by repetition; anything else
     (None, a condition of the full batch, non-tensor conditions) passes through unchanged."""
@@ -152,7 +157,7 @@ class TrellisEulerBase:
         uf = check_model_output(name, _feats(u), x) if u is not None else None
         device = x.device
         if coef is None:
-            coef = torch.tensor(self._coef_row(t, t_prev, plan), dtype=torch.float32).to(device, non_blocking=True)
+            coef = torch.tensor(self._coef_row(t, t_prev, plan), dtype=_coef_dtype(x)).to(device, non_blocking=True)
         dtype = torch.promote_types(x.dtype, cf.dtype)
         sparse = x is not x_t
         rescale = plan.rescale if uf is not None else 0.0
@@ -191,7 +196,7 @@ class TrellisEulerBase:
             guidance = {k: kwargs[k] for k in self._guidance_keys if k in kwargs}
             rows = [self._coef_row(t, tp, self._plan(t, cond, guidance) if guidance else _Plan(cond, None, 1, 0, 0))
                     for t, tp in pairs]
-            table = torch.tensor(rows, dtype=torch.float32).to(_feats(noise).device, non_blocking=True)
+            table = torch.tensor(rows, dtype=_coef_dtype(_feats(noise))).to(_feats(noise).device, non_blocking=True)
         sample = noise
         ret = AttrDict({"samples": None, "pred_x_t": [], "pred_x_0": []})
         steps_iter = pairs
