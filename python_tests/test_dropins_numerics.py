@@ -220,7 +220,7 @@ def test_float64_training_paths_match_the_originals():
     x_0, noise, pred = (torch.randn(4, 3, 6, device=DEVICE, dtype=torch.float64) for _ in range(3))
     t = torch.rand(4, device=DEVICE, dtype=torch.float64)
     # flow_interpolate / flow_matching_loss (SiT linear velocity), both backends
-    for backend in ("torch", "triton"):
+    for backend in ("torch", "triton") + (("native",) if DEVICE == "cpu" else ()):
         xt, target = fk.flow_interpolate(x_0, t, noise, return_target=True, backend=backend)
         assert xt.dtype == target.dtype == torch.float64
         want_xt, want_loss = sit_linear_velocity(pred, x_0, t, noise)
@@ -285,7 +285,7 @@ def once_rounding_bound(exact: torch.Tensor, magnitude: torch.Tensor, dtype, tru
     return (1.0 if truncating else 0.5) * ulp + 2.0 ** -21 * magnitude
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton"] + (["native"] if DEVICE == "cpu" else []))
 @pytest.mark.parametrize("half", list(HALF))
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
 def test_16bit_gradient_is_rounded_once(half, backend, sparse):
