@@ -21,6 +21,13 @@ FLOOR = 2.0 ** -22  # fp32 arithmetic: what "rounding once from fp32" may add
 
 
 # --- the originals' training call sequences -----------------------------------------------------------------------
+def result_floor(result: torch.Tensor) -> float:
+    """The 2x rule's floor: fp32 arithmetic, and for a loss of a few values returned in 16 bits its one final
+    rounding (half an eps), which the original's several roundings can undercut by chance on so few values."""
+    few = result.numel() <= 8 and result.dtype in HALF.values()
+    return FLOOR + (torch.finfo(result.dtype).eps / 2 if few else 0.0)
+
+
 def trellis_trainer(pred, x_0, t, noise, layout=None):
     """TRELLIS FlowMatchingTrainer / SparseFlowMatchingTrainer: t fp32, x_t = (1 − t) x_0 + (σ + (1 − σ) t) N,
     target = (1 − σ) N − x_0, mse = F.mse_loss(pred, target). Returns (x_t, mse)."""
@@ -93,7 +100,7 @@ def test_trellis_trainer_16bit_rule_and_dtypes(half, sparse):
     ours, orig16, orig64 = results["ours"], results["orig16"], results["orig64"]
     for i, what in enumerate(("x_t given to the denoiser", "mse", "d mse / d pred")):
         assert ours[i].dtype == orig16[i].dtype, (what, ours[i].dtype, orig16[i].dtype)
-        assert_2x_rule(what, ours[i], orig16[i], orig64[i], floor=FLOOR)
+        assert_2x_rule(what, ours[i], orig16[i], orig64[i], floor=result_floor(ours[i]))
     assert ours[0].dtype == torch.float32  # fp32 t promotes bf16 / fp16 data
 
 
@@ -119,7 +126,7 @@ def test_sit_transport_16bit_rule_and_dtypes(half):
     for i, what in enumerate(("x_t given to the model", "loss", "d loss / d pred")):
         ours, orig16, orig64 = (results[k][i] for k in ("ours", "orig16", "orig64"))
         assert ours.dtype == orig16.dtype == dtype, (what, ours.dtype, orig16.dtype)
-        assert_2x_rule(what, ours, orig16, orig64, floor=FLOOR)
+        assert_2x_rule(what, ours, orig16, orig64, floor=result_floor(ours))
 
 
 # --- samplers ----------------------------------------------------------------------------------------------------
