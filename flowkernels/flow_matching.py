@@ -4,12 +4,14 @@ from __future__ import annotations
 import torch
 
 from ._dispatch import resolve_backend
-from ._validation import check_choice, check_float_tensor, check_per_sample, check_same_shape
+from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor, check_per_sample, check_same_shape
 from .flow_algebra import resolve_scheme
 from .ops.flow_interpolate import flow_interpolate_call
 from .ops.flow_loss import flow_loss_call
 
 REDUCTIONS = ("none", "mean", "sum")
+# float64 is accepted everywhere (gradchecks, reference runs): it runs the torch path in fp64, on any device
+DTYPES = FLOAT_DTYPES + (torch.float64,)
 
 
 def ragged_counts(offsets: torch.Tensor) -> torch.Tensor:
@@ -56,12 +58,12 @@ def _check_offsets(offsets, x1):
 
 
 def _check_common(x1, t, noise, seed, offsets=None):
-    check_float_tensor("x1", x1)
+    check_float_tensor("x1", x1, DTYPES)
     offsets = _check_offsets(offsets, x1)
     batch = x1.shape[0] if offsets is None else offsets.numel() - 1
     t = check_per_sample("t", t, batch, x1.device)
     if noise is not None:
-        check_float_tensor("noise", noise)
+        check_float_tensor("noise", noise, DTYPES)
         check_same_shape("noise", noise, "x1", x1)
         if seed is not None:
             raise ValueError("pass either noise or seed, not both")
@@ -93,7 +95,7 @@ def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | No
     t, offsets = _check_common(x1, t, noise, seed, offsets)
     scheme, pred_code, _, smin = resolve_scheme(convention, path, prediction, None, sigma_min)
     out_dtype = x1.dtype if out_dtype is None else out_dtype
-    check_choice("out_dtype", out_dtype, {d: d for d in (torch.float32, torch.bfloat16, torch.float16)})
+    check_choice("out_dtype", out_dtype, {d: d for d in DTYPES})
     backend = resolve_backend(backend, x1.device)
     xt, target = flow_interpolate_call(x1, noise, t, _seed_tensor(seed), offsets, scheme, pred_code, smin,
                                      bool(return_target), out_dtype, backend)
@@ -117,7 +119,7 @@ def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, no
     return_per_sample=True returns (reduced loss, per-sample means [B]) from the one pass (e.g. a training step's
     loss and its per-sample values for logging by time bin).
     """
-    check_float_tensor("pred", pred)
+    check_float_tensor("pred", pred, DTYPES)
     t, offsets = _check_common(x1, t, noise, seed, offsets)
     check_same_shape("pred", pred, "x1", x1)
     if weight is not None:

@@ -22,7 +22,7 @@ from .flow_algebra import GUIDANCE_FORMULAS, canonical_convention, guidance_weig
 from .ops import guided_step as _step_op
 
 __all__ = ["sample_euler", "Guidance", "trellis_timesteps", "hunyuan_timesteps", "step_coefficients", "guided_step",
-           "guidance_rescale_factor", "guidance_weights", "x0_coefficients"]
+           "guidance_rescale_factor", "guidance_weights", "x0_coefficients", "check_model_output"]
 
 
 def step_coefficients(dt: float, a_c: float = 1.0, a_u: float = 0.0, x0_a: float = 1.0, x0_b: float = 0.0,
@@ -116,6 +116,24 @@ class Guidance:
         return self.interval[0] <= t <= self.interval[1]
 
 
+def check_model_output(name: str, out, x_in) -> torch.Tensor:
+    """A model's output as the fused step reads it: a floating tensor of exactly the input's shape, on its device.
+    Host-side metadata only (no sync); a larger output would be read out of bounds by the kernels, a broadcastable
+    one silently broadcast, an integer one used as is."""
+    expected = tuple(x_in.shape)
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"{name} returned a {type(out).__name__}; expected a torch.Tensor of shape {expected}")
+    if tuple(out.shape) != expected:
+        rows = f" ({out.shape[0]} rows for an input of {expected[0]} rows)" if out.dim() and \
+            out.shape[0] != expected[0] else ""
+        raise ValueError(f"{name} returned shape {tuple(out.shape)} for an input of shape {expected}{rows}")
+    if not out.is_floating_point():
+        raise ValueError(f"{name} returned dtype {out.dtype}; expected a floating dtype")
+    if out.device != x_in.device:
+        raise ValueError(f"{name} returned a tensor on {out.device} for an input on {x_in.device}")
+    return out
+
+
 class _Evaluation:
     """One model evaluation of a run: its time, whether it is guided, and its row of the coefficient table."""
     __slots__ = ("t", "guided", "coef")
@@ -154,7 +172,7 @@ def sample_euler(
     model_fn: Callable, noise: torch.Tensor, timesteps: Sequence[float], *, guidance: Optional[Guidance] = None,
     method: str = "euler", convention: str = "trellis", sigma_min: float = 0.0, time_scale: float = 1.0,
     model_dtype: Optional[torch.dtype] = None, verbose: bool = False, cuda_graph: bool = False,
-    callback: Optional[Callable] = None, backend: Optional[str] = None,
+    callback: Optional[Callable] = None, backend: Optional[str] = None, model_name: str = "model_fn",
 ) -> torch.Tensor:
     """Integrate dx/dt = v from timesteps[0] to timesteps[-1], starting at `noise`.
 
@@ -162,10 +180,17 @@ def sample_euler(
     multiplied by `time_scale` (1000 for TRELLIS / diffusers models). Step i moves from timesteps[i] to
     timesteps[i + 1] (either direction). `convention` ("sit"/"hunyuan3d", "trellis", "sd3"/"diffusers") and
     `sigma_min` define the data prediction used by guidance rescale and passed to `callback(i, t, x, x0)` after
-    each step. method "heun" evaluates twice per step. `cuda_graph=True` (CUDA only) captures each kind of step after one eager
-    warm-up and replays it. Returns the final state in noise.dtype.
+    each step. method "heun" evaluates twice per step. `cuda_graph=True` (CUDA only) captures each kind of step
+    after one eager warm-up and replays it. Returns the final state in noise.dtype. The state is fp32 (fp64 for
+    fp64 noise). Every model output (and guidance.uncond_fn's) is checked on the host before the step reads it: a
+    tensor of the input's shape, a floating dtype, on noise's device; otherwise a ValueError names `model_name`.
     """
     check_float_tensor("noise", noise, FLOAT_DTYPES + (torch.float64,))
+    if model_dtype is not None and model_dtype not in FLOAT_DTYPES + (torch.float64,):
+        raise ValueError(f"model_dtype={model_dtype!r} must be a floating dtype "
+                         f"({', '.join(str(d) for d in FLOAT_DTYPES + (torch.float64,))})")
+    if not callable(model_fn):
+        raise ValueError(f"{model_name} must be callable, got {type(model_fn).__name__}")
     ts = _check_timesteps(timesteps)
     method = check_choice("method", method, ("euler", "heun"))
     convention = canonical_convention(convention)
@@ -179,7 +204,7 @@ def sample_euler(
         raise ValueError("cuda_graph=True needs CUDA tensors (noise is on %s)" % noise.device)
     backend = resolve_backend(backend, noise.device)
     runner = _EulerRun(model_fn, noise, ts, guidance, method, convention, sigma_min, time_scale,
-                       model_dtype or noise.dtype, backend)
+                       model_dtype or noise.dtype, backend, model_name)
     return runner.run(verbose=verbose, cuda_graph=cuda_graph, callback=callback)
 
 
@@ -187,8 +212,9 @@ class _EulerRun:
     """Buffers and tables of one sampling run; `_evaluate` is the per-evaluation work a CUDA graph captures."""
 
     def __init__(self, model_fn, noise, ts, guidance, method, convention, sigma_min, time_scale, model_dtype,
-                 backend):
+                 backend, model_name="model_fn"):
         self.model_fn, self.guidance, self.method, self.backend = model_fn, guidance, method, backend
+        self.model_name = model_name
         self.ts, self.out_dtype = ts, noise.dtype
         B, dev = noise.shape[0], noise.device
         self.B = B
@@ -196,10 +222,13 @@ class _EulerRun:
         batched = guidance is not None and guidance.uncond_fn is None
         self.rows = [2 if (batched and e.guided) else 1 for e in self.evals]
         # the two small tables of the run, uploaded once
-        self.coef_table = torch.tensor([e.coef for e in self.evals], dtype=torch.float32).to(dev, non_blocking=True)
+        # fp64 coefficients for an fp64 state (its torch path stays exact); the kernels read fp32 ones
+        coef_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
+        self.coef_table = torch.tensor([e.coef for e in self.evals], dtype=coef_dtype).to(dev, non_blocking=True)
         self.t_table = torch.tensor([e.t * time_scale for e in self.evals], dtype=torch.float32).to(
             dev, non_blocking=True)[:, None].expand(-1, 2 * B).contiguous()
-        self.state = noise.to(torch.float32, copy=True).contiguous()
+        state_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
+        self.state = noise.to(state_dtype, copy=True).contiguous()
         self.model_in = torch.empty((2 * B,) + tuple(noise.shape[1:]), dtype=model_dtype, device=dev)
         self.model_in[:B].copy_(noise)
         if self.rows[0] == 2:
@@ -214,14 +243,12 @@ class _EulerRun:
     def _model_outputs(self, rows, guided, t):
         B = self.B
         x_in = self.model_in[: rows * B]
-        out = self.model_fn(x_in, t[: rows * B])
-        if out.shape[0] != rows * B:
-            raise ValueError(f"model_fn returned {out.shape[0]} rows for an input of {rows * B} rows")
+        out = check_model_output(self.model_name, self.model_fn(x_in, t[: rows * B]), x_in)
         if not guided:
             return out, None
         if rows == 2:
             return out[:B], out[B:]
-        return out, self.guidance.uncond_fn(x_in, t[:B])
+        return out, check_model_output("guidance.uncond_fn", self.guidance.uncond_fn(x_in, t[:B]), x_in)
 
     def _evaluate(self, i, coef, t):
         """The work of evaluation i, reading its scalars from `coef` and `t` (device tensors)."""

@@ -9,6 +9,7 @@ from ._validation import check_choice
 
 SAMPLERS = {"uniform": "uniform", "logit_normal": "logit_normal", "logitnormal": "logit_normal", "mode": "mode"}
 SHIFT_SENSES = {"sit": "sit", "sd3": "sd3"}
+TIME_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def sample_time(batch_size: int, *, sampler: str = "uniform", device=None, generator=None,
@@ -32,10 +33,19 @@ def sample_time(batch_size: int, *, sampler: str = "uniform", device=None, gener
     sense = check_choice("shift_sense", shift_sense, SHIFT_SENSES)
     if not (0.0 <= t0 <= t1 <= 1.0):
         raise ValueError(f"t0={t0}, t1={t1} must satisfy 0 <= t0 <= t1 <= 1")
+    for name, value in (("mean", mean), ("std", std), ("mode_scale", mode_scale), ("shift", shift)):
+        try:
+            finite = math.isfinite(float(value))
+        except (TypeError, ValueError):
+            finite = False
+        if not finite:  # NaN would give all-NaN t
+            raise ValueError(f"{name}={value!r} must be a finite number")
     if std < 0:
         raise ValueError(f"std={std} must be >= 0")
     if not shift > 0:
         raise ValueError(f"shift={shift} must be > 0")
+    if dtype not in TIME_DTYPES:  # an integer dtype would round every t to 0 or 1
+        raise ValueError(f"dtype={dtype!r} must be a floating dtype ({', '.join(map(str, TIME_DTYPES))})")
     if generator is not None and device is None:
         device = generator.device
     kw = dict(device=device, generator=generator, dtype=torch.float32)

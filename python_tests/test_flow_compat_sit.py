@@ -114,7 +114,7 @@ def test_opcheck(backend):
                           dict(vp_score, compute_grad=True, backend=backend))
     torch.library.opcheck(flow_interpolate_op, (x1, None, t, seed, None),
                           dict(sit_velocity, write_target=True, out_dtype=torch.float32, backend=backend))
-    torch.library.opcheck(scale_rows_op, (torch.randn(3, 4, 5, device=DEVICE), t, None, backend))
+    torch.library.opcheck(scale_rows_op, (torch.randn(3, 4, 5, device=DEVICE), t, None, backend, torch.bfloat16))
     # ragged rows (sparse latents): 3 samples over 7 rows, one of them empty
     offsets = torch.tensor([0, 4, 4, 7], device=DEVICE)
     feats = torch.randn(7, 8, device=DEVICE)
@@ -124,7 +124,7 @@ def test_opcheck(backend):
                           dict(trellis, weighting=fa.W_NONE, compute_grad=True, backend=backend))
     torch.library.opcheck(flow_interpolate_op, (feats, None, t, seed, offsets),
                           dict(trellis, write_target=False, out_dtype=torch.float32, backend=backend))
-    torch.library.opcheck(scale_rows_op, (torch.randn(7, 8, device=DEVICE), t, offsets, backend))
+    torch.library.opcheck(scale_rows_op, (torch.randn(7, 8, device=DEVICE), t, offsets, backend, torch.float32))
 
 
 def test_torch_compile_fullgraph_training_step():

@@ -5,7 +5,7 @@ import torch
 import flowkernels as fk
 from flowkernels.compat import trellis as T1
 from flowkernels.compat import trellis2 as T2
-from flowkernels.compat.diffusers import FlowMatchEulerDiscreteScheduler
+from flowkernels.compat import diffusers as fk_diffusers
 from flowkernels.compat.hunyuan3d import FlowMatchingSampler
 from flowkernels.ops.guided_step import guided_step_op
 from flowkernels.sampling import guidance_rescale_factor, guided_step, step_coefficients
@@ -265,12 +265,18 @@ DIFFUSERS_CONFIGS = {"shift3": dict(shift=3.0), "plain": {}, "dynamic": dict(use
                      "terminal": dict(shift=2.0, shift_terminal=0.1), "invert": dict(invert_sigmas=True)}
 
 
+# with diffusers installed (the test extra), the subclass of diffusers' scheduler; and the standalone look-alike
+SCHEDULERS = {"subclass": fk_diffusers.FlowMatchEulerDiscreteScheduler,
+              "standalone": fk_diffusers.StandaloneFlowMatchEulerDiscreteScheduler}
+
+
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("config", list(DIFFUSERS_CONFIGS))
-def test_diffusers_scheduler_matches_original(config, dtype):
+@pytest.mark.parametrize("which", list(SCHEDULERS))
+def test_diffusers_scheduler_matches_original(config, dtype, which):
     kw = DIFFUSERS_CONFIGS[config]
     mu = 0.8 if kw.get("use_dynamic_shifting") else None
-    sched = FlowMatchEulerDiscreteScheduler(**kw)
+    sched = SCHEDULERS[which](**kw)
     sched.set_timesteps(7, device=DEVICE, mu=mu)
     ts, sigmas = ref_samplers.diffusers_sigmas(
         7, shift=kw.get("shift", 1.0), mu=mu, time_shift_type=kw.get("time_shift_type", "exponential"),
@@ -289,16 +295,29 @@ def test_diffusers_scheduler_matches_original(config, dtype):
     assert_close("latents", lat, ref, 1e-6 if dtype == "fp32" else 1e-2)
 
 
-def test_diffusers_scheduler_errors():
-    sched = FlowMatchEulerDiscreteScheduler()
-    with pytest.raises(ValueError, match="set_timesteps"):
-        sched.step(torch.zeros(2), torch.tensor(1.0), torch.zeros(2))
-    with pytest.raises(ValueError, match="num_inference_steps"):
-        sched.set_timesteps(0)
+@pytest.mark.parametrize("which", list(SCHEDULERS))
+def test_diffusers_scheduler_errors(which):
+    cls = SCHEDULERS[which]
+    sched = cls()
+    if which == "standalone":
+        with pytest.raises(ValueError, match="set_timesteps"):
+            sched.step(torch.zeros(2), torch.tensor(1.0), torch.zeros(2))
+        with pytest.raises(NotImplementedError, match="use_karras_sigmas"):
+            cls(use_karras_sigmas=True)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="num_inference_steps"):
+            sched.set_timesteps(bad)
     with pytest.raises(ValueError, match="mu"):
-        FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True).set_timesteps(4)
-    with pytest.raises(NotImplementedError, match="use_karras_sigmas"):
-        FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True)
+        cls(use_dynamic_shifting=True).set_timesteps(4)
+    with pytest.raises(ValueError, match="sigmas"):  # as diffusers: 3 sigmas for 10 steps
+        sched.set_timesteps(10, sigmas=[1.0, 0.5, 0.2])
+    with pytest.raises(ValueError, match="timesteps"):
+        sched.set_timesteps(10, timesteps=[1000.0, 500.0])
+    sched.set_timesteps(3)
+    with pytest.raises(ValueError, match="integer index"):
+        sched.step(torch.zeros(2), 1, torch.zeros(2))
+    with pytest.raises(ValueError, match="model_output has shape"):
+        sched.step(torch.zeros(3), sched.timesteps[0], torch.zeros(2))
 
 
 # --- generic sample_euler --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 
 from ..flow_algebra import guidance_weights, x0_coefficients
-from ..sampling import guided_step, step_coefficients, trellis_timesteps
+from ..sampling import check_model_output, guided_step, step_coefficients, trellis_timesteps
 
 
 class AttrDict(dict):
@@ -34,6 +34,11 @@ class AttrDict(dict):
 def _feats(x):
     """Dense tensors as they are; TRELLIS sparse tensors by their feature matrix (no hard dependency)."""
     return x.feats if hasattr(x, "feats") and hasattr(x, "replace") else x
+
+
+def _coef_dtype(x: torch.Tensor) -> torch.dtype:
+    """Step coefficients in fp32 (what the kernels read), fp64 for an fp64 state (its torch path stays exact)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def repeat_condition(cond, batch: int):
@@ -146,13 +151,13 @@ class TrellisEulerBase:
             model_kw = {k: v for k, v in kwargs.items() if k not in self._guidance_keys}
             c = self._inference_model(model, x_t, t, plan.first, **model_kw)
             u = self._inference_model(model, x_t, t, plan.second, **model_kw) if plan.second is not None else None
-        x, cf = _feats(x_t), _feats(c)
-        uf = _feats(u) if u is not None else None
-        if x.shape != cf.shape or (uf is not None and uf.shape != x.shape):
-            raise ValueError(f"the model returned shape {tuple(cf.shape)} for x_t of shape {tuple(x.shape)}")
+        x = _feats(x_t)
+        name = "_inference_model" if self._inference_overridden() else f"the model ({type(model).__name__})"
+        cf = check_model_output(name, _feats(c), x)
+        uf = check_model_output(name, _feats(u), x) if u is not None else None
         device = x.device
         if coef is None:
-            coef = torch.tensor(self._coef_row(t, t_prev, plan), dtype=torch.float32).to(device, non_blocking=True)
+            coef = torch.tensor(self._coef_row(t, t_prev, plan), dtype=_coef_dtype(x)).to(device, non_blocking=True)
         dtype = torch.promote_types(x.dtype, cf.dtype)
         sparse = x is not x_t
         rescale = plan.rescale if uf is not None else 0.0
@@ -191,7 +196,7 @@ class TrellisEulerBase:
             guidance = {k: kwargs[k] for k in self._guidance_keys if k in kwargs}
             rows = [self._coef_row(t, tp, self._plan(t, cond, guidance) if guidance else _Plan(cond, None, 1, 0, 0))
                     for t, tp in pairs]
-            table = torch.tensor(rows, dtype=torch.float32).to(_feats(noise).device, non_blocking=True)
+            table = torch.tensor(rows, dtype=_coef_dtype(_feats(noise))).to(_feats(noise).device, non_blocking=True)
         sample = noise
         ret = AttrDict({"samples": None, "pred_x_t": [], "pred_x_0": []})
         steps_iter = pairs

@@ -1,19 +1,27 @@
-"""Drop-in for diffusers' FlowMatchEulerDiscreteScheduler (SD3 / Flux-style rectified flow): same configuration,
-`set_timesteps`, `timesteps`, `sigmas`, `scale_noise` and `step` outputs, with `step` on the fused update kernel.
+"""Drop-in for diffusers' FlowMatchEulerDiscreteScheduler (SD3 / Flux-style rectified flow), with `step` on the fused
+update kernel.
 
     from flowkernels.compat.diffusers import FlowMatchEulerDiscreteScheduler
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-    scheduler.set_timesteps(28, device="cuda")
-    for t in scheduler.timesteps:
-        latents = scheduler.step(model(latents, t), t, latents).prev_sample
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
 
-Differences: karras / exponential / beta sigma spacings and per-token timesteps are not implemented (a named
-error says so); `stochastic_sampling` runs on plain torch ops. `set_timesteps` uploads one small coefficient
-table, so `step` copies nothing from the host.
+When diffusers is installed, `FlowMatchEulerDiscreteScheduler` is a subclass of diffusers' own scheduler that only
+replaces `step` (and builds the step table in `set_timesteps`): configuration, `from_config`, `from_pretrained`,
+`save_pretrained`, the sigma schedules and every other method are diffusers' own, so pipelines accept it. diffusers
+is imported on first access of the name, never by `import flowkernels`. Without diffusers the name is
+`StandaloneFlowMatchEulerDiscreteScheduler`, a look-alike with the same constructor, `set_timesteps`, `timesteps`,
+`sigmas`, `scale_noise` and `step` outputs (no config loading/saving; karras / exponential / beta spacings and
+per-token timesteps raise a named error).
+
+Either way, `step` with per-token timesteps, `stochastic_sampling` or float64 tensors runs the original arithmetic
+(diffusers' own `step` where it is installed); otherwise x + (σ_next − σ)·v is one fused pass in fp32, stored in
+model_output's dtype, with σ_next − σ formed in fp32 as diffusers forms it, reading a per-run coefficient table on
+the device (no host copy per step).
 """
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Optional, Union
@@ -24,6 +32,111 @@ import torch
 from ..flow_algebra import x0_coefficients
 from ..sampling import guided_step, step_coefficients
 
+__all__ = ["FlowMatchEulerDiscreteScheduler", "StandaloneFlowMatchEulerDiscreteScheduler",
+           "FlowMatchEulerDiscreteSchedulerOutput"]
+
+
+def step_table(sigmas: torch.Tensor, x0_b: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The fused step's coefficient rows for x + (σ_{i+1} − σ_i) v, with the differences taken in fp32 as diffusers'
+    step takes them, and the data prediction x0 = x − σ_i v (or x + x0_b[i] v), on sigmas' device. One host copy
+    of the sigmas per schedule, none per step."""
+    s = sigmas.detach().to("cpu", torch.float32)
+    dt = (s[1:] - s[:-1]).tolist()  # fp32 differences, exact as Python floats
+    x0_b = [x0_coefficients("sd3", sigma)[1] for sigma in s[:-1].tolist()] if x0_b is None else \
+        x0_b.detach().to("cpu", torch.float32).tolist()
+    rows = [step_coefficients(d, 1.0, 0.0, 1.0, b) for d, b in zip(dt, x0_b)]
+    return torch.tensor(rows, dtype=torch.float32).to(sigmas.device, non_blocking=True)
+
+
+def _check_step_args(timestep, model_output, sample):
+    if isinstance(timestep, int) or (isinstance(timestep, torch.Tensor) and not timestep.is_floating_point()):
+        raise ValueError("timestep must be one of scheduler.timesteps, not an integer index (e.g. from enumerate)")
+    for name, x in (("model_output", model_output), ("sample", sample)):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point torch.Tensor, got "
+                             f"{getattr(x, 'dtype', type(x).__name__)}")
+    if model_output.shape != sample.shape:
+        raise ValueError(f"model_output has shape {tuple(model_output.shape)} but sample has {tuple(sample.shape)}")
+    if model_output.device != sample.device:
+        raise ValueError(f"model_output is on {model_output.device} but sample is on {sample.device}")
+
+
+def _check_steps(num_inference_steps):
+    """diffusers builds an empty schedule for 0 or a negative count: a named error here instead."""
+    if num_inference_steps is not None and (isinstance(num_inference_steps, bool) or
+                                            not isinstance(num_inference_steps, numbers.Integral) or
+                                            num_inference_steps < 1):
+        raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an integer >= 1")
+
+
+def _fused_step(table_row, model_output, sample, backend):
+    """x + dt·v in fp32 → model_output's dtype, as one pass over one long row."""
+    prev = torch.empty(sample.shape, dtype=model_output.dtype, device=sample.device)
+    guided_step(sample.reshape(1, -1), model_output.reshape(1, -1), None, table_row, out=prev.view(1, -1),
+                backend=backend)
+    return prev
+
+
+def _original_arithmetic(model_output, sample) -> bool:
+    """Cases the fused fp32 step does not serve: float64 in, where diffusers' arithmetic is kept."""
+    return model_output.dtype == torch.float64 or sample.dtype == torch.float64
+
+
+@functools.lru_cache(maxsize=None)
+def diffusers_subclass():
+    """The subclass of diffusers' FlowMatchEulerDiscreteScheduler with the fused step (None without diffusers)."""
+    try:
+        from diffusers.schedulers import scheduling_flow_match_euler_discrete as orig
+    except ImportError:
+        return None
+
+    class FlowMatchEulerDiscreteScheduler(orig.FlowMatchEulerDiscreteScheduler):
+        __doc__ = ("diffusers' FlowMatchEulerDiscreteScheduler with `step` as one fused pass "
+                   "(flowkernels.compat.diffusers). `backend` (attribute): None, 'torch' or 'triton'.")
+        backend = None
+        _step_table = None
+        _step_table_of = None
+
+        def set_timesteps(self, num_inference_steps=None, *args, **kwargs):
+            _check_steps(num_inference_steps)
+            super().set_timesteps(num_inference_steps, *args, **kwargs)
+            self._step_table, self._step_table_of = step_table(self.sigmas), self.sigmas
+
+        def step(self, model_output, timestep, sample, s_churn: float = 0.0, s_tmin: float = 0.0,
+                 s_tmax: float = float("inf"), s_noise: float = 1.0, generator=None, per_token_timesteps=None,
+                 return_dict: bool = True):
+            _check_step_args(timestep, model_output, sample)
+            if per_token_timesteps is not None or self.config.stochastic_sampling or \
+                    _original_arithmetic(model_output, sample):
+                return super().step(model_output, timestep, sample, s_churn, s_tmin, s_tmax, s_noise, generator,
+                                    per_token_timesteps, return_dict)
+            if self.step_index is None:
+                self._init_step_index(timestep)
+            if self._step_table_of is not self.sigmas:  # set directly, not through set_timesteps
+                self._step_table, self._step_table_of = step_table(self.sigmas), self.sigmas
+            if self.step_index >= self._step_table.shape[0]:
+                raise ValueError(f"step called {self.step_index + 1} times for {self._step_table.shape[0]} "
+                                 "timesteps")
+            prev = _fused_step(self._step_table[self.step_index].to(sample.device), model_output, sample,
+                               self.backend)
+            self._step_index += 1
+            if not return_dict:
+                return (prev,)
+            return orig.FlowMatchEulerDiscreteSchedulerOutput(prev_sample=prev)
+
+    FlowMatchEulerDiscreteScheduler.__module__ = __name__
+    FlowMatchEulerDiscreteScheduler.__qualname__ = "FlowMatchEulerDiscreteScheduler"
+    return FlowMatchEulerDiscreteScheduler
+
+
+def __getattr__(name):
+    """`FlowMatchEulerDiscreteScheduler` resolves on first access: diffusers' subclass, or the standalone one."""
+    if name == "FlowMatchEulerDiscreteScheduler":
+        cls = diffusers_subclass() or StandaloneFlowMatchEulerDiscreteScheduler
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 @dataclass
 class FlowMatchEulerDiscreteSchedulerOutput:
@@ -33,7 +146,8 @@ class FlowMatchEulerDiscreteSchedulerOutput:
         return (self.prev_sample,)[i]
 
 
-class FlowMatchEulerDiscreteScheduler:
+class StandaloneFlowMatchEulerDiscreteScheduler:
+    """diffusers' FlowMatchEulerDiscreteScheduler without diffusers: the same constructor, tables and step."""
     order = 1
     init_noise_sigma = 1.0
 
@@ -132,8 +246,12 @@ class FlowMatchEulerDiscreteScheduler:
             if sigmas is None and timesteps is None:
                 raise ValueError("num_inference_steps is None: pass it, or sigmas / timesteps")
             num_inference_steps = len(sigmas) if sigmas is not None else len(timesteps)
-        elif not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an integer >= 1")
+        else:
+            _check_steps(num_inference_steps)  # as diffusers: given sigmas / timesteps must hold exactly num_inference_steps values
+            for name, given in (("sigmas", sigmas), ("timesteps", timesteps)):
+                if given is not None and len(given) != num_inference_steps:
+                    raise ValueError(f"{name} holds {len(given)} values but num_inference_steps="
+                                     f"{num_inference_steps}: they must match when both are given")
         self.num_inference_steps = num_inference_steps
         given_timesteps = timesteps is not None
         if given_timesteps:
@@ -165,11 +283,7 @@ class FlowMatchEulerDiscreteScheduler:
         self.sigmas = sigmas
         self._step_index = None
         self._begin_index = None
-        # the update of every step, x + (σ_next − σ) v with x0 = x − σ v, as one device table
-        s = sigmas.detach().cpu().double().tolist()
-        rows = [step_coefficients(s[i + 1] - s[i], 1.0, 0.0, *x0_coefficients("sd3", s[i]))
-                for i in range(len(s) - 1)]
-        self._coef = torch.tensor(rows, dtype=torch.float32).to(sigmas.device, non_blocking=True)
+        self._coef = step_table(sigmas)  # every step's update as one device table
 
     def index_for_timestep(self, timestep, schedule_timesteps=None):
         if schedule_timesteps is None:
@@ -190,15 +304,11 @@ class FlowMatchEulerDiscreteScheduler:
              s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,
              generator: Optional[torch.Generator] = None, per_token_timesteps=None, return_dict: bool = True):
         """x_next = x + (σ_next − σ) · v in fp32, returned in model_output's dtype (one fused kernel)."""
-        if isinstance(timestep, int) or (isinstance(timestep, torch.Tensor) and not timestep.is_floating_point()):
-            raise ValueError("timestep must be one of scheduler.timesteps, not an integer index")
+        _check_step_args(timestep, model_output, sample)
         if per_token_timesteps is not None:
             raise NotImplementedError("per_token_timesteps is not implemented by flowkernels' scheduler")
         if self._coef is None:
             raise ValueError("call set_timesteps before step")
-        if model_output.shape != sample.shape:
-            raise ValueError(f"model_output has shape {tuple(model_output.shape)} but sample has "
-                             f"{tuple(sample.shape)}")
         if self.step_index is None:
             self._init_step_index(timestep)
         if self.step_index >= self._coef.shape[0]:
@@ -209,12 +319,11 @@ class FlowMatchEulerDiscreteScheduler:
             x0 = sample.to(torch.float32) - sigma * model_output
             noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
             prev = ((1.0 - sigma_next) * x0 + sigma_next * noise).to(model_output.dtype)
+        elif _original_arithmetic(model_output, sample):  # diffusers' float64 arithmetic, op for op
+            dt = self.sigmas[self.step_index + 1] - self.sigmas[self.step_index]
+            prev = (sample.to(torch.float32) + dt.to(sample.device) * model_output).to(model_output.dtype)
         else:
-            prev = torch.empty(sample.shape, dtype=model_output.dtype, device=sample.device)
-            coef = self._coef[self.step_index].to(sample.device)
-            # element-wise: one long row (a copy only if sample or model_output is not contiguous)
-            guided_step(sample.reshape(1, -1), model_output.reshape(1, -1), None, coef, out=prev.view(1, -1),
-                        backend=self.backend)
+            prev = _fused_step(self._coef[self.step_index].to(sample.device), model_output, sample, self.backend)
         self._step_index += 1
         if not return_dict:
             return (prev,)

@@ -84,14 +84,22 @@ class Transport:
             cpu_gen = generator if generator is not None and generator.device.type == "cpu" else None
             seed = torch.randint(0, 2**62, (), generator=cpu_gen, dtype=torch.int64)
         names = self._kernel_names()
+        # the original's dtypes: x_t = α(t) x1 + σ(t) x0 in the promotion of x1, the noise (drawn like x1) and t
+        data_dtype = x1.dtype if noise is None else torch.promote_types(x1.dtype, noise.dtype)
         xt = flow_interpolate(x1, t, noise, seed=seed, convention="sit", path=names["path"],
-                              prediction=self.model_type, backend=self.backend)
+                              prediction=self.model_type, backend=self.backend,
+                              out_dtype=torch.promote_types(data_dtype, t.dtype))
         model_output = model(xt, t, **model_kwargs)
         B, *_, C = xt.shape
         if model_output.shape != (B, *xt.shape[1:-1], C):
             raise ValueError(f"model output has shape {tuple(model_output.shape)}, expected {tuple(xt.shape)}")
         loss = flow_matching_loss(model_output, x1, t, noise, seed=seed, **names)
-        return {"loss": loss, "pred": model_output}
+        # computed in fp32, rounded once into the original's dtype: (model_output - u_t)^2 with u_t = x1 - x0 on the
+        # linear velocity path, weighted by t-dependent terms otherwise
+        loss_dtype = torch.promote_types(model_output.dtype, data_dtype)
+        if self.path_type != "Linear" or self.model_type != "velocity":
+            loss_dtype = torch.promote_types(loss_dtype, t.dtype)
+        return {"loss": loss.to(loss_dtype), "pred": model_output}
 
 
 def create_transport(path_type="Linear", prediction="velocity", loss_weight=None, train_eps=None, sample_eps=None,

@@ -26,6 +26,8 @@ from ..time_sampling import sample_time
 from ._trellis_sampling import AttrDict
 
 N_BINS = 10
+# FlowMatchingTrainer's default t_schedule (TRELLIS and TRELLIS.2)
+DEFAULT_T_SCHEDULE = {"name": "logitNormal", "args": {"mean": 0.0, "std": 1.0}}
 _BIN_EDGES = np.linspace(0, 1, N_BINS + 1)  # the exact float64 edges TRELLIS digitizes with
 
 
@@ -96,8 +98,9 @@ def time_bin_stats(t: torch.Tensor, mse_per_sample: torch.Tensor) -> tuple[torch
 
 
 def sample_t_schedule(t_schedule, batch_size: int, device, generator=None) -> torch.Tensor:
-    """TRELLIS's sample_t: {"name": "uniform"} or {"name": "logitNormal", "args": {"mean", "std"}}, on the device."""
-    schedule = t_schedule or {"name": "uniform"}
+    """TRELLIS's sample_t: {"name": "uniform"} or {"name": "logitNormal", "args": {"mean", "std"}}, on the device.
+    None is the trainer's default, logitNormal(0, 1)."""
+    schedule = t_schedule or DEFAULT_T_SCHEDULE
     name = schedule.get("name") if isinstance(schedule, dict) else None
     if name == "uniform":
         return sample_time(batch_size, sampler="uniform", device=device, generator=generator)
@@ -127,8 +130,9 @@ def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGM
 
     denoiser(x_t, t * 1000, cond, **kwargs) predicts v = (1 − σ) N − D. t and noise default to fresh draws
     (t from t_schedule on the device; noise inside the kernels from a seed, never stored); pass them to reproduce
-    a given draw. autocast_dtype (e.g. torch.bfloat16, TRELLIS.2) runs the denoiser under autocast; the loss is
-    always computed in fp32.
+    a given draw. autocast_dtype (e.g. torch.bfloat16, TRELLIS.2) runs the denoiser under autocast. The loss is
+    computed in fp32 (fp64 for fp64 inputs) and returned in the original's dtype; x_t is handed over in the
+    original's dtype (at least fp32: its t is fp32).
     """
     feats, offsets, rewrap = _sparse_parts(x_0, offsets)
     B = feats.shape[0] if offsets is None else offsets.numel() - 1
@@ -141,17 +145,25 @@ def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGM
     elif hasattr(noise, "feats"):
         noise = noise.feats
     kw = dict(convention="trellis", sigma_min=sigma_min, offsets=offsets, backend=backend)
-    x_t = flow_interpolate(feats, t, noise, seed=seed, **kw)
+    # the original's dtypes: t is fp32, so x_t = (1 - t) x_0 + (σ + (1 - σ) t) N is at least fp32 (bf16 data gives
+    # the denoiser fp32 x_t); the target (1 - σ) N - x_0 keeps the data's dtype (N = randn_like(x_0))
+    t = t.to(torch.float32) if isinstance(t, torch.Tensor) else t  # shape and type are checked by the kernels' API
+    data_dtype = feats.dtype if noise is None else torch.promote_types(feats.dtype, noise.dtype)
+    x_t = flow_interpolate(feats, t, noise, seed=seed, out_dtype=torch.promote_types(data_dtype, torch.float32),
+                           **kw)
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with autocast:
         pred = denoiser(rewrap(x_t), t * 1000, cond, **kwargs)
     pred = pred.feats if hasattr(pred, "feats") else pred
     if pred.shape != feats.shape:
         raise ValueError(f"denoiser returned shape {tuple(pred.shape)} for x_t of shape {tuple(feats.shape)}")
-    # mse: the mean over all elements (sparse: samples weigh by their rows, as F.mse_loss over all features)
-    mse, mse_per_sample = flow_matching_loss(pred, feats, t.reshape(B).to(torch.float32), noise, seed=seed,
-                                             reduction="mean", return_per_sample=True, **kw)
-    sums, counts = time_bin_stats(t.reshape(B).float(), mse_per_sample.detach())
+    # mse: the mean over all elements (sparse: samples weigh by their rows, as F.mse_loss over all features),
+    # computed in fp32 and rounded once into F.mse_loss(pred, target)'s dtype (fp32 at least under autocast)
+    mse, mse_per_sample = flow_matching_loss(pred, feats, t, noise, seed=seed, reduction="mean",
+                                             return_per_sample=True, **kw)
+    mse_dtype = torch.promote_types(pred.dtype, data_dtype)
+    mse = mse.to(torch.promote_types(mse_dtype, torch.float32) if autocast_dtype else mse_dtype)
+    sums, counts = time_bin_stats(t.reshape(B), mse_per_sample.detach())
     return TrainingTerms({"mse": mse, "loss": mse}, sums, counts), {}
 
 

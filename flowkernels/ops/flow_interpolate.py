@@ -93,10 +93,12 @@ def _interpolate_torch(x1, noise, t, seed, offsets, scheme, prediction, sigma_mi
         index = _launch.sample_index(offsets, x1.shape[0])
         a, b, p, cD, cN = (c[index] for c in (a, b, p, cD, cN))
     view = (-1,) + (1,) * (x1.dim() - 1)
-    d, n = x1.float(), noise.float()
-    xt.copy_(a.float().view(view) * d + b.float().view(view) * n)
+    # fp32 as the kernel; fp64 throughout when an input or the output is fp64
+    acc = torch.float64 if torch.float64 in (x1.dtype, noise.dtype, xt.dtype) else torch.float32
+    d, n = x1.to(acc), noise.to(acc)
+    xt.copy_(a.to(acc).view(view) * d + b.to(acc).view(view) * n)
     if target.numel():
-        target.copy_((-cD / p).float().view(view) * d + (-cN / p).float().view(view) * n)
+        target.copy_((-cD / p).to(acc).view(view) * d + (-cN / p).to(acc).view(view) * n)
 
 
 @torch.library.custom_op("flowkernels::flow_interpolate", mutates_args=())
@@ -112,7 +114,10 @@ def flow_interpolate_op(
 def _interpolate_impl(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, write_target, out_dtype, backend):
     xt = torch.empty(x1.shape, dtype=out_dtype, device=x1.device)
     target = torch.empty(x1.shape if write_target else (0,), dtype=out_dtype, device=x1.device)
-    impl = {"triton": _interpolate_triton, "native": native_cpu.interpolate}.get(backend, _interpolate_torch)
+    fp64 = torch.float64 in (x1.dtype, out_dtype) or (noise is not None and noise.dtype == torch.float64)
+    # float64 takes the torch path, in fp64, on any device
+    impl = _interpolate_torch if fp64 else \
+        {"triton": _interpolate_triton, "native": native_cpu.interpolate}.get(backend, _interpolate_torch)
     impl(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target)
     return xt, target
 

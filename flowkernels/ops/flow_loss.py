@@ -125,8 +125,25 @@ def _loss_triton(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, 
     return partial[:, 0] if partial.shape[1] == 1 else partial.sum(dim=1)
 
 
+def has_float64(*tensors) -> bool:
+    return any(z is not None and z.dtype == torch.float64 for z in tensors)
+
+
+def gradient_dtype(pred_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the forward pass stores d loss / d pred in: fp32 for 16-bit predictions, so that the backward
+    scale rounds into pred's dtype once (storing it in 16 bits would round it twice); pred's own dtype otherwise."""
+    return pred_dtype if pred_dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def loss_dtype(pred, x1, noise) -> torch.dtype:
+    """Per-sample losses are fp32, fp64 when an input is fp64 (the fp64 torch path)."""
+    return torch.float64 if has_float64(pred, x1, noise) else torch.float32
+
+
 def _loss_torch(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad):
+    """The loss and gradient in torch ops: fp32 arithmetic as the kernel's, or fp64 throughout for fp64 inputs."""
     B, M, ragged = _launch.layout(pred, offsets)
+    acc = loss_dtype(pred, x1, noise)
     if noise is None:
         noise = _launch.seeded_noise_torch(_launch.seed_value(seed), x1.shape, x1.device)
     a, b, p, cD, cN, w = coefficients_torch(t, sigma_min, scheme, prediction, weighting)
@@ -136,15 +153,15 @@ def _loss_torch(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, w
     index = _launch.sample_index(offsets, pred.shape[0]) if ragged else None
     per_row = (lambda c: c[index]) if ragged else (lambda c: c)
     view = (-1,) + (1,) * (pred.dim() - 1)
-    p32, cD32, cN32 = (per_row(c).float().view(view) for c in (p, cD, cN))
-    r = p32 * pred.float() + cD32 * x1.float() + cN32 * noise.float()
+    p_, cD_, cN_ = (per_row(c).to(acc).view(view) for c in (p, cD, cN))
+    r = p_ * pred.to(acc) + cD_ * x1.to(acc) + cN_ * noise.to(acc)
     norm = 1.0 if ragged else 1.0 / M  # ragged: per-sample sums (the caller divides by the row counts)
     if grad.numel():
-        grad.copy_(per_row(2.0 * norm * w * p).float().view(view) * r)
+        grad.copy_(per_row(2.0 * norm * w * p).to(acc).view(view) * r)
     sq = r.square().reshape(pred.shape[0], -1).sum(dim=1)
     if ragged:
         sq = torch.zeros(B, dtype=sq.dtype, device=sq.device).index_add_(0, index, sq)
-    return (w * norm * sq.double()).float()
+    return (w * norm * sq.double()).to(acc)
 
 
 @torch.library.custom_op("flowkernels::flow_matching_loss", mutates_args=())
@@ -162,39 +179,44 @@ def flow_loss_op(
 def _loss_impl(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, compute_grad,
                backend):
     B, M, ragged = _launch.layout(pred, offsets)
-    grad = torch.empty(pred.shape if compute_grad else (0,), dtype=pred.dtype, device=pred.device)
+    grad = torch.empty(pred.shape if compute_grad else (0,), dtype=gradient_dtype(pred.dtype), device=pred.device)
     if B == 0 or pred.numel() == 0:  # a mean over zero elements is NaN, as in torch; a sum is 0
-        return torch.full((B,), 0.0 if ragged else float("nan"), device=pred.device), grad.zero_()
-    impl = {"triton": _loss_triton, "native": native_cpu.loss}.get(backend, _loss_torch)
+        return torch.full((B,), 0.0 if ragged else float("nan"), device=pred.device,
+                          dtype=loss_dtype(pred, x1, noise)), grad.zero_()
+    # float64 inputs take the torch path, in fp64, on any device
+    impl = _loss_torch if has_float64(pred, x1, noise) else \
+        {"triton": _loss_triton, "native": native_cpu.loss}.get(backend, _loss_torch)
     loss = impl(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad)
     return loss, grad
 
 
 @flow_loss_op.register_fake
 def _(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, compute_grad, backend):
-    grad = pred.new_empty(pred.shape if compute_grad else (0,))
-    return pred.new_empty((t.shape[0],), dtype=torch.float32), grad
+    grad = pred.new_empty(pred.shape if compute_grad else (0,), dtype=gradient_dtype(pred.dtype))
+    return pred.new_empty((t.shape[0],), dtype=loss_dtype(pred, x1, noise)), grad
 
 
 @torch.library.custom_op("flowkernels::scale_rows", mutates_args=())
 def scale_rows_op(grad: torch.Tensor, row_scale: torch.Tensor, offsets: Optional[torch.Tensor],
-                  backend: str) -> torch.Tensor:
+                  backend: str, out_dtype: torch.dtype) -> torch.Tensor:
     """out[b, ...] = grad[b, ...] * row_scale[b] (ragged: rows offsets[b]:offsets[b+1] of sample b), computed in
-    fp32 and stored in grad's dtype."""
-    return _scale_rows_impl(grad, row_scale, offsets, backend)
+    fp32 (fp64 for fp64 gradients) and rounded once into out_dtype."""
+    return _scale_rows_impl(grad, row_scale, offsets, backend, out_dtype)
 
 
-def _scale_rows_impl(grad, row_scale, offsets, backend, out=None):
-    """out = grad scaled by rows (out may be grad itself: each element is read before it is written)."""
-    out = torch.empty_like(grad, memory_format=torch.contiguous_format) if out is None else out
+def _scale_rows_impl(grad, row_scale, offsets, backend, out_dtype, out=None):
+    """out = grad scaled by rows, in out_dtype (out may be grad itself when their dtypes agree: each element is read
+    before it is written)."""
+    out = torch.empty(grad.shape, dtype=out_dtype, device=grad.device) if out is None else out
     B, M, ragged = _launch.layout(grad, offsets)
     if B == 0 or grad.numel() == 0:
         return out
-    if backend == "native":
+    if backend == "native" and grad.dtype != torch.float64:
         return native_cpu.scale_rows(grad, row_scale, offsets, out)
-    if backend != "triton":
-        scale = row_scale.float()[_launch.sample_index(offsets, grad.shape[0])] if ragged else row_scale.float()
-        return out.copy_(grad.float() * scale.view((-1,) + (1,) * (grad.dim() - 1)))
+    if backend != "triton" or grad.dtype == torch.float64:  # fp64 gradients: the torch path, in fp64
+        acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
+        scale = row_scale.to(acc)[_launch.sample_index(offsets, grad.shape[0])] if ragged else row_scale.to(acc)
+        return out.copy_(grad.to(acc) * scale.view((-1,) + (1,) * (grad.dim() - 1)))
     scale_rows_plan(grad, row_scale, offsets, out).launch()
     return out
 
@@ -210,8 +232,8 @@ def scale_rows_plan(grad, row_scale, offsets, out, target=None) -> _plan.LaunchP
 
 
 @scale_rows_op.register_fake
-def _(grad, row_scale, offsets, backend):
-    return torch.empty_like(grad, memory_format=torch.contiguous_format)
+def _(grad, row_scale, offsets, backend, out_dtype):
+    return grad.new_empty(grad.shape, dtype=out_dtype)
 
 
 class _LossInputs(NamedTuple):
@@ -234,7 +256,7 @@ class _LossInputs(NamedTuple):
 def _setup_context(ctx, inputs, output):
     args = _LossInputs(*inputs)
     _loss, grad = output
-    ctx.backend, ctx.offsets = args.backend, args.offsets
+    ctx.backend, ctx.offsets, ctx.pred_dtype = args.backend, args.offsets, args.pred.dtype
     ctx.save_for_backward(grad)
     ctx.mark_non_differentiable(grad)
     # the stored gradient is non-differentiable: without this, autograd would fill a zeros tensor of pred's size for
@@ -248,7 +270,7 @@ def _backward(ctx, grad_loss, _grad_of_grad):
     (grad,) = ctx.saved_tensors
     grad_pred = None
     if grad_loss is not None:
-        grad_pred = scale_rows_op(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend)
+        grad_pred = scale_rows_op(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend, ctx.pred_dtype)
     no_grads = _LossInputs(*([None] * len(_LossInputs._fields)))
     return tuple(no_grads._replace(pred=grad_pred))
 
@@ -276,8 +298,10 @@ class _EagerLoss(torch.autograd.Function):
             # When the graph is freed after this backward, nothing reads the saved gradient again: scale it in
             # place (no new buffer, whose fresh pages cost as much as the scaling on CPU). retain_graph /
             # create_graph keep it, so those get a new tensor.
-            out = None if _graph_kept() else grad
-            grad_pred = _scale_rows_impl(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend, out=out)
+            # A 16-bit pred's gradient is saved in fp32: the scaled result needs its own buffer in pred's dtype.
+            out = None if _graph_kept() or grad.dtype != ctx.pred_dtype else grad
+            grad_pred = _scale_rows_impl(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend, ctx.pred_dtype,
+                                         out=out)
         return (grad_pred,) + (None,) * (len(_LossInputs._fields) - 1)
 
 

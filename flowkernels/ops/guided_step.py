@@ -174,10 +174,10 @@ def _samples(x, offsets) -> int:
 
 def rescale_factor(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = None,
                    backend: str = "torch") -> torch.Tensor:
-    """k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, [B] float32, from float64 sums (the native extension's for
+    """k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, [B] float32 (float64 for fp64 inputs), from float64 sums (the native extension's for
     dense rows on backend="native", torch ops otherwise): the CPU paths and the tests. The Triton path forms k
     inside the step kernel."""
-    if backend == "native" and offsets is None:
+    if backend == "native" and offsets is None and not _has_float64(x, c, u):
         sums, n = native_cpu.rescale_sums(x, c, u, coef), float(x[0].numel())
     else:
         c64 = coef.double().tolist() if coef.device.type == "cpu" else coef.double()
@@ -194,7 +194,8 @@ def rescale_factor(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = 
     # the 1/n or 1/(n - 1) of the two variances cancels in their ratio
     var_c = (sums[:, 1] - sums[:, 0] * sums[:, 0] / n).clamp_min(0)
     var_g = (sums[:, 3] - sums[:, 2] * sums[:, 2] / n).clamp_min(0)
-    return (phi * torch.sqrt(var_c / var_g) + (1.0 - phi)).float()
+    k = phi * torch.sqrt(var_c / var_g) + (1.0 - phi)
+    return k if _has_float64(x, c, u) else k.float()  # fp64 inputs keep k in fp64
 
 
 def _strided(z, ragged):
@@ -270,7 +271,9 @@ def _guided_step_impl(x, c, u, coef, out, h, model_in, x0, v_out, offsets, resca
     M = x[0].numel() if rows else 0
     if rows == 0 or M == 0 or _samples(x, offsets) == 0:
         return
-    if backend != "triton":  # CPU paths: k per sample first, then one factor per row of x
+    fp64 = _has_float64(x, c, u, out)
+    if backend != "triton" or fp64:  # CPU paths (and fp64 anywhere): k per sample first, then one per row of x
+        backend = "torch" if fp64 else backend  # the native step reads fp32 coefficients: fp64 stays in torch
         k = rescale_factor(x, c, u, coef, rescale, offsets, backend) if rescale > 0 else None
         if k is not None and offsets is not None:
             k = k[_launch.sample_index(offsets, rows)]
@@ -299,16 +302,21 @@ def _guided_step_fake(x, c, u, coef, out, h, model_in, x0, v_out, offsets, resca
     return None
 
 
+def _has_float64(*tensors) -> bool:
+    return any(z is not None and z.dtype == torch.float64 for z in tensors)
+
+
 def _guided_step_torch(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out):
-    """The same arithmetic in fp32 torch ops, for CPU tensors."""
-    cf = coef.float()
+    """The same arithmetic in torch ops, for CPU tensors: fp32, or fp64 when an input or the output is fp64."""
+    acc = torch.float64 if _has_float64(x, c, u, out) else torch.float32
+    cf = coef.to(acc)
     view = (-1,) + (1,) * (x.dim() - 1)
-    xf = x.float()
-    v = cf[A_C] * c.float()
+    xf = x.to(acc)
+    v = cf[A_C] * c.to(acc)
     if u is not None:
-        v = v + cf[A_U] * u.float()
+        v = v + cf[A_U] * u.to(acc)
     if k is not None:
-        kk = k.float().view(view)
+        kk = k.to(acc).view(view)
         v = kk * v + ((kk - 1.0) * (cf[X0_A] / cf[X0_B])) * xf
     x_next = xf + cf[DT] * v
     if h is not None:
