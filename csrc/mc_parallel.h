@@ -1,5 +1,5 @@
 // The CPU drivers' thread pool: dynamic chunks over std::threads, errors joined and rethrown (mc_cpu.cpp for the
-// bit-plane and row-walk methods, marching_cubes/brick_cpu.cpp for the brick method).
+// bit-plane and row-walk methods, marching_cubes/brick_cpu.cpp for the brick method, distance/udf_cpu.cpp).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -61,7 +61,7 @@ void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
   } catch (const std::exception& e) {
     start_failed = true;
     fail(std::make_exception_ptr(std::runtime_error(
-        "marching cubes could not start worker thread " + std::to_string(pool.size() + 1) + " of " +
+        "flowkernels could not start worker thread " + std::to_string(pool.size() + 1) + " of " +
         std::to_string(threads - 1) + " (" + e.what() + "); lower num_threads / FLOWKERNELS_NUM_THREADS")));
   }
   if (!start_failed) work();  // (a worker's error is read only after the joins, which order it before)

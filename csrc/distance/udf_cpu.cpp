@@ -1,61 +1,25 @@
 // CPU driver for the unsigned-distance core (udf_core.h): a narrow-band grid by x-slabs per thread, and exact
 // point queries through a median-split BVH.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <exception>
-#include <mutex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "distance/udf_api.h"
 #include "distance/udf_core.h"
+#include "mc_parallel.h"
 
 namespace fk {
 namespace {
 
 using udf::Vec3;
 
-int thread_count(int num_threads) {
-  return num_threads > 0 ? num_threads : int(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-// fn(begin, end) over [0, n) in chunks handed out dynamically (slabs and queries differ widely in work). A thread
-// that fails to start, or a chunk that throws, stops the hand-out; running threads are joined before the error
-// reaches the caller (a joinable std::thread destroyed, or an exception leaving a thread, would terminate).
+// fn(begin, end) over [0, n) in dynamically handed-out chunks (slabs and queries differ widely in work), on the
+// shared pool: a thread that fails to start or a chunk that throws becomes an error after the joins.
 template <typename Fn>
 void parallel_chunks(int64_t n, int64_t grain, int num_threads, Fn&& fn) {
-  if (n <= 0) return;
-  const int64_t threads = std::min<int64_t>(thread_count(num_threads), (n + grain - 1) / grain);
-  std::atomic<int64_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto fail = [&](std::exception_ptr e) {
-    next.store(n);
-    std::lock_guard<std::mutex> lock(error_mutex);
-    if (!error) error = e;
-  };
-  auto work = [&]() noexcept {
-    try {
-      for (int64_t lo; (lo = next.fetch_add(grain)) < n;) fn(lo, std::min(n, lo + grain));
-    } catch (...) {
-      fail(std::current_exception());
-    }
-  };
-  std::vector<std::thread> pool;
-  try {
-    pool.reserve(size_t(threads - 1));
-    for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  } catch (const std::exception& e) {
-    fail(std::make_exception_ptr(std::runtime_error(
-        std::string("mesh distance could not start a worker thread (") + e.what() +
-        "); lower num_threads / FLOWKERNELS_NUM_THREADS")));
-  }
-  if (!error) work();
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
+  parallel::parallel_chunks(n, grain, num_threads, [&](int64_t lo, int64_t hi, int) { fn(lo, hi); });
 }
 
 struct MeshView {
@@ -93,7 +57,7 @@ void udf_band_grid_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int6
 
   // Bin triangles into x-slabs (CSR lists): a thread takes whole slabs, so no two threads write one grid point.
   // Slabs are thin enough (>= 8 per thread) that dynamic hand-out balances meshes denser on one side.
-  const int threads = thread_count(num_threads);
+  const int threads = parallel::resolve_threads(num_threads);
   const int64_t width = std::max<int64_t>(1, nx / (8 * int64_t(threads)));
   const int64_t slabs = (nx + width - 1) / width;
   std::vector<int64_t> first_slab(num_faces), last_slab(num_faces), start(slabs + 1, 0);
