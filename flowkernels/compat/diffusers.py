@@ -146,7 +146,55 @@ class FlowMatchEulerDiscreteSchedulerOutput:
         return (self.prev_sample,)[i]
 
 
-class StandaloneFlowMatchEulerDiscreteScheduler:
+class _StepIndex:
+    """diffusers' step-index bookkeeping, shared by the standalone scheduler here and both Hunyuan3D schedulers."""
+    order = 1
+    backend = None  # None (Triton on CUDA, torch on CPU), "torch" or "triton"
+
+    @property
+    def step_index(self):
+        return self._step_index
+
+    @property
+    def begin_index(self):
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0):
+        self._begin_index = begin_index
+
+    def _sigma_to_t(self, sigma):
+        return sigma * self.config.num_train_timesteps
+
+    def index_for_timestep(self, timestep, schedule_timesteps=None):
+        if schedule_timesteps is None:
+            schedule_timesteps = self.timesteps
+        indices = (schedule_timesteps == timestep).nonzero()
+        if len(indices) == 0:
+            raise ValueError(f"timestep {float(timestep)!r} is not one of scheduler.timesteps")
+        return indices[1 if len(indices) > 1 else 0].item()
+
+    def _init_step_index(self, timestep):
+        if self.begin_index is None:
+            if isinstance(timestep, torch.Tensor):
+                timestep = timestep.to(self.timesteps.device)
+            self._step_index = self.index_for_timestep(timestep)
+        else:
+            self._step_index = self._begin_index
+
+    def __len__(self):
+        return self.config.num_train_timesteps
+
+    def _next_row(self, table, sigmas, timestep, model_output, sample):
+        """Validate, find this step's index and return its table row (raising past the last step)."""
+        _check_step_args(timestep, model_output, sample)
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        if self.step_index + 1 >= sigmas.shape[0]:
+            raise ValueError(f"step called {self.step_index + 1} times for {sigmas.shape[0] - 1} timesteps")
+        return table[self.step_index].to(sample.device)
+
+
+class StandaloneFlowMatchEulerDiscreteScheduler(_StepIndex):
     """diffusers' FlowMatchEulerDiscreteScheduler without diffusers: the same constructor, tables and step."""
     order = 1
     init_noise_sigma = 1.0
@@ -190,25 +238,8 @@ class StandaloneFlowMatchEulerDiscreteScheduler:
     def shift(self):
         return self._shift
 
-    @property
-    def step_index(self):
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0):
-        self._begin_index = begin_index
-
     def set_shift(self, shift: float):
         self._shift = shift
-
-    def __len__(self):
-        return self.config.num_train_timesteps
-
-    def _sigma_to_t(self, sigma):
-        return sigma * self.config.num_train_timesteps
 
     def time_shift(self, mu: float, sigma: float, t):
         if self.config.time_shift_type == "exponential":
@@ -284,21 +315,6 @@ class StandaloneFlowMatchEulerDiscreteScheduler:
         self._step_index = None
         self._begin_index = None
         self._coef = step_table(sigmas)  # every step's update as one device table
-
-    def index_for_timestep(self, timestep, schedule_timesteps=None):
-        if schedule_timesteps is None:
-            schedule_timesteps = self.timesteps
-        indices = (schedule_timesteps == timestep).nonzero()
-        pos = 1 if len(indices) > 1 else 0
-        return indices[pos].item()
-
-    def _init_step_index(self, timestep):
-        if self.begin_index is None:
-            if isinstance(timestep, torch.Tensor):
-                timestep = timestep.to(self.timesteps.device)
-            self._step_index = self.index_for_timestep(timestep)
-        else:
-            self._step_index = self._begin_index
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, s_churn: float = 0.0,
              s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0,

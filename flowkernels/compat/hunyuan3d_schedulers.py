@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..sampling import guided_step
-from .diffusers import _check_step_args, _check_steps, _original_arithmetic, step_table
+from .diffusers import _StepIndex, _check_steps, _original_arithmetic, step_table
 
 __all__ = ["FlowMatchEulerDiscreteScheduler", "ConsistencyFlowMatchEulerDiscreteScheduler",
            "FlowMatchEulerDiscreteSchedulerOutput", "ConsistencyFlowMatchEulerDiscreteSchedulerOutput"]
@@ -51,54 +51,6 @@ class ConsistencyFlowMatchEulerDiscreteSchedulerOutput:
 
     def __getitem__(self, i):
         return (self.prev_sample, self.pred_original_sample)[i]
-
-
-class _StepIndex:
-    """diffusers' step-index bookkeeping, as both Hunyuan3D schedulers inherit it."""
-    order = 1
-    backend = None  # None (Triton on CUDA, torch on CPU), "torch" or "triton"
-
-    @property
-    def step_index(self):
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0):
-        self._begin_index = begin_index
-
-    def _sigma_to_t(self, sigma):
-        return sigma * self.config.num_train_timesteps
-
-    def index_for_timestep(self, timestep, schedule_timesteps=None):
-        if schedule_timesteps is None:
-            schedule_timesteps = self.timesteps
-        indices = (schedule_timesteps == timestep).nonzero()
-        if len(indices) == 0:
-            raise ValueError(f"timestep {float(timestep)!r} is not one of scheduler.timesteps")
-        return indices[1 if len(indices) > 1 else 0].item()
-
-    def _init_step_index(self, timestep):
-        if self.begin_index is None:
-            if isinstance(timestep, torch.Tensor):
-                timestep = timestep.to(self.timesteps.device)
-            self._step_index = self.index_for_timestep(timestep)
-        else:
-            self._step_index = self._begin_index
-
-    def __len__(self):
-        return self.config.num_train_timesteps
-
-    def _next_row(self, table, sigmas, timestep, model_output, sample):
-        """Validate, find this step's index and return its table row (raising past the last step)."""
-        _check_step_args(timestep, model_output, sample)
-        if self.step_index is None:
-            self._init_step_index(timestep)
-        if self.step_index + 1 >= sigmas.shape[0]:
-            raise ValueError(f"step called {self.step_index + 1} times for {sigmas.shape[0] - 1} timesteps")
-        return table[self.step_index].to(sample.device)
 
 
 class FlowMatchEulerDiscreteScheduler(_StepIndex):
