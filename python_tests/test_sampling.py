@@ -13,7 +13,7 @@ from flowkernels.reference import samplers as ref_samplers
 from flowkernels.reference import trellis as ref_trellis
 from conftest import FakeSparse
 from conftest import ToyVelocityModel as ToyModel
-from helpers import DEVICE, DTYPES, assert_close
+from helpers import DEVICE, DTYPES, assert_2x_rule, assert_close
 
 BACKENDS = ["triton", "torch", "native"] if DEVICE == "cpu" else ["triton"]
 
@@ -292,7 +292,13 @@ def test_diffusers_scheduler_matches_original(config, dtype, which):
         assert out.prev_sample.dtype == DTYPES[dtype]
         lat = out.prev_sample
     ref = ref_samplers.diffusers_euler(fn, x, ts.to(DEVICE), sigmas.to(DEVICE))
-    assert_close("latents", lat, ref, 1e-6 if dtype == "fp32" else 1e-2)
+    if dtype == "fp32":
+        assert_close("latents", lat, ref, 1e-6)
+        return
+    # 16-bit: diffusers rounds (σ_next − σ)·v to bf16 before the fp32 add, the fused step does not; over 7 steps
+    # of a nonlinear model one-ulp differences grow, so hold both to an fp64 trajectory by the 2x rule.
+    ref64 = ref_samplers.diffusers_euler(fn, x.double(), ts.to(DEVICE), sigmas.to(DEVICE).double())
+    assert_2x_rule("latents", lat, ref, ref64)
 
 
 @pytest.mark.parametrize("which", list(SCHEDULERS))
