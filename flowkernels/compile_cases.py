@@ -15,6 +15,7 @@ from .ops import _plan
 from .ops.flow_interpolate import interpolate_plan
 from .ops.flow_loss import loss_plan, scale_rows_plan
 from .ops.guided_step import coefficient_row, stats_plan, step_plan
+from .ops.nearest_neighbor import nearest_both_plan
 
 T = _plan.COMPILE_TARGET
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -136,6 +137,15 @@ def stats_case(dtype="fp16", ragged=False, align="aligned") -> Case:
                 wide_loads=_wide(dtype, ragged, align))
 
 
+# --- nearest neighbours (metrics) -----------------------------------------------------------------------------------
+def nearest_case(points=(5000, 4099), samples=2) -> Case:
+    def build():
+        n_p, n_q = points
+        offsets = [torch.linspace(0, n, samples + 1).round().long() for n in points]
+        return nearest_both_plan(_empty((n_p, 3)), offsets[0], _empty((n_q, 3)), offsets[1], target=T)
+    return Case("nearest", f"both directions {points[0]}x{points[1]} points, {samples} samples", build)
+
+
 # --- the sets -------------------------------------------------------------------------------------------------------
 def representative_cases() -> list[Case]:
     """A few cases that cover each kernel's hot configuration (the default test run)."""
@@ -144,6 +154,8 @@ def representative_cases() -> list[Case]:
         loss_case("fp32", seeded=False, ragged=True, align="aligned", codes=(RECTIFIED, 0, 0)),  # TRELLIS sparse
         step_case("fp16", "cfg+[x;x]"),                                   # the sampler's step
         step_case("fp32", "rescale+x0", ragged=True),                     # TRELLIS.2 sparse rescale
+        loss_case("bf16", seeded=False, x1_dtype="bf16"),                 # bf16 data and noise tensors
+        nearest_case(),                                                   # the metrics' nearest neighbours
     ]
 
 
@@ -170,4 +182,6 @@ def all_cases() -> list[Case]:
         out.append(step_case(dtype, kind, True, align))
     for dtype, ragged, align in itertools.product(DT, (False, True), ("aligned", "odd")):
         out.append(stats_case(dtype, ragged, align))
+    out.append(nearest_case())
+    out.append(nearest_case((1, 70000), samples=1))
     return out

@@ -91,11 +91,14 @@ def test_layouts_and_dtypes_agree(dtype):
     np.testing.assert_allclose(float(p3d), np.mean(want), rtol=2e-6)
 
 
-def test_triton_kernel_straddling_blocks_and_empty_targets(monkeypatch):
-    """Blocks of the interpreted kernel (128 rows) that straddle many samples, a sample with no targets (inf,
-    index -1) and exact ties (the lower index wins, as an argmin does); outputs are poisoned before the launch."""
+@pytest.mark.parametrize("block", [128, 32], ids=["interpreter-tile", "gpu-tile"])
+def test_triton_kernel_straddling_blocks_and_empty_targets(monkeypatch, block):
+    """Blocks of the interpreted kernel (128 rows, or the GPU's 32) that straddle many samples, a sample with no
+    targets (inf, index -1) and exact ties (the lower index wins, as an argmin does); outputs are poisoned before
+    the launch."""
     from flowkernels.ops import nearest_neighbor
     from flowkernels.ops.nearest_neighbor import nearest_both_triton
+    monkeypatch.setattr(nearest_neighbor, "BLOCK_INTERPRET", block)
 
     def poisoned(n, device, dtype):
         return torch.full((n,), float("nan") if dtype.is_floating_point else -7, device=device, dtype=dtype)
@@ -143,6 +146,16 @@ def test_bench_metrics_case_runs():
     report = run_cases([Case("metrics", "B2-300", case)], "cpu", progress=False, min_time=0.0)
     assert {r["impl"] for r in report["results"]} >= {"flowkernels", "scipy-ckdtree", "pytorch3d-style"}
     assert "== metrics ==" in format_tables(report)
+
+
+def test_triton_kernel_refuses_point_sets_beyond_its_int32_indices():
+    from flowkernels.ops.nearest_neighbor import MAX_POINTS, nearest_both_plan
+    big = torch.empty((MAX_POINTS, 3), device="meta")
+    small = torch.zeros((4, 3))
+    with pytest.raises(ValueError, match="^p has"):
+        nearest_both_plan(big, torch.tensor([0, MAX_POINTS]), small, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="^q has"):
+        nearest_both_plan(small, torch.tensor([0, 4]), big, torch.tensor([0, MAX_POINTS]))
 
 
 def test_kernel_distances_are_differences_not_the_matmul_expansion():

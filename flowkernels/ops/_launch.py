@@ -113,6 +113,13 @@ def quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks, ALIGN: tl.constexp
 
 
 @triton.jit
-def quad_offsets(start, QUADS: tl.constexpr):
-    """[QUADS, 4] element offsets start + 4 q + j of one tile: row q holds the four elements of one Philox counter."""
-    return start + (tl.arange(0, QUADS) * 4).to(tl.int64)[:, None] + tl.arange(0, 4).to(tl.int64)[None, :]
+def tile_offsets(start, ROWS: tl.constexpr, WIDTH: tl.constexpr):
+    """[ROWS, WIDTH] element offsets start + WIDTH r + j of one tile. Seeded tiles are WIDTH 4, a row holding the
+    four elements of one Philox counter; tiles reading a noise tensor are WIDTH 8, so the compiler sees 8
+    contiguous elements per row and 16-bit rows still fill 128-bit loads."""
+    return start + (tl.arange(0, ROWS) * WIDTH).to(tl.int64)[:, None] + tl.arange(0, WIDTH).to(tl.int64)[None, :]
+
+
+def tile_width(has_noise: bool) -> int:
+    """The kernels' WIDTH constexpr (see tile_offsets)."""
+    return 8 if has_noise else 4

@@ -21,7 +21,7 @@ def _flow_interpolate_kernel(
     x1_ptr, noise_ptr, t_ptr, offsets_ptr, n_rows: tl.int64, xt_ptr, target_ptr, seed: tl.int64,
     M, span, n_chunks: tl.int32, stride_x1, stride_noise, stride_t, sigma_min,
     SCHEME: tl.constexpr, PREDICTION: tl.constexpr, HAS_NOISE: tl.constexpr, WRITE_TARGET: tl.constexpr,
-    RAGGED: tl.constexpr, ALIGN: tl.constexpr, BLOCK: tl.constexpr,
+    RAGGED: tl.constexpr, ALIGN: tl.constexpr, BLOCK: tl.constexpr, WIDTH: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
@@ -40,7 +40,7 @@ def _flow_interpolate_kernel(
     tN = (-cN / p).to(tl.float32)
     lo, hi = _launch.quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks, ALIGN)
     for start in range(lo, hi, BLOCK):
-        offs = _launch.quad_offsets(start, BLOCK // 4)
+        offs = _launch.tile_offsets(start, BLOCK // WIDTH, WIDTH)
         mask = (offs >= 0) & (offs < hi)
         d = tl.load(x1_ptr + x1_base + offs, mask=mask, other=0.0).to(tl.float32)
         if HAS_NOISE:
@@ -81,7 +81,8 @@ def interpolate_plan(x1, noise, t, seed, offsets, scheme, prediction, sigma_min,
             _launch.seed_value(seed) if noise is None else 0, M, span, chunks, sx, sn, t.stride(0), sigma_min)
     align = _plan.pow2_alignment(M) if ragged else _plan.pow2_alignment(M, sx, sn)
     constexprs = dict(SCHEME=scheme, PREDICTION=prediction, HAS_NOISE=noise is not None,
-                      WRITE_TARGET=target.numel() > 0, RAGGED=ragged, ALIGN=align, BLOCK=tile)
+                      WRITE_TARGET=target.numel() > 0, RAGGED=ragged, ALIGN=align, BLOCK=tile,
+                      WIDTH=_launch.tile_width(noise is not None))
     return _plan.LaunchPlan(_flow_interpolate_kernel, (B, chunks), args, constexprs, spec)
 
 

@@ -26,7 +26,7 @@ def _flow_loss_kernel(
     seed: tl.int64, M, span, n_chunks: tl.int32, stride_pred, stride_x1, stride_noise, stride_t, stride_w, sigma_min,
     SCHEME: tl.constexpr, PREDICTION: tl.constexpr, WEIGHTING: tl.constexpr, HAS_NOISE: tl.constexpr,
     HAS_WEIGHT: tl.constexpr, COMPUTE_GRAD: tl.constexpr, RAGGED: tl.constexpr, ALIGN: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, WIDTH: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
@@ -53,10 +53,10 @@ def _flow_loss_kernel(
     p = p.to(tl.float32)
     cD = cD.to(tl.float32)
     cN = cN.to(tl.float32)
-    acc = tl.zeros([BLOCK // 4, 4], dtype=tl.float32)
+    acc = tl.zeros([BLOCK // WIDTH, WIDTH], dtype=tl.float32)
     lo, hi = _launch.quad_aligned_span(base, n_el, chunk, chunk_len, n_chunks, ALIGN)
     for start in range(lo, hi, BLOCK):
-        offs = _launch.quad_offsets(start, BLOCK // 4)
+        offs = _launch.tile_offsets(start, BLOCK // WIDTH, WIDTH)
         mask = (offs >= 0) & (offs < hi)
         o = tl.load(pred_ptr + pred_base + offs, mask=mask, other=0.0).to(tl.float32)
         d = tl.load(x1_ptr + x1_base + offs, mask=mask, other=0.0).to(tl.float32)
@@ -115,7 +115,7 @@ def loss_plan(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, wei
             M, span, chunks, sp, sx, sn, t.stride(0), weight.stride(0) if weight is not None else 0, sigma_min)
     constexprs = dict(SCHEME=scheme, PREDICTION=prediction, WEIGHTING=weighting, HAS_NOISE=noise is not None,
                       HAS_WEIGHT=weight is not None, COMPUTE_GRAD=grad.numel() > 0, RAGGED=ragged, ALIGN=align,
-                      BLOCK=tile)
+                      BLOCK=tile, WIDTH=_launch.tile_width(noise is not None))
     return _plan.LaunchPlan(_flow_loss_kernel, (B, chunks), args, constexprs, spec, {"partial": partial})
 
 
