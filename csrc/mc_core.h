@@ -73,6 +73,19 @@ FK_HD int popcount3(unsigned m) { return (m & 1u) + ((m >> 1) & 1u) + ((m >> 2) 
 
 template <typename R> FK_HD bool is_finite(R v) { return v - v == R(0); }  // false for NaN and +-inf
 
+// The gradient's arithmetic, from a point's value c and its neighbours lo / hi along one axis (has_lo / has_hi:
+// inside the grid; their values are not read otherwise). Drivers that obtain the neighbours by other means (the
+// CUDA driver's warp shuffles along z) call it too, so every driver rounds the same way.
+template <typename R>
+FK_HD R gradient_of(R c, R lo, R hi, bool has_lo, bool has_hi) {
+  has_lo = has_lo && is_finite(lo);
+  has_hi = has_hi && is_finite(hi);
+  if (has_lo && has_hi) return (hi - lo) / R(2);
+  if (has_hi) return hi - c;
+  if (has_lo) return c - lo;
+  return R(0);
+}
+
 // A read-only strided view of one [nx, ny, nz] grid.
 template <typename T>
 struct Volume {
@@ -137,12 +150,7 @@ struct Volume {
     bool has_lo = p[axis] > 0, has_hi = p[axis] + 1 < n[axis];
     R lo = has_lo ? at(i - (axis == 0), j - (axis == 1), k - (axis == 2)) : R(0);
     R hi = has_hi ? at(i + (axis == 0), j + (axis == 1), k + (axis == 2)) : R(0);
-    has_lo = has_lo && is_finite(lo);
-    has_hi = has_hi && is_finite(hi);
-    if (has_lo && has_hi) return (hi - lo) / R(2);
-    if (has_hi) return hi - c;
-    if (has_lo) return c - lo;
-    return R(0);
+    return gradient_of(c, lo, hi, has_lo, has_hi);
   }
 };
 
@@ -218,21 +226,24 @@ FK_HD R edge_fraction(R v0, R v1, R level) {
   return (level * h - v0 * h) / (v1 * h - v0 * h);
 }
 
-template <typename T>
-FK_HD void emit_vertex(const Volume<T>& vol, const EmitTarget& out, int64_t id, int64_t i, int64_t j, int64_t k,
-                       int axis) {
-  using R = typename Volume<T>::R;
-  R v0 = vol.at(i, j, k), v1 = vol.at(i + (axis == 0), j + (axis == 1), k + (axis == 2));
-  R frac = edge_fraction(v0, v1, vol.level);
-  R pos[3] = {R(i), R(j), R(k)};
-  pos[axis] += frac;
-  for (int d = 0; d < 3; ++d) out.verts[3 * id + d] = float(out.origin[d] + double(pos[d]) * out.scale[d]);
+// Vertex `id` on the edge from (i, j, k) along `axis`, from its end values v0, v1 and grad(d, end), the gradient
+// along d at end 0 (the owner point) or 1 (its neighbour along the axis), asked only when normals are wanted.
+template <typename R, typename Grad>
+FK_HD void store_vertex(const EmitTarget& out, R level, int64_t id, int64_t i, int64_t j, int64_t k, int axis, R v0,
+                        R v1, const Grad& grad) {
+  R frac = edge_fraction(v0, v1, level);
+  // No array indexed by `axis`: a GPU caller may pass it at run time, and such an array would live in local memory.
+  for (int d = 0; d < 3; ++d) {
+    R pos = R(d == 0 ? i : d == 1 ? j : k);
+    if (d == axis) pos += frac;
+    out.verts[3 * id + d] = float(out.origin[d] + double(pos) * out.scale[d]);
+  }
   if (!out.normals) return;
   // Outward normal (toward values >= level) in world space: grad / spacing, blended along the edge.
   R g[3], norm2 = 0;
   for (int d = 0; d < 3; ++d) {
-    R g0 = vol.gradient(i, j, k, d);
-    R g1 = vol.gradient(i + (axis == 0), j + (axis == 1), k + (axis == 2), d);
+    R g0 = grad(d, 0);
+    R g1 = grad(d, 1);
     g[d] = (g0 + frac * (g1 - g0)) / R(out.scale[d]);
     norm2 += g[d] * g[d];
   }
@@ -243,6 +254,16 @@ FK_HD void emit_vertex(const Volume<T>& vol, const EmitTarget& out, int64_t id, 
   }
   R inv = R(1) / sqrt(norm2);
   for (int d = 0; d < 3; ++d) out.normals[3 * id + d] = float(sign * g[d] * inv);
+}
+
+template <typename T>
+FK_HD void emit_vertex(const Volume<T>& vol, const EmitTarget& out, int64_t id, int64_t i, int64_t j, int64_t k,
+                       int axis) {
+  using R = typename Volume<T>::R;
+  const int64_t i1 = i + (axis == 0), j1 = j + (axis == 1), k1 = k + (axis == 2);
+  store_vertex(out, vol.level, id, i, j, k, axis, vol.at(i, j, k), vol.at(i1, j1, k1), [&](int d, int end) -> R {
+    return end ? vol.gradient(i1, j1, k1, d) : vol.gradient(i, j, k, d);
+  });
 }
 
 template <typename T>

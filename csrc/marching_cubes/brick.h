@@ -14,9 +14,10 @@
 // takes each busy segment with a lane per point: 3 owned-edge bits per point and a case byte per cell from the
 // words (neighbours along z by shifting a ballot word across the segment boundary), warp totals by popcounts;
 // the 32 segment totals are scanned across the lanes and the scan-block total stored; a device-wide scan of
-// those totals follows (CUB). 3 emit: one warp per *active* segment (owning a vertex or emitting a triangle)
-// writes its vertices, then resolves triangle corners through a per-warp table of vertex ids of the 4 rows x
-// 33 points around its cells.
+// those totals follows (CUB), then a compaction lists the active segments (owning a vertex or emitting a
+// triangle) of the whole grid in order. 3 emit: one warp per entry of that list writes the segment's vertices
+// (values along z passed between lanes by shuffles), then resolves triangle corners through a per-warp table of
+// vertex ids of the 4 rows x 33 points around its cells.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -144,11 +145,14 @@ inline Layout make_layout(const SegGrid& sg, size_t scan_temp_bytes) {
 
 struct Scratch {
   uint32_t* inside;        // [segments]: bit l = point 32 s + l lies below the level
-  uint32_t* finite;        // [segments]: bit l = that point is finite
+  uint32_t* finite;        // [segments]: bit l = that point is finite; read by pass 1b only
   uint32_t* valid;         // [segments]: bit l = cell (i, j, 32 s + l) has 8 finite corners; near NaN slabs only
   uint32_t* slab_bad;      // [nx]: nonzero when slab i holds a NaN / inf
   uint32_t* seg_offsets;   // [segments]: first vertex | first triangle << 16, relative to the block's
   uint8_t* active_slots;   // [blocks][32]: the block's active segments, in order
+  // [segments]: after the scan, active segment number a (global, in order) -> its segment index. It reuses the
+  // finite plane's words, dead once pass 1b has run, so the list costs no scratch.
+  uint32_t* active_list;
   Totals* block_totals;    // [blocks + 1] (the last is zero, so the exclusive scan ends with the grand total)
   Totals* block_bases;     // [blocks + 1]: exclusive scan of block_totals
   void* scan_temp;
@@ -158,7 +162,8 @@ inline Scratch carve(void* base, const Layout& l) {
   char* p = static_cast<char*>(base);
   return {reinterpret_cast<uint32_t*>(p + l.inside), reinterpret_cast<uint32_t*>(p + l.finite),
           reinterpret_cast<uint32_t*>(p + l.valid), reinterpret_cast<uint32_t*>(p + l.slab_bad), reinterpret_cast<uint32_t*>(p + l.seg_offsets),
-          reinterpret_cast<uint8_t*>(p + l.active_slots), reinterpret_cast<Totals*>(p + l.block_totals),
+          reinterpret_cast<uint8_t*>(p + l.active_slots), reinterpret_cast<uint32_t*>(p + l.finite),
+          reinterpret_cast<Totals*>(p + l.block_totals),
           reinterpret_cast<Totals*>(p + l.block_bases), p + l.scan_temp, l.bytes - l.scan_temp};
 }
 
@@ -328,16 +333,14 @@ FK_HD Totals block_total(uint32_t inclusive_last, uint32_t active_word) {
 
 // ---- pass 3: emit --------------------------------------------------------------------------------------------
 
-// The block holding active segment number a: bases[b].active <= a < bases[b + 1].active (bases[nblocks] is
-// the grand total, > a).
-FK_HD int64_t locate_block(const Totals* bases, int64_t nblocks, int64_t a) {
-  int64_t lo = 0, hi = nblocks;
-  while (hi - lo > 1) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (bases[mid].active <= a) lo = mid;
-    else hi = mid;
-  }
-  return lo;
+// Compaction, after the scan: slot `slot` of scan block b, when the block has that many active segments, puts
+// its segment at the block's base in the global list, so an emit warp finds its segment with one load. Blocks
+// may run in any order (the CPU method runs them backwards, so a slot written past its block's share would
+// clobber the next block's first entry and show).
+FK_HD void compact_slot(const Scratch& sc, int64_t b, int slot) {
+  if (slot < sc.block_totals[b].active)
+    sc.active_list[sc.block_bases[b].active + slot] =
+        uint32_t(b * kSegsPerBlock + sc.active_slots[b * kSegsPerBlock + slot]);
 }
 
 // First vertex / triangle of segment g, global.
@@ -400,20 +403,63 @@ FK_HD int32_t corner_id(const EdgeIdTable& t, const CaseTables& ct, int config, 
   return t.first[r][point] + axis_rank(t.edges[r][point], axis);
 }
 
-// The lane's vertices (up to 3), ids vbase + its prefix.
+// ---- vertices: values along z from the neighbouring lanes ----------------------------------------------------
+
+// A row's values at the lane's point k and at k - 1, k + 1 (each meaningful only where that point is in the row).
+// Lane l holds point 32 s + l, so k +- 1 is what lane l +- 1 loaded: on the GPU a shuffle, not a second load.
+template <typename R>
+struct ZRun {
+  R lo, c, hi;
+};
+
+// The lane's own value of row (i, j); 0 past the end of the row (never used: the neighbours' has_lo / has_hi
+// and the edge bits exclude it).
 template <typename T>
-FK_HD void emit_lane_vertices(const Volume<T>& vol, const EmitTarget& out, const uint32_t v[3], int64_t vbase,
-                              int64_t i, int64_t j, int64_t s, int lane) {
+FK_HD typename Volume<T>::R row_value(const Volume<T>& vol, int64_t i, int64_t j, int64_t k) {
+  using R = typename Volume<T>::R;
+  return k < vol.nz ? vol.at(i, j, k) : R(0);
+}
+// Does lane + d exist? __shfl_{up,down}_sync hand a lane with no such source its own value instead.
+FK_HD bool z_in_warp(int lane, int d) { return lane + d >= 0 && lane + d < kLanes; }
+// The value at k + d of row (i, j): `from_lane` (the shuffle of lane + d's row_value) inside the warp, else a load
+// from the neighbouring segment (the first / last lanes only).
+template <typename T>
+FK_HD typename Volume<T>::R z_neighbour(const Volume<T>& vol, int64_t i, int64_t j, int64_t k, int d,
+                                        typename Volume<T>::R from_lane, int lane) {
+  using R = typename Volume<T>::R;
+  if (z_in_warp(lane, d)) return from_lane;
+  return k + d >= 0 && k + d < vol.nz ? vol.at(i, j, k + d) : R(0);
+}
+
+// The lane's vertex on `axis`, when it owns one: id vbase + its prefix. p is the run of row (i, j) at the lane's
+// point; q the run at the edge's other end: row (i + 1, j) or (i, j + 1), or for the z axis row (i, j) one point
+// up. The arithmetic is store_vertex's and gradient_of's, as in every driver; the values come from the runs
+// (the two ends, and along z their neighbours) and, for the x / y gradients, from loads next to the two ends,
+// of which the edge's own axis needs only the two beyond them: 6 loads for an x / y edge, 8 for a z edge.
+template <typename T>
+FK_HD void emit_lane_vertex(const Volume<T>& vol, const EmitTarget& out, const uint32_t v[3], int64_t vbase,
+                            int64_t i, int64_t j, int64_t s, int lane, int axis,
+                            const ZRun<typename Volume<T>::R>& p, const ZRun<typename Volume<T>::R>& q) {
+  using R = typename Volume<T>::R;
   const unsigned edges = lane_edges(v, lane);
-  if (!edges) return;
-  const int64_t id = vbase + vertex_prefix(v, lane);
-  // Unrolled, so that emit_vertex sees a constant axis (indexing its small arrays by a variable axis would put
-  // them in local memory on the GPU).
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-  for (int axis = 0; axis < 3; ++axis)
-    if (edges >> axis & 1u) emit_vertex(vol, out, id + axis_rank(edges, axis), i, j, 32 * s + lane, axis);
+  if (!(edges >> axis & 1u)) return;
+  const int64_t k = 32 * s + lane, id = vbase + vertex_prefix(v, lane) + axis_rank(edges, axis);
+  const T* here = vol.data + (i * vol.sx + j * vol.sy + k * vol.sz);
+  const T* there = here + (axis == 0 ? vol.sx : axis == 1 ? vol.sy : vol.sz);
+  // The z gradients first: two values stay live through the interpolation rather than the runs' four.
+  const R gz0 = gradient_of(p.c, p.lo, p.hi, k > 0, k + 1 < vol.nz);
+  const R gz1 = gradient_of(q.c, q.lo, q.hi, k + (axis == 2) > 0, k + (axis == 2) + 1 < vol.nz);
+  store_vertex(out, vol.level, id, i, j, k, axis, p.c, q.c, [&](int d, int end) -> R {
+    const ZRun<R>& run = end ? q : p;
+    if (d == 2) return end ? gz1 : gz0;
+    const int64_t t = (d == 0 ? i : j) + (end && d == axis), n = d == 0 ? vol.nx : vol.ny;
+    const int64_t stride = d == 0 ? vol.sx : vol.sy;
+    const T* at = end ? there : here;
+    const bool has_lo = t > 0, has_hi = t + 1 < n;
+    const R lo = end && d == axis ? p.c : has_lo ? to_compute(at[-stride]) : R(0);
+    const R hi = !end && d == axis ? q.c : has_hi ? to_compute(at[stride]) : R(0);
+    return gradient_of(run.c, lo, hi, has_lo, has_hi);
+  });
 }
 
 // The lane's triangles: ntri of case `config`, the first numbered tbase + the triangles of the lanes below.

@@ -86,17 +86,59 @@ void count_block(const Planes& p, const Scratch& sc, int64_t b) {
   sc.block_totals[b] = block_total(inclusive[kLanes - 1], active);
 }
 
+// __shfl_up_sync(value, -d) / __shfl_down_sync(value, d) over a warp whose lanes hold vals[lane]: the value of
+// lane + d, or the lane's own where there is no such lane (CUDA's rule, kept independent of brick.h's z_in_warp
+// so that a wrong lane test there shows).
+template <typename R>
+R shfl(const R* vals, int lane, int d) {
+  const int src = lane + d;
+  return src >= 0 && src < kLanes ? vals[src] : vals[lane];
+}
+
+// The warp's runs of row (i, j) at segment s: every lane loads its own value, the neighbours come by "shuffle".
+template <typename T, typename R = typename Volume<T>::R>
+void z_runs(const Volume<T>& vol, int64_t i, int64_t j, int64_t s, ZRun<R> runs[kLanes]) {
+  R c[kLanes];
+  for (int lane = 0; lane < kLanes; ++lane) c[lane] = row_value(vol, i, j, 32 * s + lane);
+  for (int lane = 0; lane < kLanes; ++lane) {
+    const int64_t k = 32 * s + lane;
+    runs[lane] = {z_neighbour(vol, i, j, k, -1, shfl(c, lane, -1), lane), c[lane],
+                  z_neighbour(vol, i, j, k, 1, shfl(c, lane, 1), lane)};
+  }
+}
+
+// The vertex kernel's work for one segment: the axes its edge words use, one at a time, as the warp does.
+template <typename T>
+void emit_segment_vertices(const Volume<T>& vol, const EmitTarget& out, const uint32_t v[3], int64_t vbase,
+                           const SegIndex& x) {
+  using R = typename Volume<T>::R;
+  ZRun<R> pr[kLanes], qr[kLanes];
+  R c[kLanes];
+  z_runs(vol, x.i, x.j, x.s, pr);
+  for (int axis = 0; axis < 3; ++axis) {
+    if (!v[axis]) continue;
+    if (axis == 2) {
+      for (int lane = 0; lane < kLanes; ++lane) c[lane] = pr[lane].c;
+      for (int lane = 0; lane < kLanes; ++lane)
+        qr[lane] = {pr[lane].c, pr[lane].hi, z_neighbour(vol, x.i, x.j, 32 * x.s + lane, 2, shfl(c, lane, 2), lane)};
+    } else {
+      z_runs(vol, x.i + (axis == 0), x.j + (axis == 1), x.s, qr);
+    }
+    for (int lane = 0; lane < kLanes; ++lane)
+      emit_lane_vertex(vol, out, v, vbase, x.i, x.j, x.s, lane, axis, pr[lane], qr[lane]);
+  }
+}
+
 // Pass 3 for active segment a: one emulated warp.
 template <typename T>
 void emit_segment(const Volume<T>& vol, const Planes& p, const Scratch& sc, const EmitTarget& out, int64_t a) {
   const SegGrid& sg = p.grid;
-  const int64_t b = locate_block(sc.block_bases, sg.blocks(), a);
-  const int64_t g = b * kSegsPerBlock + sc.active_slots[b * kSegsPerBlock + (a - sc.block_bases[b].active)];
+  const int64_t g = sc.active_list[a];
   const SegIndex x = sg.decode(g);
   const int64_t vbase = segment_vertex_base(sc, g);
   uint32_t v[3];
   owned_edges(p, x.i, x.j, x.s, v);
-  for (int lane = 0; lane < kLanes; ++lane) emit_lane_vertices(vol, out, v, vbase, x.i, x.j, x.s, lane);
+  emit_segment_vertices(vol, out, v, vbase, x);
   const SegmentCells cells = segment_cells(p, x.i, x.j, x.s);
   if (!cells.emitting) return;
   EdgeIdTable table;
@@ -156,6 +198,9 @@ void mc_brick_count_cpu(const GridDesc& grid, uintptr_t scratch, uintptr_t total
     run = run + sc.block_totals[b];
   }
   *reinterpret_cast<Totals*>(totals) = sc.block_bases[blocks];
+  // Compaction, one emulated thread per slot; blocks backwards (a GPU runs them in any order).
+  for (int64_t b = blocks - 1; b >= 0; --b)
+    for (int slot = 0; slot < kSegsPerBlock; ++slot) compact_slot(sc, b, slot);
 }
 
 void mc_brick_emit_cpu(const GridDesc& grid, const EmitDesc& desc, uintptr_t scratch, int64_t n_active,

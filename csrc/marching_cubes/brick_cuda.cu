@@ -15,12 +15,9 @@ namespace {
 
 constexpr unsigned kFullWarp = 0xffffffffu;
 constexpr int kThreads = kWarps * kLanes;
-// 4 blocks of 256 threads per SM = 1024 of 2048 threads (50% occupancy on sm_80 / sm_90): at most 64 registers.
-// The one exception is the vertex kernel of fp64 grids, which interpolates and takes gradients in double (as
-// scikit-image does) and needs ~74: it runs 3 blocks per SM (37.5%) rather than spill.
+// 4 blocks of 256 threads per SM = 1024 of 2048 threads (50% occupancy on sm_80 / sm_90): at most 64 registers
+// per thread (65536 per SM, allocated 256 per warp). Every kernel asks for that, the compile check holds it.
 constexpr int kMinBlocksPerSm = 4;
-template <typename T>
-constexpr int vertex_blocks_per_sm() { return sizeof(T) == 8 ? 3 : kMinBlocksPerSm; }
 constexpr int kCornerTable = 256 * 3 * FK_MAX_TRIANGLES;
 
 // Pass 1: each warp takes 4 consecutive segments and ballots their inside and finite bits; a load of a warp is
@@ -109,28 +106,55 @@ __device__ __forceinline__ TableSource shfl_source(const TableSource& mine, int 
   return src;
 }
 
+// Compaction, after the scan: one thread per slot of a scan block (consecutive threads, consecutive slots).
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) compact_kernel(Scratch sc, int64_t blocks) {
+  const int64_t t = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (t < blocks * kSegsPerBlock) compact_slot(sc, t / kSegsPerBlock, int(t % kSegsPerBlock));
+}
+
 // The active segment of warp `warp` in block `block` of an emit launch (8 per block); false past the last.
-__device__ __forceinline__ bool active_segment(const Planes& p, const Scratch& sc, int64_t n_active, int warp,
-                                               int64_t& g) {
+__device__ __forceinline__ bool active_segment(const Scratch& sc, int64_t n_active, int warp, int64_t& g) {
   const int64_t a = int64_t(blockIdx.x) * kWarps + warp;
   if (a >= n_active) return false;
-  const int64_t b = locate_block(sc.block_bases, p.grid.blocks(), a);
-  g = b * kSegsPerBlock + sc.active_slots[b * kSegsPerBlock + (a - sc.block_bases[b].active)];
+  g = sc.active_list[a];
   return true;
 }
 
-// Pass 3a: one warp per active segment writes its vertices; consecutive lanes interpolate consecutive points,
-// so the value loads of a warp stay contiguous too.
+// Row (i, j)'s run at the lane's point: one load per lane, the z neighbours by shuffles.
 template <typename T>
-__global__ void __launch_bounds__(kThreads, vertex_blocks_per_sm<T>())
+__device__ __forceinline__ ZRun<typename Volume<T>::R> z_run(const Volume<T>& vol, int64_t i, int64_t j, int64_t k,
+                                                              int lane) {
+  const auto c = row_value(vol, i, j, k);
+  return {z_neighbour(vol, i, j, k, -1, __shfl_up_sync(kFullWarp, c, 1), lane), c,
+          z_neighbour(vol, i, j, k, 1, __shfl_down_sync(kFullWarp, c, 1), lane)};
+}
+
+// Pass 3a: one warp per active segment writes its vertices, one axis at a time (edge words are uniform across
+// the warp, so the shuffles run converged); consecutive lanes read consecutive values. The value at the lane's
+// point of row (i, j) and of the row across the edge are loaded once; the values at k +- 1 and k + 2 that the
+// interpolation and the z gradients need come from the neighbouring lanes.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     emit_vertices_kernel(Volume<T> vol, Planes p, Scratch sc, EmitTarget out, int64_t n_active) {
+  using R = typename Volume<T>::R;
   const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
   int64_t g;
-  if (!active_segment(p, sc, n_active, warp, g)) return;
+  if (!active_segment(sc, n_active, warp, g)) return;
   const SegIndex x = p.grid.decode(g);
   uint32_t v[3];
   owned_edges(p, x.i, x.j, x.s, v);
-  emit_lane_vertices(vol, out, v, segment_vertex_base(sc, g), x.i, x.j, x.s, lane);
+  const int64_t vbase = segment_vertex_base(sc, g), k = 32 * x.s + lane;
+  const ZRun<R> pr = z_run(vol, x.i, x.j, k, lane);
+  // Unrolled: each axis gets its own copy with the offsets folded (one copy with a run-time axis keeps the
+  // interpolation's constants live across the loop and needs ~100 registers).
+#pragma unroll
+  for (int axis = 0; axis < 3; ++axis) {
+    if (!v[axis]) continue;  // uniform across the warp
+    const ZRun<R> qr =
+        axis == 2 ? ZRun<R>{pr.c, pr.hi, z_neighbour(vol, x.i, x.j, k, 2, __shfl_down_sync(kFullWarp, pr.c, 2), lane)}
+                  : z_run(vol, x.i + (axis == 0), x.j + (axis == 1), k, lane);
+    emit_lane_vertex(vol, out, v, vbase, x.i, x.j, x.s, lane, axis, pr, qr);
+  }
 }
 
 // Pass 3b: one warp per active segment writes its cells' triangles through the warp's edge -> id table. The
@@ -148,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
   __syncthreads();
   const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
   int64_t g;
-  if (!active_segment(p, sc, n_active, warp, g)) return;  // whole warps; no block barrier follows
+  if (!active_segment(sc, n_active, warp, g)) return;  // whole warps; no block barrier follows
   const SegIndex x = p.grid.decode(g);
   const SegmentCells cells = segment_cells(p, x.i, x.j, x.s);
   if (!cells.emitting) return;
@@ -212,6 +236,8 @@ void mc_brick_count_cuda(const GridDesc& grid, uintptr_t scratch, uintptr_t tota
   check(cudaMemcpyAsync(reinterpret_cast<void*>(totals), sc.block_bases + blocks, sizeof(Totals),
                         cudaMemcpyDeviceToDevice, stream),
         "marching cubes totals copy");
+  compact_kernel<<<unsigned((blocks * kSegsPerBlock + kThreads - 1) / kThreads), kThreads, 0, stream>>>(sc, blocks);
+  check(cudaGetLastError(), "marching cubes compaction kernel");
 }
 
 void mc_brick_emit_cuda(const GridDesc& grid, const EmitDesc& desc, uintptr_t scratch, int64_t n_active,
