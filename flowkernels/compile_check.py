@@ -10,8 +10,11 @@ no 128-bit global loads (ld.global.v4 in the PTX). The stack frame is reported, 
 sin/cos and 64-bit division keep local arrays or call frames there that are no spills. The Philox column counts
 mul.hi.u32 per element a thread handles (~14 for tl.randn's one Philox call per element).
 
-CUDA: every .cu file CMakeLists.txt lists is compiled with nvcc -arch=sm_90 -Xptxas -v; a kernel with spill
-stores/loads or a stack frame (local memory) fails.
+CUDA: every .cu file CMakeLists.txt lists is compiled with nvcc -arch=sm_<arch> -Xptxas -v for each --arch; a
+kernel with spill stores/loads or a stack frame (local memory) fails, and so does one whose registers, block size
+(its __launch_bounds__, read from the PTX's .maxntid) and shared memory leave the SM less than half full of
+threads (`occupancy`, from the architecture's per-SM limits). Our kernels (namespace fk) must declare their block
+size; library kernels without one (CUB's init kernels) are reported unchecked.
 
     flowkernels compile-check [--arch 90,80] [--json FILE] [--full] [--no-cuda]
 """
@@ -35,6 +38,7 @@ from typing import Callable, Optional
 
 MAX_REGISTERS = 128
 MAX_SPILL_BYTES = 16
+MIN_CUDA_OCCUPANCY = 0.5
 ROOT = Path(__file__).resolve().parent.parent
 
 # 128-bit global loads in PTX: four 32-bit or two 64-bit lanes per instruction
@@ -67,6 +71,8 @@ class Result:
     spill_stores: Optional[int] = None
     spill_loads: Optional[int] = None
     shared: Optional[int] = None
+    threads: Optional[int] = None       # CUDA: block size from __launch_bounds__
+    occupancy: Optional[float] = None   # CUDA: resident threads / the SM's maximum
     v128_loads: Optional[int] = None
     loads: Optional[int] = None
     v128_stores: Optional[int] = None
@@ -227,14 +233,59 @@ _PTXAS_FUNC = re.compile(r"Compiling entry function '(\S+)' for '(sm_\w+)'")
 _PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _PTXAS_REGS = re.compile(r"Used (\d+) registers")
 _PTXAS_SMEM = re.compile(r"(\d+) bytes smem")
+_PTX_ENTRY = re.compile(r"\.entry\s+(\S+?)\s*\(")
+_PTX_MAXNTID = re.compile(r"\.maxntid\s+(\d+)\s*,\s*(\d+)\s*,\s*(\d+)")
+
+# Per-SM limits (CUDA occupancy calculator / programming guide, compute capabilities): registers, resident
+# threads, resident blocks, shared memory for blocks (bytes; the runtime reserves 1 KiB more per block).
+SM_LIMITS = {
+    80: dict(registers=65536, threads=2048, blocks=32, smem=164 << 10),
+    86: dict(registers=65536, threads=1536, blocks=16, smem=100 << 10),
+    89: dict(registers=65536, threads=1536, blocks=24, smem=100 << 10),
+    90: dict(registers=65536, threads=2048, blocks=32, smem=228 << 10),
+}
+REG_ALLOC_UNIT = 256        # registers are allocated per warp in units of 256
+WARP_ALLOC_GRANULARITY = 4  # warps: one per SM sub-partition, each with a quarter of the register file
+SMEM_ALLOC_UNIT = 128
+SMEM_RESERVED_PER_BLOCK = 1024
 
 
-def parse_ptxas(log: str, source: str, arch: int) -> list[Result]:
-    results, current = [], None
+def occupancy(registers: int, threads: int, smem: int, arch: int) -> Optional[float]:
+    """Resident threads per SM / the SM's maximum for a kernel of `registers` per thread, `threads` per block and
+    `smem` bytes of static shared memory per block on sm_<arch> (None for an architecture not in SM_LIMITS). At
+    256 threads per block on sm_90, 64 registers give 4 blocks (50%), 65-72 give 3 (37.5%)."""
+    lim = SM_LIMITS.get(arch)
+    if lim is None or threads <= 0:
+        return None
+    warps = -(-threads // 32)
+    regs_per_warp = -(-max(registers, 1) * 32 // REG_ALLOC_UNIT) * REG_ALLOC_UNIT
+    warps_by_regs = lim["registers"] // regs_per_warp // WARP_ALLOC_GRANULARITY * WARP_ALLOC_GRANULARITY
+    smem_per_block = -(-(smem + SMEM_RESERVED_PER_BLOCK) // SMEM_ALLOC_UNIT) * SMEM_ALLOC_UNIT
+    blocks = min(warps_by_regs // warps, lim["threads"] // (32 * warps), lim["smem"] // smem_per_block,
+                 lim["blocks"])
+    return blocks * warps * 32 / lim["threads"]
+
+
+def ptx_block_sizes(ptx: str) -> dict:
+    """{mangled kernel name: threads per block} for the entries of a PTX file that declare .maxntid (what
+    __launch_bounds__ compiles to)."""
+    sizes = {}
+    for m in _PTX_ENTRY.finditer(ptx):
+        header = ptx[m.end():ptx.find("{", m.end())]
+        if d := _PTX_MAXNTID.search(header):
+            sizes[m.group(1)] = int(d.group(1)) * int(d.group(2)) * int(d.group(3))
+    return sizes
+
+
+def parse_ptxas(log: str, source: str, arch: int, block_sizes: Optional[dict] = None) -> list[Result]:
+    """Results from ptxas -v's log; with `block_sizes` (mangled name -> threads, `ptx_block_sizes`), each kernel's
+    occupancy too."""
+    results, current, mangled = [], None, []
     for line in log.splitlines():
         if m := _PTXAS_FUNC.search(line):
             current = Result("cuda", _demangle(m.group(1)), os.path.basename(source), arch, stack=0, shared=0)
             results.append(current)
+            mangled.append(m.group(1))
         elif current is not None and (m := _PTXAS_FRAME.search(line)):
             frame, spill_st, spill_ld = map(int, m.groups())
             current.stack, current.spill_stores, current.spill_loads = frame, spill_st, spill_ld
@@ -246,7 +297,24 @@ def parse_ptxas(log: str, source: str, arch: int) -> list[Result]:
             current.registers = int(m.group(1))
             if s := _PTXAS_SMEM.search(line):
                 current.shared = int(s.group(1))
+    if block_sizes is not None:
+        for res, name in zip(results, mangled):
+            check_occupancy(res, name, block_sizes.get(name))
     return results
+
+
+def check_occupancy(res: Result, mangled: str, threads: Optional[int]):
+    res.threads = threads
+    if threads is None:
+        if mangled.startswith("_ZN2fk"):  # ours: the block size must be declared, or occupancy is unchecked
+            res.fail("no __launch_bounds__ (block size unknown, occupancy unchecked)")
+        return
+    if res.registers is None:
+        return
+    res.occupancy = occupancy(res.registers, threads, res.shared or 0, res.arch)
+    if res.occupancy is not None and res.occupancy < MIN_CUDA_OCCUPANCY:
+        res.fail(f"occupancy {res.occupancy:.1%} < {MIN_CUDA_OCCUPANCY:.0%} on sm_{res.arch} "
+                 f"({res.registers} registers, {threads} threads, {res.shared or 0} B smem per block)")
 
 
 def _demangle(name: str) -> str:
@@ -270,10 +338,15 @@ def compile_cuda(arch: int = 90, root: Path = ROOT) -> list[Result]:
     for src in cuda_sources(root):
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [nvcc, "-c", f"-arch=sm_{arch}", "-std=c++17", "-O3", "-Xptxas", "-v", f"-I{root / 'csrc'}",
-                   f"-I{src.parent}", *cuda_flags(root), "-o", os.path.join(tmp, "out.o"), str(src)]
+            # --keep leaves the PTX, whose .maxntid gives each kernel's block size
+            cmd = [nvcc, "-c", f"-arch=sm_{arch}", "-std=c++17", "-O3", "-Xptxas", "-v", "--keep", "--keep-dir", tmp,
+                   f"-I{root / 'csrc'}", f"-I{src.parent}", *cuda_flags(root), "-o", os.path.join(tmp, "out.o"),
+                   str(src)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        found = parse_ptxas(proc.stdout + proc.stderr, str(src), arch)
+            sizes = {}
+            for ptx in Path(tmp).glob("*.ptx"):
+                sizes.update(ptx_block_sizes(ptx.read_text()))
+        found = parse_ptxas(proc.stdout + proc.stderr, str(src), arch, sizes)
         if proc.returncode != 0:
             res = Result("cuda", "-", src.name, arch)
             tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -299,24 +372,24 @@ def run(archs=(90, 80), full: bool = False, cuda: bool = True, progress=None) ->
             if progress:
                 progress(results[-1])
     if cuda:
-        for r in compile_cuda(90):
-            results.append(r)
-            if progress:
-                progress(r)
+        for arch in archs:
+            for r in compile_cuda(arch):
+                results.append(r)
+                if progress:
+                    progress(r)
     return results
 
 
 def format_table(results: list[Result]) -> str:
-    head = ("op", "kernel", "configuration", "sm", "regs", "budget", "spill", "stack", "smem", "v128 ld", "ld",
-            "v128 st", "philox", "status")
+    head = ("op", "kernel", "configuration", "sm", "regs", "budget", "spill", "stack", "smem", "occ", "v128 ld",
+            "ld", "v128 st", "philox", "status")
     rows = [head]
     for r in results:
         spill = None if r.spill_stores is None else max(r.spill_stores, r.spill_loads or 0)
         kernel = r.kernel if len(r.kernel) <= 48 else r.kernel[:45] + "..."  # CUB's template names run long
         rows.append((r.op, kernel, r.config, str(r.arch), _s(r.registers), _s(r.register_budget), _s(spill),
-                     _s(r.stack),
-                     _s(r.shared), _s(r.v128_loads), _s(r.loads), _s(r.v128_stores),
-                     _s(r.philox_mulhi_per_element), "ok" if r.ok else "FAIL: " + "; ".join(r.problems)))
+                     _s(r.stack), _s(r.shared), "-" if r.occupancy is None else f"{r.occupancy:.1%}",
+                     _s(r.v128_loads), _s(r.loads), _s(r.v128_stores), _s(r.philox_mulhi_per_element), "ok" if r.ok else "FAIL: " + "; ".join(r.problems)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
     lines.insert(1, "-" * len(lines[0]))

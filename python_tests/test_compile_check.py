@@ -82,6 +82,47 @@ def test_check_flags_missing_vector_loads_and_spills():
     assert good.ok and good.registers == 40 and good.shared == 1024
 
 
+def test_occupancy_from_registers_block_size_and_shared_memory():
+    """The per-SM arithmetic (registers allocated 256 per warp, warps in fours, 1 KiB of shared memory reserved
+    per block), at the limits that decide it."""
+    occ = compile_check.occupancy
+    assert occ(64, 256, 0, 90) == 0.5              # 2048 registers a warp: 32 warps, 4 blocks of 8
+    assert occ(65, 256, 0, 90) == 0.375            # 2304 a warp: 28 warps, 3 blocks
+    assert occ(72, 256, 0, 90) == 0.375
+    assert occ(32, 256, 0, 90) == 1.0
+    assert occ(48, 128, 6200, 90) == 0.625         # 42 warps -> 40 by the warp granularity, 10 blocks of 4
+    assert occ(32, 256, 60000, 90) == 0.375        # shared memory: 3 blocks of 59 KiB in 228 KiB
+    assert occ(32, 256, 60000, 80) == 0.25         # 2 in sm_80's 164 KiB
+    assert occ(16, 32, 0, 90) == 0.5               # the 32-block limit: 32 one-warp blocks
+    assert occ(64, 256, 0, 75) is None             # an architecture without a table: unchecked
+
+
+def test_cuda_check_fails_below_half_occupancy():
+    """A CUDA kernel whose registers, block size or shared memory leave the SM less than half full fails the
+    check, as does one of ours that declares no block size; a library kernel without one is only reported."""
+    def log(name, regs, smem=0):
+        return (f"ptxas info    : Compiling entry function '{name}' for 'sm_90'\n"
+                "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+                f"ptxas info    : Used {regs} registers, used 1 barriers, {smem} bytes smem, 400 bytes cmem[0]\n")
+    ptx = ("\n.visible .entry _ZN2fk1aEv(\n)\n.maxntid 256, 1, 1\n.minnctapersm 4\n{\n ret;\n}\n"
+           ".visible .entry _ZN2fk1bEv(\n)\n.maxntid 256, 1, 1\n{\n ret;\n}\n"
+           ".visible .entry _ZN2fk1cEv(\n.param .u64 p\n)\n.maxntid 128, 1, 1\n{\n ret;\n}\n"
+           ".visible .entry _ZN2fk1dEv(\n)\n{\n ret;\n}\n"
+           ".visible .entry _ZN3cub1eEv(\n)\n{\n ret;\n}\n")
+    sizes = compile_check.ptx_block_sizes(ptx)
+    assert sizes == {"_ZN2fk1aEv": 256, "_ZN2fk1bEv": 256, "_ZN2fk1cEv": 128}
+    text = (log("_ZN2fk1aEv", 64) + log("_ZN2fk1bEv", 65) + log("_ZN2fk1cEv", 40, smem=90000)
+            + log("_ZN2fk1dEv", 16) + log("_ZN3cub1eEv", 16))
+    a, b, c, d, e = compile_check.parse_ptxas(text, "x.cu", 90, sizes)
+    assert a.ok and a.occupancy == 0.5 and a.threads == 256
+    assert not b.ok and b.occupancy == 0.375 and "occupancy 37.5% < 50%" in b.problems[0]
+    assert not c.ok and c.occupancy == 0.125 and "90000 B smem" in c.problems[0]
+    assert not d.ok and "__launch_bounds__" in d.problems[0]
+    assert e.ok and e.occupancy is None
+    table = compile_check.format_table([a, b])
+    assert "50.0%" in table and "37.5%" in table
+
+
 @pytest.mark.skipif(compile_check.find_nvcc() is None, reason="nvcc not installed")
 def test_cuda_sources_compile_for_sm90_without_spills():
     sources = compile_check.cuda_sources()
@@ -90,6 +131,9 @@ def test_cuda_sources_compile_for_sm90_without_spills():
     print(compile_check.format_table(results))
     assert results and all(r.registers is not None for r in results), [r.problems for r in results]
     assert all(r.spill_stores == 0 and r.spill_loads == 0 for r in results)
+    assert all(r.ok for r in results), [(r.kernel, r.problems) for r in results if not r.ok]
+    ours = [r for r in results if r.threads is not None and "brick" in r.kernel]
+    assert ours and all(r.occupancy >= compile_check.MIN_CUDA_OCCUPANCY for r in ours)
 
 
 def _dense(B, M):
