@@ -20,14 +20,13 @@ Interior ambiguities (Lewiner's cases 4, 6, 7, 10, 12, 13: tubes through the cel
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
 
 import numpy as np
 
-from .mc_tables import CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, FACES, _edge_id, share_face
+from .mc_tables import (CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, FACES, _edge_id,
+                        largest_area_triangulation)
 
 CENTRE = 12  # vertex slot of the cell-centre vertex (edges are 0..11)
-_MID = [np.array(CORNER_POS[EDGE_CORNER[e]], dtype=float) + 0.5 * np.eye(3)[EDGE_AXIS[e]] for e in range(12)]
 
 
 def _face_grid_order(f: int):
@@ -81,37 +80,8 @@ def _loops(config: int, joined):
     return loops
 
 
-def _area(t):
-    a, b, c = (_MID[e] for e in t)
-    return 0.5 * np.linalg.norm(np.cross(b - a, c - a))
-
-
-def _triangulate(loop):
-    """Largest-area (at edge midpoints) triangulation of `loop` with no diagonal inside a cube face, or None."""
-    n = len(loop)
-
-    def ok(i, j):
-        return (j - i) % n in (1, n - 1) or not share_face(loop[i], loop[j])
-
-    @lru_cache(None)
-    def best(i, j):
-        if j - i < 2:
-            return 0.0, ()
-        out = None
-        for k in range(i + 1, j):
-            if ok(i, k) and ok(k, j) and best(i, k) is not None and best(k, j) is not None:
-                t = (loop[i], loop[k], loop[j])
-                score = best(i, k)[0] + best(k, j)[0] + _area(t)
-                if out is None or score > out[0] + 1e-12:  # ties: the first in k (deterministic)
-                    out = (score, best(i, k)[1] + (t,) + best(k, j)[1])
-        return out
-
-    r = best(0, n - 1)
-    return None if r is None else list(r[1])
-
-
 def _loop_triangles(loop):
-    tris = _triangulate(loop)
+    tris = largest_area_triangulation(loop)
     if tris is None:  # fan from the cell centre: every edge from it crosses the cell's interior
         tris = [(CENTRE, loop[i], loop[(i + 1) % len(loop)]) for i in range(len(loop))]
     return tris

@@ -9,16 +9,20 @@ inside corners are cut off separately: the rule depends on that face's signs alo
 face always agree. The segments chain into closed loops, each fanned into triangles wound counter-clockwise seen
 from the outside (value >= level) side.
 
-The fan starts at the first vertex of the loop that shares no cube face with any loop vertex other than its two
-neighbours. A segment is the only mesh edge between two vertices of one face that the cells on both sides of the
-face agree on; a diagonal between two vertices of one face (possible only on a face with four crossings, whose
-two segments a loop can pass through) could be drawn by the neighbour too, and where both cells draw it, or
-draw a triangle lying in the face, the edge is used four times and the mesh is not watertight. Fanning from
-such an apex keeps every diagonal inside the cube; every loop has one (a test checks all 256 cases).
+A loop is triangulated with no edge between two vertices of one cube face other than its segments. A segment is
+the only mesh edge between two vertices of one face that the cells on both sides of the face agree on; a diagonal
+between two vertices of one face (possible only on a face with four crossings, whose two segments a loop can pass
+through) could be drawn by the neighbour too, and where both cells draw it, or draw a triangle lying in the face,
+the edge is used four times and the mesh is not watertight. Among the triangulations that keep every diagonal
+inside the cube, the one of largest area at the edge midpoints is taken: a fan from the first admissible apex loses
+area systematically against scikit-image's (Lewiner's) tables (marching_cubes.md). Every loop of the sign rule
+has such a triangulation (a test checks all 256 cases).
 
 `python -m flowkernels.reference.mc_tables > csrc/mc_tables.h` writes the C++ header (a test checks it is current).
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -88,20 +92,42 @@ def share_face(e0: int, e1: int) -> bool:
     return any(e0 in face and e1 in face for face in FACE_EDGES)
 
 
-def _fan(loop):
-    """Triangles of `loop` fanned from its first vertex whose diagonals all cross the cube's interior."""
-    n = len(loop)
-    for start in range(n):
-        if not any(share_face(loop[start], loop[(start + d) % n]) for d in range(2, n - 1)):
-            rot = loop[start:] + loop[:start]
-            return [(rot[0], rot[i], rot[i + 1]) for i in range(1, n - 1)]
-    raise AssertionError(f"loop {loop} has no apex that keeps its diagonals off the cube faces")
-
-
 def _edge_mid(e):
     p = np.array(CORNER_POS[EDGE_CORNER[e]], dtype=float)
     p[EDGE_AXIS[e]] += 0.5
     return p
+
+
+def _area(tri) -> float:
+    a, b, c = (_edge_mid(e) for e in tri)
+    return 0.5 * float(np.linalg.norm(np.cross(b - a, c - a)))
+
+
+def largest_area_triangulation(loop):
+    """The triangulation of `loop` (edge ids in order) of largest area at the edge midpoints with no diagonal between
+    two vertices of one cube face, or None when every triangulation needs one. Dynamic programming over the
+    polygon's sub-chains; ties keep the first split (deterministic)."""
+    n = len(loop)
+
+    def ok(i, j):
+        return (j - i) % n in (1, n - 1) or not share_face(loop[i], loop[j])
+
+    @lru_cache(None)
+    def best(i, j):
+        if j - i < 2:
+            return 0.0, ()
+        out = None
+        for k in range(i + 1, j):
+            left, right = best(i, k), best(k, j)
+            if ok(i, k) and ok(k, j) and left is not None and right is not None:
+                t = (loop[i], loop[k], loop[j])
+                score = left[0] + right[0] + _area(t)
+                if out is None or score > out[0] + 1e-12:
+                    out = (score, left[1] + (t,) + right[1])
+        return out
+
+    r = best(0, n - 1)
+    return None if r is None else list(r[1])
 
 
 def _build():
@@ -109,7 +135,7 @@ def _build():
     for config in range(256):
         tris = []
         for loop in _loops(config):
-            tris += _fan(loop)
+            tris += largest_area_triangulation(loop)
         raw.append(tris)
     # orient: for corner 0 alone inside, the normal must point away from corner 0 (toward the outside side)
     a, b, c = (_edge_mid(e) for e in raw[1][0])
