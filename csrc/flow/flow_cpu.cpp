@@ -24,7 +24,7 @@ constexpr int kLanes = 16;  // independent partial sums of a tile: lets the squa
 // The noise of elements [first, first + n) of a sample: the given tensor, or the seeded stream at flat index
 // `flat_first` (the element's index in a contiguous buffer of the whole batch, as the Triton kernels key it).
 template <typename R>
-const R* noise_tile(const FlowArr& noise, int64_t first, int64_t flat_first, uint64_t seed, int64_t n, R* buf) {
+FK_TILE_INLINE const R* noise_tile(const FlowArr& noise, int64_t first, int64_t flat_first, uint64_t seed, int64_t n, R* buf) {
   if (noise.given()) return view_tile(noise, first, n, buf);
   if constexpr (std::is_same_v<R, float>) {
     fill_normals(seed, flat_first, n, buf);
@@ -38,7 +38,7 @@ const R* noise_tile(const FlowArr& noise, int64_t first, int64_t flat_first, uin
 
 // Sum of squares of r[0:n], in R lanes, returned in double.
 template <typename R>
-double sum_squares(const R* r, int64_t n) {
+FK_TILE_INLINE double sum_squares(const R* r, int64_t n) {
   R acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
@@ -55,7 +55,7 @@ struct InterpolateArgs {
 };
 
 template <typename R>
-void interpolate_item(const FlowLayout& lay, const FlowScheme& sch, const InterpolateArgs& a, const WorkItem& it) {
+FK_FLOW_CLONES void interpolate_item(const FlowLayout& lay, const FlowScheme& sch, const InterpolateArgs& a, const WorkItem& it) {
   const int64_t b = it.sample;
   const SampleExtent ext = sample_extent(lay, b);
   const FlowCoefficients c = flow_coefficients(load_scalar(a.t, b), sch);
@@ -66,11 +66,13 @@ void interpolate_item(const FlowLayout& lay, const FlowScheme& sch, const Interp
     const int64_t n = std::min(kTile, it.hi - lo);
     const R* d = view_tile(a.x1, x1_start + lo, n, d_buf);
     const R* nz = noise_tile(a.noise, noise_start + lo, ext.base + lo, a.seed, n, nz_buf);
-    for (int64_t i = 0; i < n; ++i) out[i] = ca * d[i] + cb * nz[i];
-    store_tile(a.xt, ext.base + lo, n, out);
+    R* xt = out_tile(a.xt, ext.base + lo, out);
+    for (int64_t i = 0; i < n; ++i) xt[i] = ca * d[i] + cb * nz[i];
+    finish_tile(a.xt, ext.base + lo, n, xt);
     if (a.target.given()) {
-      for (int64_t i = 0; i < n; ++i) out[i] = tD * d[i] + tN * nz[i];
-      store_tile(a.target, ext.base + lo, n, out);
+      R* target = out_tile(a.target, ext.base + lo, out);
+      for (int64_t i = 0; i < n; ++i) target[i] = tD * d[i] + tN * nz[i];
+      finish_tile(a.target, ext.base + lo, n, target);
     }
   }
 }
@@ -97,7 +99,7 @@ inline LossScale loss_scale(const FlowLayout& lay, const FlowScheme& sch, const 
 
 // The item's sum of squared residuals; writes the gradient of the sample's loss when asked for.
 template <typename R>
-double loss_item(const FlowLayout& lay, const FlowScheme& sch, const LossArgs& a, const WorkItem& it) {
+FK_FLOW_CLONES double loss_item(const FlowLayout& lay, const FlowScheme& sch, const LossArgs& a, const WorkItem& it) {
   const int64_t b = it.sample;
   const SampleExtent ext = sample_extent(lay, b);
   const LossScale s = loss_scale(lay, sch, a, b);
@@ -114,15 +116,16 @@ double loss_item(const FlowLayout& lay, const FlowScheme& sch, const LossArgs& a
     for (int64_t i = 0; i < n; ++i) r[i] = p * o[i] + cD * d[i] + cN * nz[i];
     sum += sum_squares(r, n);
     if (a.grad.given()) {
-      for (int64_t i = 0; i < n; ++i) o_buf[i] = grad_scale * r[i];
-      store_tile(a.grad, ext.base + lo, n, o_buf);
+      R* g = out_tile(a.grad, ext.base + lo, o_buf);
+      for (int64_t i = 0; i < n; ++i) g[i] = grad_scale * r[i];
+      finish_tile(a.grad, ext.base + lo, n, g);
     }
   }
   return sum;
 }
 
 template <typename R>
-void scale_item(const FlowLayout& lay, const FlowArr& grad, const FlowArr& scale, const FlowArr& out,
+FK_FLOW_CLONES void scale_item(const FlowLayout& lay, const FlowArr& grad, const FlowArr& scale, const FlowArr& out,
                 const WorkItem& it) {
   const SampleExtent ext = sample_extent(lay, it.sample);
   const R s = R(float(load_scalar(scale, it.sample)));  // the scale rounds to float first, as the torch path
@@ -131,8 +134,9 @@ void scale_item(const FlowLayout& lay, const FlowArr& grad, const FlowArr& scale
   for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
     const int64_t n = std::min(kTile, it.hi - lo);
     const R* g = view_tile(grad, start + lo, n, g_buf);
-    for (int64_t i = 0; i < n; ++i) scaled[i] = g[i] * s;
-    store_tile(out, ext.base + lo, n, scaled);
+    R* o = out_tile(out, ext.base + lo, scaled);
+    for (int64_t i = 0; i < n; ++i) o[i] = g[i] * s;
+    finish_tile(out, ext.base + lo, n, o);
   }
 }
 

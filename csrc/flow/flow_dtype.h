@@ -69,6 +69,13 @@ inline uint16_t float_to_half(float f) {
 
 }  // namespace conv
 
+// The tile helpers are inlined into the per-item loops, whichever instruction set those were compiled for.
+#if defined(__GNUC__)
+#define FK_TILE_INLINE inline __attribute__((always_inline))
+#else
+#define FK_TILE_INLINE inline
+#endif
+
 // Element i of a T array as R, and R stored into a T array.
 template <typename R, typename T>
 inline R load_elem(const T* p, int64_t i) {
@@ -98,7 +105,7 @@ decltype(auto) with_dtype(DType dtype, Fn&& fn) {
 
 // dst[0:n] = a's elements [first, first + n) converted to R.
 template <typename R>
-void load_tile(const FlowArr& a, int64_t first, int64_t n, R* dst) {
+FK_TILE_INLINE void load_tile(const FlowArr& a, int64_t first, int64_t n, R* dst) {
   with_dtype(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* src = reinterpret_cast<const T*>(a.ptr) + first;
@@ -109,7 +116,7 @@ void load_tile(const FlowArr& a, int64_t first, int64_t n, R* dst) {
 // a's elements [first, first + n) as R: a pointer into a itself when it already holds R (no copy), else the
 // elements converted into buf.
 template <typename R>
-const R* view_tile(const FlowArr& a, int64_t first, int64_t n, R* buf) {
+FK_TILE_INLINE const R* view_tile(const FlowArr& a, int64_t first, int64_t n, R* buf) {
   constexpr DType kSame = std::is_same_v<R, double> ? DType::kFloat64 : DType::kFloat32;
   if (a.dtype == kSame) return reinterpret_cast<const R*>(a.ptr) + first;
   load_tile(a, first, n, buf);
@@ -118,13 +125,39 @@ const R* view_tile(const FlowArr& a, int64_t first, int64_t n, R* buf) {
 
 // a's elements [first, first + n) = src[0:n] rounded to a's dtype.
 template <typename R>
-void store_tile(const FlowArr& a, int64_t first, int64_t n, const R* src) {
+FK_TILE_INLINE void store_tile(const FlowArr& a, int64_t first, int64_t n, const R* src) {
   with_dtype(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     T* dst = reinterpret_cast<T*>(a.ptr) + first;
     for (int64_t i = 0; i < n; ++i) store_elem(dst, i, src[i]);
   });
 }
+
+// Where a tile of results for a's elements [first, first + n) is computed: straight into a when it already holds R
+// (no staging copy: on a small batch the extra store pass costs as much as the arithmetic), else into buf, which
+// finish_tile then rounds into a.
+template <typename R>
+FK_TILE_INLINE R* out_tile(const FlowArr& a, int64_t first, R* buf) {
+  constexpr DType kSame = std::is_same_v<R, double> ? DType::kFloat64 : DType::kFloat32;
+  return a.dtype == kSame ? reinterpret_cast<R*>(a.ptr) + first : buf;
+}
+
+template <typename R>
+FK_TILE_INLINE void finish_tile(const FlowArr& a, int64_t first, int64_t n, const R* tile) {
+  constexpr DType kSame = std::is_same_v<R, double> ? DType::kFloat64 : DType::kFloat32;
+  if (a.dtype != kSame) store_tile(a, first, n, tile);
+}
+
+// The per-item loops of the flow kernels are also compiled for AVX2 and picked at load time (torch picks its own
+// CPU kernels the same way): at the default x86-64-v2 they run at half the vector width of torch's ops. An ISA
+// name rather than an arch= level, so that GCC may inline the tile helpers into the clone; no AVX-512 clone, which
+// made the next torch op on the thread (the gradient accumulation) take milliseconds in the bench. No fused
+// multiply-adds (-ffp-contract=off) and per-lane partial sums: every version gives the same bits.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define FK_FLOW_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FK_FLOW_CLONES
+#endif
 
 // One value of a per-sample tensor (t, weight, k), as double.
 inline double load_scalar(const FlowArr& a, int64_t b) {

@@ -15,7 +15,7 @@ constexpr int64_t kTile = 512;
 enum CoefIndex { kDt = 0, kAc = 1, kAu = 2, kX0a = 3, kX0b = 4, kDtH = 5 };
 
 template <typename R>
-void step_item(const FlowLayout& lay, const GuidedStepArgs& a, const WorkItem& it) {
+FK_FLOW_CLONES void step_item(const FlowLayout& lay, const GuidedStepArgs& a, const WorkItem& it) {
   const float* coef = reinterpret_cast<const float*>(a.coef);
   const R dt = coef[kDt], a_c = coef[kAc], a_u = coef[kAu], x0_a = coef[kX0a], x0_b = coef[kX0b],
           dt_h = coef[kDtH];
@@ -40,14 +40,15 @@ void step_item(const FlowLayout& lay, const GuidedStepArgs& a, const WorkItem& i
       for (int64_t i = 0; i < n; ++i) w[i] = x0_a * x[i] + x0_b * v[i];
       store_tile(a.x0, b * M + lo, n, w);
     }
+    R* o = out_tile(a.out, b * M + lo, w);  // may be x itself: each element is read before it is written
     if (a.h.given()) {
       const R* h = view_tile(a.h, b * M + lo, n, h_buf);
-      for (int64_t i = 0; i < n; ++i) w[i] = (x[i] + dt * v[i]) + dt_h * h[i];
+      for (int64_t i = 0; i < n; ++i) o[i] = (x[i] + dt * v[i]) + dt_h * h[i];
     } else {
-      for (int64_t i = 0; i < n; ++i) w[i] = x[i] + dt * v[i];
+      for (int64_t i = 0; i < n; ++i) o[i] = x[i] + dt * v[i];
     }
-    store_tile(a.out, b * M + lo, n, w);
-    for (int copy = 0; copy < a.n_model_in; ++copy) store_tile(a.model_in, (copy * lay.batch + b) * M + lo, n, w);
+    finish_tile(a.out, b * M + lo, n, o);
+    for (int copy = 0; copy < a.n_model_in; ++copy) store_tile(a.model_in, (copy * lay.batch + b) * M + lo, n, o);
     if (a.v_out.given()) store_tile(a.v_out, b * M + lo, n, v);
   }
 }
