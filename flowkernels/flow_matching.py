@@ -1,13 +1,15 @@
 """Public functional API of the fused flow-matching training kernels."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ._dispatch import resolve_backend
 from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor, check_per_sample, check_same_shape
 from .flow_algebra import resolve_scheme
 from .ops.flow_interpolate import flow_interpolate_call
-from .ops.flow_loss import flow_loss_call
+from .ops.flow_loss import flow_loss_call, flow_loss_reduced
 
 REDUCTIONS = ("none", "mean", "sum")
 # float64 is accepted everywhere (gradchecks, reference runs): it runs the torch path in fp64, on any device
@@ -17,6 +19,13 @@ DTYPES = FLOAT_DTYPES + (torch.float64,)
 def ragged_counts(offsets: torch.Tensor) -> torch.Tensor:
     """Rows per sample, as float32, from offsets [B + 1] (on the device, no sync)."""
     return (offsets[1:] - offsets[:-1]).to(torch.float32)
+
+
+def _seed_value(seed) -> int:
+    """The checked seed as a Python int (the native CPU path takes it directly)."""
+    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63:
+        return seed
+    return int(_seed_tensor(seed).item())
 
 
 def _seed_tensor(seed):
@@ -32,6 +41,31 @@ def _seed_tensor(seed):
     if not 0 <= seed < 2**63:
         raise ValueError(f"seed={seed} must lie in [0, 2**63)")
     return torch.tensor(seed, dtype=torch.int64)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_scheme_cached(convention, path, prediction, weighting, sigma_min):
+    return resolve_scheme(convention, path, prediction, weighting, sigma_min)
+
+
+def _scheme(convention, path, prediction, weighting, sigma_min):
+    """resolve_scheme, cached per configuration (a training loop asks the same question every step); traced
+    directly under torch.compile, which does not look inside caches."""
+    if torch.compiler.is_compiling():
+        return resolve_scheme(convention, path, prediction, weighting, sigma_min)
+    try:
+        return _resolve_scheme_cached(convention, path, prediction, weighting, sigma_min)
+    except TypeError:  # an unhashable argument: resolve_scheme names the bad one
+        return resolve_scheme(convention, path, prediction, weighting, sigma_min)
+
+
+def _t_in_unit_interval(t: torch.Tensor) -> bool:
+    """Whether every t lies in [0, 1] (False for NaN), read on the CPU: a small batch's values as Python floats
+    (one call instead of a reduction and two reads), a large one by a reduction."""
+    if t.numel() <= 4096:
+        return all(0.0 <= v <= 1.0 for v in t.tolist())
+    lo, hi = torch.aminmax(t)  # NaN fails both comparisons
+    return bool(lo.item() >= 0 and hi.item() <= 1)
 
 
 def _check_offsets(offsets, x1):
@@ -73,10 +107,9 @@ def _check_common(x1, t, noise, seed, offsets=None):
         if x is not None and x.requires_grad:
             raise ValueError(f"{name} requires grad, but flow-matching kernels differentiate w.r.t. the model "
                              f"output only; pass {name}.detach()")
-    if x1.device.type == "cpu" and not torch.compiler.is_compiling() and t.numel():
-        lo, hi = torch.aminmax(t)  # CPU only: free; on CUDA this would sync. NaN fails both comparisons
-        if not (lo.item() >= 0 and hi.item() <= 1):
-            raise ValueError("t has values outside [0, 1]")
+    # CPU only: free; on CUDA this would sync
+    if x1.device.type == "cpu" and t.numel() and not torch.compiler.is_compiling() and not _t_in_unit_interval(t):
+        raise ValueError("t has values outside [0, 1]")
     return t, offsets
 
 
@@ -93,12 +126,14 @@ def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | No
     Sparse latents: x1 [N_rows, C] with `offsets` [B + 1]; t [B] is broadcast to each sample's rows in-kernel.
     """
     t, offsets = _check_common(x1, t, noise, seed, offsets)
-    scheme, pred_code, _, smin = resolve_scheme(convention, path, prediction, None, sigma_min)
+    scheme, pred_code, _, smin = _scheme(convention, path, prediction, None, sigma_min)
     out_dtype = x1.dtype if out_dtype is None else out_dtype
     check_choice("out_dtype", out_dtype, {d: d for d in DTYPES})
     backend = resolve_backend(backend, x1.device)
-    xt, target = flow_interpolate_call(x1, noise, t, _seed_tensor(seed), offsets, scheme, pred_code, smin,
-                                     bool(return_target), out_dtype, backend)
+    # eagerly the seed travels as an int (a tensor per call costs microseconds); the custom op needs a tensor
+    seed = _seed_tensor(seed) if torch.compiler.is_compiling() else None if seed is None else _seed_value(seed)
+    xt, target = flow_interpolate_call(x1, noise, t, seed, offsets, scheme, pred_code, smin, bool(return_target),
+                                       out_dtype, backend)
     return (xt, target) if return_target else xt
 
 
@@ -127,9 +162,15 @@ def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, no
         if weight.requires_grad:
             raise ValueError("weight requires grad; per-sample weights are treated as constants, pass weight.detach()")
     reduction = check_choice("reduction", reduction, REDUCTIONS)
-    scheme, pred_code, weight_code, smin = resolve_scheme(convention, path, prediction, weighting, sigma_min)
+    scheme, pred_code, weight_code, smin = _scheme(convention, path, prediction, weighting, sigma_min)
     backend = resolve_backend(backend, pred.device)
     compute_grad = pred.requires_grad and torch.is_grad_enabled()
+    if (backend == "native" and offsets is None and reduction != "none" and not return_per_sample
+            and pred.numel() and not torch.compiler.is_compiling()
+            and torch.float64 not in (pred.dtype, x1.dtype, noise.dtype if noise is not None else None)):
+        # the common training call on CPU: one native pass and one autograd node, reduction folded in
+        return flow_loss_reduced(pred, x1, noise, t, weight, seed if seed is None else _seed_value(seed), scheme,
+                                 pred_code, weight_code, smin, compute_grad, reduction == "mean")
     loss, _ = flow_loss_call(pred, x1, noise, t, weight, _seed_tensor(seed), offsets, scheme, pred_code, weight_code,
                            smin, compute_grad, backend)
     per_row = pred[0].numel() if pred.shape[0] else 1

@@ -36,9 +36,10 @@ void flow_interpolate_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr 
                           uint64_t seed, FlowArr xt, FlowArr target);
 
 // loss[b] (float32) = w_b / M * sum residual^2 (dense) or w_b * sum residual^2 (ragged), and the gradient of
-// loss[b] w.r.t. pred when grad is given. A t outside [0, 1] gives a NaN loss (as the GPU kernel).
+// grad_factor * loss[b] w.r.t. pred when grad is given (grad_factor: the reduction's 1 / B folded in, so that a
+// backward with an upstream gradient of 1 needs no pass). A t outside [0, 1] gives a NaN loss (as the GPU kernel).
 void flow_loss_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr pred, FlowArr x1, FlowArr noise, FlowArr t,
-                   FlowArr weight, uint64_t seed, uintptr_t loss, FlowArr grad);
+                   FlowArr weight, uint64_t seed, uintptr_t loss, FlowArr grad, double grad_factor = 1.0);
 
 // out[b, ...] = grad[b, ...] * scale[b], in float (double for float64 grads).
 void scale_rows_cpu(const FlowLayout& lay, FlowArr grad, FlowArr scale, FlowArr out);

@@ -80,6 +80,7 @@ FK_FLOW_CLONES void interpolate_item(const FlowLayout& lay, const FlowScheme& sc
 struct LossArgs {
   FlowArr pred, x1, noise, t, weight, grad;
   uint64_t seed;
+  double grad_factor;
 };
 
 // Per-sample (weight w, normaliser) of the loss: w includes the per-sample weight and is NaN for t outside [0, 1].
@@ -103,7 +104,7 @@ FK_FLOW_CLONES double loss_item(const FlowLayout& lay, const FlowScheme& sch, co
   const int64_t b = it.sample;
   const SampleExtent ext = sample_extent(lay, b);
   const LossScale s = loss_scale(lay, sch, a, b);
-  const R p = R(s.c.p), cD = R(s.c.cD), cN = R(s.c.cN), grad_scale = R(2.0 * s.norm * s.w * s.c.p);
+  const R p = R(s.c.p), cD = R(s.c.cD), cN = R(s.c.cN), grad_scale = R(2.0 * s.norm * s.w * s.c.p * a.grad_factor);
   const int64_t pred_start = sample_start(lay, a.pred, b, ext), x1_start = sample_start(lay, a.x1, b, ext),
                 noise_start = sample_start(lay, a.noise, b, ext);
   R o_buf[kTile], d_buf[kTile], nz_buf[kTile], r[kTile];
@@ -162,10 +163,10 @@ void flow_interpolate_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr 
 }
 
 void flow_loss_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr pred, FlowArr x1, FlowArr noise, FlowArr t,
-                   FlowArr weight, uint64_t seed, uintptr_t loss_ptr, FlowArr grad) {
+                   FlowArr weight, uint64_t seed, uintptr_t loss_ptr, FlowArr grad, double grad_factor) {
   int64_t total = 0;
   const std::vector<WorkItem> items = work_items(lay, &total);
-  const LossArgs args{pred, x1, noise, t, weight, grad, seed};
+  const LossArgs args{pred, x1, noise, t, weight, grad, seed, grad_factor};
   std::vector<double> partial(items.size(), 0.0);
   with_compute_type(pred.dtype, [&](auto tag) {
     using R = decltype(tag);

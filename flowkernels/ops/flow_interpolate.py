@@ -117,10 +117,12 @@ def _interpolate_impl(x1, noise, t, seed, offsets, scheme, prediction, sigma_min
     target = torch.empty(x1.shape if write_target else (0,), dtype=out_dtype, device=x1.device)
     fp64 = torch.float64 in (x1.dtype, out_dtype) or (noise is not None and noise.dtype == torch.float64)
     # float64 takes the torch path, in fp64, on any device
-    impl = _interpolate_torch if fp64 else \
-        {"triton": _interpolate_triton, "native": native_cpu.interpolate}.get(backend, _interpolate_torch)
+    impl = _interpolate_torch if fp64 else _IMPLEMENTATIONS.get(backend, _interpolate_torch)
     impl(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target)
     return xt, target
+
+
+_IMPLEMENTATIONS = {"triton": _interpolate_triton, "native": native_cpu.interpolate}
 
 
 def flow_interpolate_call(*args):

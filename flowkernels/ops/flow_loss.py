@@ -311,6 +311,56 @@ def _graph_kept() -> bool:
     return True if keep is None else bool(keep())
 
 
+class _ReducedLoss(torch.autograd.Function):
+    """A dense CPU batch's loss reduced to one number ("mean" or "sum"), outside torch.compile: one native pass
+    computes the per-sample losses and the gradient of the reduced loss (the mean's 1 / B folded into the kernel's
+    gradient scale), so the usual `loss.backward()`, whose upstream gradient is exactly 1, hands the stored gradient
+    over without another pass over it; any other upstream gradient costs the one scaling pass flow_loss_op's
+    backward does. The arithmetic is flow_loss_op's up to where 1 / B is rounded (an ulp of the gradient)."""
+
+    @staticmethod
+    def forward(ctx, pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, mean):
+        grad = torch.empty(pred.shape, dtype=gradient_dtype(pred.dtype))
+        per_sample = native_cpu.loss(pred, x1, noise, t, weight, seed, None, scheme, prediction, weighting, sigma_min,
+                                     grad, 1.0 / pred.shape[0] if mean else 1.0)
+        # a plain attribute, not save_for_backward: backward drops it, so the tensor it hands to autograd is not
+        # still referenced by the graph (autograd can then adopt it as pred.grad instead of copying it)
+        ctx.grad, ctx.pred_dtype = grad, pred.dtype
+        ctx.set_materialize_grads(False)
+        return per_sample.mean() if mean else per_sample.sum()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad = ctx.grad
+        if grad is None:  # as autograd's saved tensors: a freed graph refuses a second backward
+            raise RuntimeError("Trying to backward through the graph a second time: flowkernels' loss handed its "
+                               "stored gradient over in the first backward; use retain_graph=True to keep it")
+        if grad_out is None:
+            return (None,) * 11
+        if _graph_kept():  # retain_graph / create_graph: a later backward reads the stored gradient again
+            grad_pred = torch.mul(grad, grad_out).to(ctx.pred_dtype)
+        else:
+            ctx.grad = None
+            if grad.dtype != ctx.pred_dtype:  # 16-bit pred: the fp32 gradient rounds once into pred's dtype
+                grad_pred = torch.mul(grad, grad_out).to(ctx.pred_dtype)
+            elif grad_out.item() == 1.0:
+                grad_pred = grad
+            else:
+                grad_pred = grad.mul_(grad_out)
+        return (grad_pred,) + (None,) * 10
+
+
+def flow_loss_reduced(pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, compute_grad,
+                      mean: bool):
+    """The reduced loss of a dense CPU batch (backend "native", no float64 input, B > 0 elements) in one native
+    call; seed may be a plain int. Eager only: under torch.compile the loss goes through flow_loss_op."""
+    if compute_grad:
+        return _ReducedLoss.apply(pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, mean)
+    per_sample = native_cpu.loss(pred, x1, noise, t, weight, seed, None, scheme, prediction, weighting, sigma_min,
+                                 None)
+    return per_sample.mean() if mean else per_sample.sum()
+
+
 def flow_loss_call(*args):
     """flow_loss_op's arguments: the custom op under torch.compile; eagerly the same autograd without its dispatch,
     or the bare implementation when no gradient is wanted."""

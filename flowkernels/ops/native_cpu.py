@@ -23,14 +23,19 @@ def arr(x: torch.Tensor | None, stride: int | None = None):
 
 
 def _layout(x: torch.Tensor, offsets):
-    B, M, ragged = _launch.layout(x, offsets)
-    return (B, M, x.shape[0], offsets.data_ptr() if ragged else 0, torch.get_num_threads()), ragged
+    # (samples, elements per sample or row) as _launch.layout, without its x[0] view: these calls are on the
+    # per-step path of small CPU batches, where every microsecond of Python shows
+    n = x.shape[0]
+    M = x.numel() // n if n else 0
+    if offsets is None:
+        return (n, M, n, 0, torch.get_num_threads()), False
+    return (offsets.shape[0] - 1, M, n, offsets.data_ptr(), torch.get_num_threads()), True
 
 
 def _sample_rows(x, ragged):
     """A per-sample tensor with each sample contiguous (ragged: the whole [N, C] buffer contiguous)."""
-    if x is None:
-        return None
+    if x is None or x.is_contiguous():
+        return x
     return x.contiguous() if ragged else _launch.rows(x)[0]
 
 
@@ -44,13 +49,16 @@ def interpolate(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, 
         arr(xt), arr(target) if target.numel() else ABSENT)
 
 
-def loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad):
+def loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad,
+         grad_factor: float = 1.0):
+    """Per-sample losses [B] (float32); grad (when it has elements) receives grad_factor * d loss[b] / d pred."""
     lay, ragged = _layout(pred, offsets)
-    pred, x1, noise = (_sample_rows(z, ragged) for z in (pred, x1, noise))
+    pred, x1, noise = _sample_rows(pred, ragged), _sample_rows(x1, ragged), _sample_rows(noise, ragged)
     out = torch.empty(lay[0], dtype=torch.float32)
     native().flow_loss_cpu(
         lay, scheme, prediction, weighting, float(sigma_min), arr(pred), arr(x1), arr(noise), arr(t), arr(weight),
-        _seed(seed, noise), out.data_ptr(), arr(grad) if grad.numel() else ABSENT)
+        _seed(seed, noise), out.data_ptr(), arr(grad) if grad is not None and grad.numel() else ABSENT,
+        float(grad_factor))
     return out
 
 
