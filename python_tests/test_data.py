@@ -132,17 +132,56 @@ def test_sharp_edges_empty_case_gives_empty_arrays():
     assert pts.shape == normals.shape == (0, 3)
 
 
-def test_labels_sign_and_magnitude_against_shell():
+@pytest.mark.parametrize("outer_only", [False, True])
+def test_labels_sign_and_magnitude_against_shell(outer_only):
     seed = _seed()
     rng = np.random.default_rng(seed)
     verts, faces = _closed_box()
-    shell = data.watertight(verts, faces, 24, 0.02, return_shell=True)
-    pts = rng.uniform(-0.2, 1.2, (3000, 3))
+    shell = data.watertight(verts, faces, 24, 0.02, outer_only, return_shell=True)
+    pts = np.concatenate([rng.uniform(-0.2, 1.2, (1000, 3)), verts[faces[:, 0]] + rng.normal(scale=0.05, size=(12, 3))])
     label = data.shell_labels(shell, pts)
-    np.testing.assert_allclose(np.abs(label[:300]), ref.mesh_distance(pts[:300], shell.verts, shell.faces),
-                               rtol=1e-5, atol=1e-6)
+    exact = ref.mesh_distance(pts, shell.verts, shell.faces)
+    voxel = shell.step.max()
+    # exact near the shell; farther out d - eps from the box, which differs from the distance to the shell's
+    # triangles by the shell's marching-cubes error only (a fraction of a voxel)
+    near = exact < data.FAR_VOXELS * voxel - 0.5 * voxel
+    assert near.sum() > 30 and (~near).sum() > 30, f"seed {seed}"
+    np.testing.assert_allclose(np.abs(label[near]), exact[near], rtol=1e-5, atol=1e-6, err_msg=f"seed {seed}")
+    assert np.abs(np.abs(label) - exact).max() < 0.25 * voxel, f"seed {seed}"
     dist = np.abs(label)
-    # inside the double shell <=> closer than eps to the box (for points clear of the shell)
     udf = ref.mesh_distance(pts, verts, faces)
-    clear = dist > shell.step.max()
-    assert np.array_equal((label > 0)[clear], (udf < 0.02)[clear]), f"seed {seed}"
+    clear = dist > voxel
+    if outer_only:  # inside the outer shell <=> inside the box or closer than eps to it
+        solid = np.all((pts >= verts.min(0)) & (pts <= verts.max(0)), axis=1) | (udf < 0.02)
+        assert np.array_equal((label > 0)[clear], solid[clear]), f"seed {seed}"
+    else:  # inside the double shell <=> closer than eps to the box (for points clear of the shell)
+        assert np.array_equal((label > 0)[clear], (udf < 0.02)[clear]), f"seed {seed}"
+
+
+def test_labels_are_exact_where_the_offset_surface_leaves_the_grid():
+    """A sheet thinner than 20 eps: the grid's faces cut its offset surface open, so d - eps would measure to
+    surface that is not there; every label is then the exact distance to the shell's triangles."""
+    seed = _seed()
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.linspace(0, 1, 5), np.linspace(0, 1, 5), indexing="ij")
+    v = np.stack([x.ravel(), y.ravel(), 0.02 * x.ravel()], 1)
+    q = (np.arange(4)[:, None] * 5 + np.arange(4)[None]).ravel()
+    f = np.concatenate([np.stack([q, q + 5, q + 1], 1), np.stack([q + 1, q + 5, q + 6], 1)])
+    shell = data.watertight(v, f, 20, 0.03, return_shell=True)
+    assert not data._offset_fits_grid(shell)
+    pts = rng.uniform(-0.5, 1.5, (500, 3))
+    np.testing.assert_allclose(np.abs(data.shell_labels(shell, pts)), ref.mesh_distance(pts, shell.verts, shell.faces),
+                               rtol=1e-5, atol=1e-6, err_msg=f"seed {seed}")
+
+
+def test_point_distance_parallel_bvh_build_matches_reference():
+    """Enough triangles that the BVH's top levels are split first and its subtrees built on several threads."""
+    seed = _seed()
+    rng = np.random.default_rng(seed)
+    verts, faces = random_soup(rng, 4000, 24000)
+    verts = verts * np.array([1.0, 0.5, 0.2])  # flat-ish: splits along every axis
+    pts = np.concatenate([rng.uniform(-0.5, 1.5, (80, 3)), verts[:40] + rng.normal(scale=1e-3, size=(40, 3))])
+    one = data.point_distance(pts, verts, faces, num_threads=1)
+    assert np.array_equal(one, data.point_distance(pts, verts, faces, num_threads=3)), f"seed {seed}"
+    np.testing.assert_allclose(one, ref.mesh_distance(pts, verts, faces), rtol=2e-6, atol=2e-7,
+                               err_msg=f"seed {seed}")

@@ -154,33 +154,20 @@ void fit_disk(const MeshView& mesh, const int32_t* tris, int32_t count, udf::Bvh
 }
 
 // Median split on the longest axis of the centroids' box; leaves of <= 4 triangles. Depth <= log2(F) + 1.
-Bvh build_bvh(const MeshView& mesh) {
-  const int64_t n = mesh.num_faces;
-  if (n >= (int64_t(1) << 31)) throw std::invalid_argument("faces: more than 2^31 triangles");
-  std::vector<Vec3> lo(n), hi(n), cen(n);
-  for (int64_t f = 0; f < n; ++f) {
-    const Vec3 a = mesh.corner(f, 0), b = mesh.corner(f, 1), c = mesh.corner(f, 2);
-    lo[f] = {std::min({a.x, b.x, c.x}), std::min({a.y, b.y, c.y}), std::min({a.z, b.z, c.z})};
-    hi[f] = {std::max({a.x, b.x, c.x}), std::max({a.y, b.y, c.y}), std::max({a.z, b.z, c.z})};
-    cen[f] = 0.5f * (lo[f] + hi[f]);
-  }
-  std::vector<int32_t> order(n);
-  for (int64_t f = 0; f < n; ++f) order[f] = int32_t(f);
-  Bvh bvh;
-  bvh.nodes.reserve(size_t(2 * (n / 2 + 1)));
-  struct Task {
-    int32_t first, count, parent;  // parent: node whose `right` this task fills (-1: left child or root)
-  };
-  std::vector<Task> stack{{0, int32_t(n), -1}};
-  while (!stack.empty()) {
-    const Task t = stack.back();
-    stack.pop_back();
-    const int32_t id = int32_t(bvh.nodes.size());
-    if (t.parent >= 0) bvh.nodes[t.parent].right = id;
-    udf::BvhNode node{{INFINITY, INFINITY, INFINITY}, {-INFINITY, -INFINITY, -INFINITY}, -1, t.first, t.count,
-                      {0.f, 0.f, 0.f}, {0.f, 0.f, 1.f}, INFINITY, INFINITY};
+// The top levels are split serially until there are a few subtrees per thread; the subtrees are built in
+// parallel (each in its own depth-first node array) and spliced into one depth-first array.
+struct BvhBuilder {
+  const MeshView& mesh;
+  std::vector<Vec3> lo, hi, cen;
+  std::vector<int32_t> order;
+
+  // The node over order[first, first + count) (bounds, disk) and, for an inner node, its split axis: the range
+  // is partitioned at first + count / 2. Returns -1 for a leaf.
+  int make_node(int32_t first, int32_t count, udf::BvhNode& node) {
+    node = udf::BvhNode{{INFINITY, INFINITY, INFINITY}, {-INFINITY, -INFINITY, -INFINITY}, -1, first, count,
+                        {0.f, 0.f, 0.f}, {0.f, 0.f, 1.f}, INFINITY, INFINITY};
     float clo[3] = {INFINITY, INFINITY, INFINITY}, chi[3] = {-INFINITY, -INFINITY, -INFINITY};
-    for (int32_t i = t.first; i < t.first + t.count; ++i) {
+    for (int32_t i = first; i < first + count; ++i) {
       const int32_t f = order[i];
       for (int a = 0; a < 3; ++a) {
         node.lo[a] = std::min(node.lo[a], udf::axis(lo[f], a));
@@ -189,28 +176,134 @@ Bvh build_bvh(const MeshView& mesh) {
         chi[a] = std::max(chi[a], udf::axis(cen[f], a));
       }
     }
-    if (t.count <= kDiskMaxTriangles) fit_disk(mesh, order.data() + t.first, t.count, node);
-    bvh.nodes.push_back(node);
-    if (t.count <= 4) continue;
+    if (count <= kDiskMaxTriangles) fit_disk(mesh, order.data() + first, count, node);
+    if (count <= 4) return -1;
     const int ax = (chi[0] - clo[0] >= chi[1] - clo[1] && chi[0] - clo[0] >= chi[2] - clo[2]) ? 0
                    : (chi[1] - clo[1] >= chi[2] - clo[2] ? 1 : 2);
-    const int32_t half = t.count / 2;
-    std::nth_element(order.begin() + t.first, order.begin() + t.first + half, order.begin() + t.first + t.count,
+    const int32_t half = count / 2;
+    std::nth_element(order.begin() + first, order.begin() + first + half, order.begin() + first + count,
                      [&](int32_t p, int32_t q) { return udf::axis(cen[p], ax) < udf::axis(cen[q], ax); });
-    bvh.nodes[id].right = 0;  // inner node; set when the right child is built
-    // Depth first with the left child next: push the right task first so the left one is built right after.
-    stack.push_back({t.first + half, t.count - half, id});
-    stack.push_back({t.first, half, -1});
+    return ax;
   }
-  bvh.tri.resize(size_t(9 * n));
-  for (int64_t i = 0; i < n; ++i) {
-    for (int c = 0; c < 3; ++c) {
-      const Vec3 v = mesh.corner(order[i], c);
-      bvh.tri[9 * i + 3 * c] = v.x;
-      bvh.tri[9 * i + 3 * c + 1] = v.y;
-      bvh.tri[9 * i + 3 * c + 2] = v.z;
+
+  // The subtree over order[first, first + count) as a depth-first array (right: index within `out`).
+  void build_subtree(int32_t first, int32_t count, std::vector<udf::BvhNode>& out) {
+    struct Task {
+      int32_t first, count, parent;  // parent: node whose `right` this task fills (-1: left child or root)
+    };
+    std::vector<Task> stack{{first, count, -1}};
+    while (!stack.empty()) {
+      const Task t = stack.back();
+      stack.pop_back();
+      const int32_t id = int32_t(out.size());
+      if (t.parent >= 0) out[t.parent].right = id;
+      udf::BvhNode node;
+      const int split = make_node(t.first, t.count, node);
+      out.push_back(node);
+      if (split < 0) continue;
+      out[id].right = 0;  // inner node; set when the right child is built
+      const int32_t half = t.count / 2;
+      // Depth first with the left child next: push the right task first so the left one is built right after.
+      stack.push_back({t.first + half, t.count - half, id});
+      stack.push_back({t.first, half, -1});
     }
   }
+};
+
+Bvh build_bvh(const MeshView& mesh, int num_threads) {
+  const int64_t n = mesh.num_faces;
+  if (n >= (int64_t(1) << 31)) throw std::invalid_argument("faces: more than 2^31 triangles");
+  BvhBuilder b{mesh, std::vector<Vec3>(n), std::vector<Vec3>(n), std::vector<Vec3>(n), std::vector<int32_t>(n)};
+  parallel_chunks(n, 1 << 14, num_threads, [&](int64_t f0, int64_t f1) {
+    for (int64_t f = f0; f < f1; ++f) {
+      const Vec3 a = mesh.corner(f, 0), c1 = mesh.corner(f, 1), c2 = mesh.corner(f, 2);
+      b.lo[f] = {std::min({a.x, c1.x, c2.x}), std::min({a.y, c1.y, c2.y}), std::min({a.z, c1.z, c2.z})};
+      b.hi[f] = {std::max({a.x, c1.x, c2.x}), std::max({a.y, c1.y, c2.y}), std::max({a.z, c1.z, c2.z})};
+      b.cen[f] = 0.5f * (b.lo[f] + b.hi[f]);
+      b.order[f] = int32_t(f);
+    }
+  });
+  // Top levels: split ranges larger than `cutoff` serially (a node and its split, as in a subtree), leaving
+  // >= 8 subtrees per thread for dynamic hand-out. top[i]: a split node (children top indices) or a subtree job.
+  const int threads = parallel::resolve_threads(num_threads);
+  const int64_t cutoff = std::max<int64_t>(4096, n / (8 * int64_t(threads)));
+  struct Top {
+    udf::BvhNode node;
+    int32_t left, right, job;  // job >= 0: the subtree jobs[job]
+  };
+  struct Job {
+    int32_t first, count;
+  };
+  std::vector<Top> top;
+  std::vector<Job> jobs;
+  std::vector<int32_t> pending;  // top nodes still to split; their range waits in node.first / node.count
+  auto add = [&](int32_t first, int32_t count) {
+    Top t{};
+    t.node.first = first;
+    t.node.count = count;
+    t.left = t.right = t.job = -1;
+    if (count <= cutoff) {
+      t.job = int32_t(jobs.size());
+      jobs.push_back({first, count});
+    }
+    top.push_back(t);
+    if (count > cutoff) pending.push_back(int32_t(top.size() - 1));
+    return int32_t(top.size() - 1);
+  };
+  add(0, int32_t(n));
+  while (!pending.empty()) {
+    const int32_t id = pending.back();
+    pending.pop_back();
+    const int32_t first = top[id].node.first, count = top[id].node.count;
+    udf::BvhNode node;
+    b.make_node(first, count, node);  // count > cutoff >= 4096: always an inner node
+    top[id].node = node;
+    const int32_t half = count / 2;
+    const int32_t l = add(first, half), r = add(first + half, count - half);
+    top[id].left = l;
+    top[id].right = r;
+  }
+  std::vector<std::vector<udf::BvhNode>> sub(jobs.size());
+  parallel_chunks(int64_t(jobs.size()), 1, num_threads, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) b.build_subtree(jobs[j].first, jobs[j].count, sub[j]);
+  });
+  // Splice depth first: a top node, then its left subtree, then its right one (whose index it records).
+  Bvh bvh;
+  size_t total = top.size();
+  for (const auto& s : sub) total += s.size();
+  bvh.nodes.reserve(total);
+  struct Emit {
+    int32_t top, parent;  // parent: node whose `right` this fills (-1: none)
+  };
+  std::vector<Emit> stack{{0, -1}};
+  while (!stack.empty()) {
+    const Emit e = stack.back();
+    stack.pop_back();
+    const int32_t id = int32_t(bvh.nodes.size());
+    if (e.parent >= 0) bvh.nodes[e.parent].right = id;
+    const Top& t = top[e.top];
+    if (t.job >= 0) {
+      for (udf::BvhNode node : sub[t.job]) {
+        if (node.right >= 0) node.right += id;
+        bvh.nodes.push_back(node);
+      }
+      continue;
+    }
+    bvh.nodes.push_back(t.node);
+    bvh.nodes[id].right = 0;
+    stack.push_back({t.right, id});
+    stack.push_back({t.left, -1});
+  }
+  bvh.tri.resize(size_t(9 * n));
+  parallel_chunks(n, 1 << 14, num_threads, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      for (int c = 0; c < 3; ++c) {
+        const Vec3 v = mesh.corner(b.order[i], c);
+        bvh.tri[9 * i + 3 * c] = v.x;
+        bvh.tri[9 * i + 3 * c + 1] = v.y;
+        bvh.tri[9 * i + 3 * c + 2] = v.z;
+      }
+  });
   return bvh;
 }
 
@@ -226,7 +319,7 @@ void udf_points_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t
     std::fill(dist, dist + num_points, INFINITY);
     return;
   }
-  const Bvh bvh = build_bvh(mesh);
+  const Bvh bvh = build_bvh(mesh, num_threads);
   // Queries in Morton order: neighbours in the order are neighbours in space, so they walk the same nodes
   // (cache) and each starts from the bound d(prev) + |q - prev| (distance is 1-Lipschitz), which prunes most of
   // the tree before the first leaf. Points far from the mesh gain most: without a bound they open every node
