@@ -133,4 +133,22 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("points"),
       py::arg("num_points"), py::arg("out"), py::arg("num_threads"));
+  m.def(
+      "mesh_face_normals",
+      [](uintptr_t verts, uintptr_t faces, int64_t num_faces, uintptr_t normals, uintptr_t area2, int num_threads) {
+        py::gil_scoped_release release;
+        fk::mesh_face_normals_cpu(verts, faces, num_faces, normals, area2, num_threads);
+      },
+      py::arg("verts"), py::arg("faces"), py::arg("num_faces"), py::arg("normals"), py::arg("area2"),
+      py::arg("num_threads"));
+  m.def(
+      "mesh_sharp_weights",
+      [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, double cos_threshold,
+         uintptr_t vertex_normals, uintptr_t edge_weights, int num_threads) {
+        py::gil_scoped_release release;
+        fk::mesh_sharp_weights_cpu(verts, num_verts, faces, num_faces, cos_threshold, vertex_normals, edge_weights,
+                                   num_threads);
+      },
+      py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("cos_threshold"),
+      py::arg("vertex_normals"), py::arg("edge_weights"), py::arg("num_threads"));
 }

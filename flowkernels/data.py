@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from . import _native
+from .data_sampling import (SHARP_COS, face_normals, sample_sharp_edges, sample_surface,  # noqa: F401
+                            sharp_edges, vertex_normals)
 
 # Counts of Hunyuan3D-2.1's SampleMesh: 499712 // 4 surface and sharp-edge samples.
 SAMPLES = 499712 // 4
-SHARP_COS = 0.985  # a vertex is sharp when some face normal leans > ~10 degrees from its vertex normal
 
 
 class Shell(NamedTuple):
@@ -159,88 +160,6 @@ def watertight(verts, faces, resolution: int = 256, eps: float = 2.0 / 256, oute
 
 def _rng(seed):
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def face_normals(verts, faces):
-    """Unit face normals (zero for degenerate faces) and the doubled areas."""
-    v = np.asarray(verts, dtype=np.float64)
-    f = np.asarray(faces)
-    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    norm = np.linalg.norm(n, axis=1)
-    return n / np.where(norm > 0, norm, 1.0)[:, None], norm
-
-
-def vertex_normals(verts, faces):
-    """Angle-weighted vertex normals (trimesh's rule, which the original reads through `mesh.vertex_normals`)."""
-    v = np.asarray(verts, dtype=np.float64)
-    f = np.asarray(faces)
-    fn, _ = face_normals(v, f)
-    acc = np.zeros((len(v), 3))
-    for c in range(3):
-        e1 = v[f[:, (c + 1) % 3]] - v[f[:, c]]
-        e2 = v[f[:, (c + 2) % 3]] - v[f[:, c]]
-        l1, l2 = np.linalg.norm(e1, axis=1), np.linalg.norm(e2, axis=1)
-        cos = (e1 * e2).sum(1) / np.where(l1 * l2 > 0, l1 * l2, 1.0)
-        angle = np.arccos(np.clip(cos, -1.0, 1.0)) * ((l1 * l2) > 0)
-        for a in range(3):
-            acc[:, a] += np.bincount(f[:, c], weights=fn[:, a] * angle, minlength=len(v))
-    norm = np.linalg.norm(acc, axis=1)
-    return acc / np.where(norm > 0, norm, 1.0)[:, None]
-
-
-def sample_surface(verts, faces, count: int = SAMPLES, seed=None):
-    """`count` points uniform by area on the mesh and the unit normals of their faces: float64 [count, 3] x 2."""
-    rng = _rng(seed)
-    v = np.asarray(verts, dtype=np.float64)
-    f = np.asarray(faces)
-    fn, area2 = face_normals(v, f)
-    total = area2.sum()
-    if len(f) == 0 or not total > 0:
-        raise ValueError("the mesh has no area to sample")
-    cdf = np.cumsum(area2)
-    face = np.minimum(np.searchsorted(cdf, rng.random(count) * cdf[-1], side="right"), len(f) - 1)
-    uv = rng.random((count, 2))
-    flip = uv.sum(1) > 1.0  # fold the unit square onto the triangle
-    uv[flip] = 1.0 - uv[flip]
-    a = v[f[face, 0]]
-    pts = a + uv[:, :1] * (v[f[face, 1]] - a) + uv[:, 1:] * (v[f[face, 2]] - a)
-    return pts, fn[face]
-
-
-def sharp_edges(verts, faces, cos_threshold: float = SHARP_COS):
-    """The original's sharp edges: vertex `sharpness` starts at 1 and, per corner slot of the faces in order,
-    becomes min(itself, vn . fn) with numpy's repeated-index assignment (the last face in that slot wins, as in
-    Hunyuan3D-2.1); an edge of a face is sharp when both ends are below `cos_threshold`. Returns the (a, b)
-    vertex indices of the face edges taken (an edge shared by two faces appears twice, weighting as there)."""
-    f = np.asarray(faces)
-    fn, _ = face_normals(verts, f)
-    vn = vertex_normals(verts, f)
-    sharpness = np.ones(len(verts))
-    for c in range(3):
-        sharpness[f[:, c]] = np.minimum(sharpness[f[:, c]], (vn[f[:, c]] * fn).sum(-1))
-    sharp = sharpness < cos_threshold
-    a = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
-    b = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
-    keep = sharp[a] & sharp[b]
-    return a[keep], b[keep], vn
-
-
-def sample_sharp_edges(verts, faces, count: int = SAMPLES, seed=None):
-    """`count` points on the sharp edges by length, with normals blended linearly from the vertex normals (not
-    renormalised, as in the original). A mesh without sharp edges gives empty [0, 3] arrays (the original
-    raised IndexError)."""
-    rng = _rng(seed)
-    v = np.asarray(verts, dtype=np.float64)
-    a, b, vn = sharp_edges(v, faces)
-    length = np.linalg.norm(v[b] - v[a], axis=-1)
-    if len(a) == 0 or not length.sum() > 0:
-        return np.zeros((0, 3)), np.zeros((0, 3))
-    cdf = np.cumsum(length / length.sum())
-    index = np.minimum(np.searchsorted(cdf, rng.random(count)), len(a) - 1)
-    w = rng.random((count, 1))
-    pts = w * v[a[index]] + (1 - w) * v[b[index]]
-    normals = w * vn[a[index]] + (1 - w) * vn[b[index]]
-    return pts, normals
 
 
 def _truncated_normal(rng, scale, bound, size):

@@ -20,3 +20,18 @@ void udf_points_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t
                     int64_t num_points, uintptr_t out, int num_threads);
 
 }  // namespace fk
+
+namespace fk {
+
+// Unit face normals (float64 [F, 3], 0 for a degenerate face) and doubled areas ([F]) of verts float64 [V, 3],
+// faces int64 [F, 3] (indices checked by the caller).
+void mesh_face_normals_cpu(uintptr_t verts, uintptr_t faces, int64_t num_faces, uintptr_t normals, uintptr_t area2,
+                           int num_threads);
+
+// Angle-weighted vertex normals (float64 [V, 3]) and, per face edge in slot-major order ([3F]: edges (f0, f1),
+// then (f1, f2), then (f2, f0)), its length if both ends are sharp by Hunyuan3D's rule, else 0.
+void mesh_sharp_weights_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
+                            double cos_threshold, uintptr_t vertex_normals, uintptr_t edge_weights,
+                            int num_threads);
+
+}  // namespace fk

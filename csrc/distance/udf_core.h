@@ -31,52 +31,73 @@ FK_UDF_HD float axis(Vec3 v, int a) { return a == 0 ? v.x : (a == 1 ? v.y : v.z)
 
 // Squared distance from p to triangle (a, b, c): the closest point is found by the Voronoi region of p
 // (a vertex, an edge or the face). A region test whose division would be 0 / 0 (repeated vertices) is passed
-// over, and a triangle left with no face region (zero area) takes the nearest of its edges.
-FK_UDF_HD float point_triangle_dist2(Vec3 p, Vec3 a, Vec3 b, Vec3 c) {
-  const Vec3 ab = b - a, ac = c - a, ap = p - a;
-  const float d1 = dot(ab, ap), d2 = dot(ac, ap);
-  if (d1 <= 0.f && d2 <= 0.f) return dot(ap, ap);
-  const Vec3 bp = p - b;
-  const float d3 = dot(ab, bp), d4 = dot(ac, bp);
-  if (d3 >= 0.f && d4 <= d3) return dot(bp, bp);
-  const float vc = d1 * d4 - d3 * d2;
-  if (vc <= 0.f && d1 >= 0.f && d3 <= 0.f && d1 - d3 > 0.f) {
-    const float v = d1 / (d1 - d3);
-    const Vec3 q = ap - v * ab;
+// over, and a triangle left with no face region (zero area) takes the nearest of its edges. V: Vec3 or DVec3.
+template <typename V>
+FK_UDF_HD decltype(V{}.x) point_triangle_dist2_t(V p, V a, V b, V c) {
+  using T = decltype(V{}.x);
+  const V ab = b - a, ac = c - a, ap = p - a;
+  const T d1 = dot(ab, ap), d2 = dot(ac, ap);
+  if (d1 <= T(0) && d2 <= T(0)) return dot(ap, ap);
+  const V bp = p - b;
+  const T d3 = dot(ab, bp), d4 = dot(ac, bp);
+  if (d3 >= T(0) && d4 <= d3) return dot(bp, bp);
+  const T vc = d1 * d4 - d3 * d2;
+  if (vc <= T(0) && d1 >= T(0) && d3 <= T(0) && d1 - d3 > T(0)) {
+    const T v = d1 / (d1 - d3);
+    const V q = ap - v * ab;
     return dot(q, q);
   }
-  const Vec3 cp = p - c;
-  const float d5 = dot(ab, cp), d6 = dot(ac, cp);
-  if (d6 >= 0.f && d5 <= d6) return dot(cp, cp);
-  const float vb = d5 * d2 - d1 * d6;
-  if (vb <= 0.f && d2 >= 0.f && d6 <= 0.f && d2 - d6 > 0.f) {
-    const float w = d2 / (d2 - d6);
-    const Vec3 q = ap - w * ac;
+  const V cp = p - c;
+  const T d5 = dot(ab, cp), d6 = dot(ac, cp);
+  if (d6 >= T(0) && d5 <= d6) return dot(cp, cp);
+  const T vb = d5 * d2 - d1 * d6;
+  if (vb <= T(0) && d2 >= T(0) && d6 <= T(0) && d2 - d6 > T(0)) {
+    const T w = d2 / (d2 - d6);
+    const V q = ap - w * ac;
     return dot(q, q);
   }
-  const float va = d3 * d6 - d5 * d4;
-  if (va <= 0.f && (d4 - d3) >= 0.f && (d5 - d6) >= 0.f && (d4 - d3) + (d5 - d6) > 0.f) {
-    const float w = (d4 - d3) / ((d4 - d3) + (d5 - d6));
-    const Vec3 q = bp - w * (c - b);
+  const T va = d3 * d6 - d5 * d4;
+  if (va <= T(0) && (d4 - d3) >= T(0) && (d5 - d6) >= T(0) && (d4 - d3) + (d5 - d6) > T(0)) {
+    const T w = (d4 - d3) / ((d4 - d3) + (d5 - d6));
+    const V q = bp - w * (c - b);
     return dot(q, q);
   }
-  const float denom = va + vb + vc;
-  if (!(denom > 0.f)) {  // rounding left no face region: the nearest edge is the answer
-    float best = dot(ap, ap);
-    const Vec3 edges[3][2] = {{a, b}, {b, c}, {c, a}};
+  const T denom = va + vb + vc;
+  if (!(denom > T(0))) {  // rounding left no face region: the nearest edge is the answer
+    T best = dot(ap, ap);
+    const V edges[3][2] = {{a, b}, {b, c}, {c, a}};
     for (int e = 0; e < 3; ++e) {
-      const Vec3 d = edges[e][1] - edges[e][0], r = p - edges[e][0];
-      const float len2 = dot(d, d);
-      float t = len2 > 0.f ? dot(r, d) / len2 : 0.f;
-      t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t);
-      const Vec3 q = r - t * d;
-      best = fminf(best, dot(q, q));
+      const V d = edges[e][1] - edges[e][0], r = p - edges[e][0];
+      const T len2 = dot(d, d);
+      T t = len2 > T(0) ? dot(r, d) / len2 : T(0);
+      t = t < T(0) ? T(0) : (t > T(1) ? T(1) : t);
+      const V q = r - t * d;
+      const T d2e = dot(q, q);
+      best = d2e < best ? d2e : best;
     }
     return best;
   }
-  const float v = vb / denom, w = vc / denom;
-  const Vec3 q = ap - v * ab - w * ac;
+  const T v = vb / denom, w = vc / denom;
+  const V q = ap - v * ab - w * ac;
   return dot(q, q);
+}
+
+struct DVec3 {
+  double x, y, z;
+};
+FK_UDF_HD DVec3 operator-(DVec3 a, DVec3 b) { return {a.x - b.x, a.y - b.y, a.z - b.z}; }
+FK_UDF_HD DVec3 operator*(double s, DVec3 a) { return {s * a.x, s * a.y, s * a.z}; }
+FK_UDF_HD double dot(DVec3 a, DVec3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
+
+// The float form, except for thin triangles (twice the area below 0.1 x the longest edge squared), which are
+// measured in double: the region tests and barycentrics come from differences of products whose float rounding,
+// relative to the result, grows as the triangle thins (a random soup's needles were off by 4x in float).
+FK_UDF_HD float point_triangle_dist2(Vec3 p, Vec3 a, Vec3 b, Vec3 c) {
+  const Vec3 ab = b - a, ac = c - a, bc = c - b, n = cross(ab, ac);
+  const float l2 = fmaxf(dot(ab, ab), fmaxf(dot(ac, ac), dot(bc, bc)));
+  if (dot(n, n) >= 1e-2f * l2 * l2) return point_triangle_dist2_t(p, a, b, c);
+  const DVec3 dp{p.x, p.y, p.z}, da{a.x, a.y, a.z}, db{b.x, b.y, b.z}, dc{c.x, c.y, c.z};
+  return float(point_triangle_dist2_t(dp, da, db, dc));
 }
 
 // A regular grid: point (i, j, k) sits at origin + (i, j, k) * step, stored at i * n[1] * n[2] + j * n[2] + k.
