@@ -86,8 +86,10 @@ def check_against_original(name, V, F, resolution, eps, rng, n_samples):
         clear = np.sqrt(igl.point_mesh_squared_distance(pts, ov, of)[0]) > voxel
         agree = np.mean(np.sign(ours[clear]) == np.sign(theirs[clear]))
         assert agree >= 0.995, f"{name} {key}: {agree:.4f} of labels agree in sign"
-        np.testing.assert_allclose(out[f"{key}_label"].astype(np.float64)[clear], ours[clear], atol=1e-3,
-                                   rtol=2e-3)
+        # fp16 storage of the points and labels, and a point on either side of the far threshold (d - eps from
+        # the input mesh vs the exact shell distance: the shell's marching-cubes error, a fraction of a voxel)
+        np.testing.assert_allclose(out[f"{key}_label"].astype(np.float64)[clear], ours[clear],
+                                   atol=1e-3 + 0.25 * voxel, rtol=2e-3)
 
 
 def test_bunny_against_original():
