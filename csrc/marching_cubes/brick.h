@@ -169,14 +169,59 @@ inline Scratch carve(void* base, const Layout& l) {
 
 // ---- pass 1: classification -------------------------------------------------------------------------------
 
-// One lane's point: below the level, finite. Past the end of the row both are false.
+// A warp's walk over consecutive segments in C order: the segment's index and a pointer to its first point,
+// stepped by additions. Splitting a segment index and multiplying it by the strides costs a GPU tens of
+// instructions (64-bit multiplies, the index division), which per segment made pass 1 issue-bound; a walk splits
+// one index per warp and then adds a step per segment, the strides again only where a row or slab ends.
 template <typename T>
-FK_HD void classify_point(const Volume<T>& vol, int64_t i, int64_t j, int64_t k, bool& inside, bool& finite) {
-  inside = finite = false;
-  if (k >= vol.nz) return;
-  const auto v = vol.at(i, j, k);
-  finite = is_finite(v);
-  inside = v < vol.level;
+struct SegmentWalk {
+  int64_t i, j;  // the row
+  int left;      // segments of the row from this one on, >= 1 (segments per row < 2^31)
+  uint32_t tail;  // lanes of a row's last segment that hold a point
+  int64_t tail_off;  // element offset of that segment's last point
+  const T* row;  // point (i, j, 0)
+  const T* seg;  // the segment's first point
+
+  FK_HD SegmentWalk(const Volume<T>& vol, const SegGrid& sg, int64_t g) {
+    const SegIndex x = sg.decode(g);
+    i = x.i;
+    j = x.j;
+    left = int(sg.segs - x.s);
+    tail = sg.points(sg.segs - 1);
+    tail_off = (sg.nz - 1 - 32 * (sg.segs - 1)) * vol.sz;
+    row = vol.data + (i * vol.sx + j * vol.sy);
+    seg = row + 32 * x.s * vol.sz;
+  }
+  // Lanes of the segment that hold a point of the row (sg.points).
+  FK_HD uint32_t points() const { return left == 1 ? tail : ~0u; }
+  // The lane's value (`lane_off` = lane * sz). A lane past the end of the row reads the row's last point instead,
+  // so the load needs no branch; classify_value ignores it.
+  FK_HD typename Volume<T>::R value(int64_t lane_off, bool in_row) const {
+    return to_compute(seg[in_row ? lane_off : tail_off]);
+  }
+  // To the next segment in C order (which must exist).
+  FK_HD void advance(const Volume<T>& vol, const SegGrid& sg) {
+    if (--left > 0) {
+      seg += 32 * vol.sz;
+      return;
+    }
+    left = int(sg.segs);
+    if (++j < sg.ny) {
+      row += vol.sy;
+    } else {
+      j = 0;
+      ++i;
+      row = vol.data + i * vol.sx;
+    }
+    seg = row;
+  }
+};
+
+// One lane's point: below the level, finite. Past the end of the row both are false.
+template <typename R>
+FK_HD void classify_value(R v, R level, bool in_row, bool& inside, bool& finite) {
+  finite = in_row && is_finite(v);
+  inside = in_row && v < level;
 }
 
 // ---- pass 2: classification words -> owned edges and cell cases -------------------------------------------

@@ -29,20 +29,25 @@ uint32_t ballot(Pred&& pred) {
   return word;
 }
 
-// Pass 1 for slabs [lo, hi): one slab per thread at a time, so slab_bad[i] has one writer.
+// Pass 1 for slabs [lo, hi): one slab per thread at a time, so slab_bad[i] has one writer. One walk crosses the
+// rows and slabs of the chunk, as a GPU warp's crosses those of its scan block.
 template <typename T>
 void classify_slabs(const Volume<T>& vol, const SegGrid& sg, const Scratch& sc, int64_t lo, int64_t hi) {
-  for (int64_t i = lo; i < hi; ++i) {
-    sc.slab_bad[i] = 0;
-    SegIndex x{i, 0, 0};
-    for (int64_t g = sg.index(i, 0, 0); g < sg.index(i + 1, 0, 0); ++g, sg.advance(x)) {
-      bool inside[kLanes], finite[kLanes];
-      for (int lane = 0; lane < kLanes; ++lane)
-        classify_point(vol, x.i, x.j, 32 * x.s + lane, inside[lane], finite[lane]);
-      sc.inside[g] = ballot([&](int l) { return inside[l]; });
-      sc.finite[g] = ballot([&](int l) { return finite[l]; });
-      if (sc.finite[g] != sg.points(x.s)) sc.slab_bad[i] = 1;
+  for (int64_t i = lo; i < hi; ++i) sc.slab_bad[i] = 0;
+  const int64_t g0 = sg.index(lo, 0, 0), g1 = sg.index(hi, 0, 0);
+  if (g0 >= g1) return;
+  SegmentWalk<T> w(vol, sg, g0);
+  for (int64_t g = g0; g < g1; ++g) {
+    const uint32_t points = w.points();
+    bool inside[kLanes], finite[kLanes];
+    for (int lane = 0; lane < kLanes; ++lane) {
+      const bool in_row = points >> lane & 1u;
+      classify_value(w.value(lane * vol.sz, in_row), vol.level, in_row, inside[lane], finite[lane]);
     }
+    sc.inside[g] = ballot([&](int l) { return inside[l]; });
+    sc.finite[g] = ballot([&](int l) { return finite[l]; });
+    if (sc.finite[g] != points) sc.slab_bad[w.i] = 1;
+    if (g + 1 < g1) w.advance(vol, sg);
   }
 }
 
@@ -177,7 +182,8 @@ void mc_brick_count_cpu(const GridDesc& grid, uintptr_t scratch, uintptr_t total
   const Scratch sc = carve(reinterpret_cast<void*>(scratch), make_layout(sg, 0));
   dispatch_dtype(grid.dtype, [&](auto tag) {
     const auto vol = make_volume<decltype(tag)>(grid);
-    parallel_chunks(sg.nx, 1, num_threads, [&](int64_t lo, int64_t hi) { classify_slabs(vol, sg, sc, lo, hi); });
+    // Chunks of 3 slabs, so that a walk crosses slab ends as a GPU warp's does.
+    parallel_chunks(sg.nx, 3, num_threads, [&](int64_t lo, int64_t hi) { classify_slabs(vol, sg, sc, lo, hi); });
   });
   const Planes p = planes_of(sg, sc);
   parallel_chunks(sg.count(), 4096, num_threads, [&](int64_t lo, int64_t hi) {

@@ -20,35 +20,52 @@ constexpr int kThreads = kWarps * kLanes;
 constexpr int kMinBlocksPerSm = 4;
 constexpr int kCornerTable = 256 * 3 * FK_MAX_TRIANGLES;
 
-// Pass 1: each warp takes 4 consecutive segments and ballots their inside and finite bits; a load of a warp is
-// 32 consecutive values. The warp splits one segment index and steps to the next 3, and issues its 4 loads
-// before its first ballot, so 4 x 128 bytes per warp are in flight (at 50% occupancy, 32 KiB per SM: about
-// what HBM3 needs per SM to stream at full rate).
+// Pass 1: each warp takes a scan block, 32 consecutive segments, walked with pointer additions (SegmentWalk); a
+// load of a warp is 32 consecutive values. It issues the loads of 8 segments (4 in fp64) before their ballots
+// (1 KiB in flight per warp, 32 KiB per SM at 50% occupancy: about what HBM3 needs per SM to stream at full rate),
+// lane q keeps segment q's two words, and the warp stores them at the end as two 128-byte runs.
 template <typename T>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     classify_kernel(Volume<T> vol, SegGrid sg, Scratch sc) {
+  using R = typename Volume<T>::R;
+  constexpr int kClassifyBatch = sizeof(T) == 8 ? 4 : 8;  // 1 KiB per warp in flight in fp32 and fp64
   const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
-  const int64_t first = int64_t(blockIdx.x) * kSegsPerBlock + warp * kSegsPerWarp, segments = sg.count();
+  const int64_t first = (int64_t(blockIdx.x) * kWarps + warp) * kSegsPerBlock, segments = sg.count();
   if (first >= segments) return;
-  SegIndex x = sg.decode(first);
-  SegIndex at[kSegsPerWarp];
-  bool inside[kSegsPerWarp], finite[kSegsPerWarp];
+  const int n = segments - first < kSegsPerBlock ? int(segments - first) : kSegsPerBlock;
+  const int64_t lane_off = lane * vol.sz;
+  SegmentWalk<T> w(vol, sg, first);
+  uint32_t my_in = 0, my_fin = 0;
+  for (int q0 = 0; q0 < n; q0 += kClassifyBatch) {
+    R v[kClassifyBatch];
+    uint32_t points[kClassifyBatch];
 #pragma unroll
-  for (int q = 0; q < kSegsPerWarp; ++q, sg.advance(x)) {
-    at[q] = x;
-    inside[q] = finite[q] = false;
-    if (first + q < segments) classify_point(vol, x.i, x.j, 32 * x.s + lane, inside[q], finite[q]);
-  }
-#pragma unroll
-  for (int q = 0; q < kSegsPerWarp; ++q) {
-    const int64_t g = first + q;
-    if (g >= segments) return;
-    const uint32_t in_word = __ballot_sync(kFullWarp, inside[q]), fin_word = __ballot_sync(kFullWarp, finite[q]);
-    if (lane == 0) {
-      sc.inside[g] = in_word;
-      sc.finite[g] = fin_word;
-      if (fin_word != sg.points(at[q].s)) atomicOr(&sc.slab_bad[at[q].i], 1u);
+    for (int b = 0; b < kClassifyBatch; ++b) {
+      points[b] = 0;
+      v[b] = R(0);
+      if (q0 + b < n) {
+        points[b] = w.points();
+        v[b] = w.value(lane_off, points[b] >> lane & 1u);
+        if (q0 + b + 1 < n) w.advance(vol, sg);
+      }
     }
+#pragma unroll
+    for (int b = 0; b < kClassifyBatch; ++b) {
+      if (q0 + b >= n) break;
+      bool inside, finite;
+      classify_value(v[b], vol.level, bool(points[b] >> lane & 1u), inside, finite);
+      const uint32_t in_word = __ballot_sync(kFullWarp, inside), fin_word = __ballot_sync(kFullWarp, finite);
+      if (lane == q0 + b) {
+        my_in = in_word;
+        my_fin = fin_word;
+      }
+      // A NaN / inf: flag its slab (rare, so the index is split again here rather than kept per segment).
+      if (lane == 0 && fin_word != points[b]) atomicOr(&sc.slab_bad[sg.decode(first + q0 + b).i], 1u);
+    }
+  }
+  if (lane < n) {
+    sc.inside[first + lane] = my_in;
+    sc.finite[first + lane] = my_fin;
   }
 }
 
@@ -221,7 +238,8 @@ void mc_brick_count_cuda(const GridDesc& grid, uintptr_t scratch, uintptr_t tota
   auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
   check(cudaMemsetAsync(sc.slab_bad, 0, sizeof(uint32_t) * size_t(sg.nx), stream), "marching cubes memset");
   dispatch_dtype(grid.dtype, [&](auto tag) {
-    classify_kernel<<<unsigned(blocks), kThreads, 0, stream>>>(make_volume<decltype(tag)>(grid), sg, sc);
+    classify_kernel<<<unsigned((blocks + kWarps - 1) / kWarps), kThreads, 0, stream>>>(
+        make_volume<decltype(tag)>(grid), sg, sc);
   });
   check(cudaGetLastError(), "marching cubes classify kernel");
   const Planes p = planes_of(sg, sc);
