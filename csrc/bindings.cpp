@@ -151,4 +151,13 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("cos_threshold"),
       py::arg("vertex_normals"), py::arg("edge_weights"), py::arg("num_threads"));
+  m.def(
+      "mesh_write_obj",
+      [](const std::string& path, uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
+         int num_threads) {
+        py::gil_scoped_release release;
+        fk::mesh_write_obj_cpu(path, verts, num_verts, faces, num_faces, num_threads);
+      },
+      py::arg("path"), py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"),
+      py::arg("num_threads"));
 }

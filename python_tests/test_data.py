@@ -185,3 +185,18 @@ def test_point_distance_parallel_bvh_build_matches_reference():
     assert np.array_equal(one, data.point_distance(pts, verts, faces, num_threads=3)), f"seed {seed}"
     np.testing.assert_allclose(one, ref.mesh_distance(pts, verts, faces), rtol=2e-6, atol=2e-7,
                                err_msg=f"seed {seed}")
+
+
+def test_write_obj_matches_the_plain_format(tmp_path):
+    seed = _seed()
+    rng = np.random.default_rng(seed)
+    v = np.concatenate([rng.normal(size=(70000, 3)) * 10.0 ** rng.integers(-12, 12, (70000, 1)),
+                        [[0.0, -0.0, 1.0], [1e300, -1e-300, 123456789.0]]])
+    f = rng.integers(0, len(v), (90001, 3))
+    data.write_obj(tmp_path / "m.obj", v, f)
+    want = ("v %.9g %.9g %.9g\n" * len(v)) % tuple(v.ravel()) + ("f %d %d %d\n" * len(f)) % tuple((f + 1).ravel())
+    assert (tmp_path / "m.obj").read_text() == want, f"seed {seed}"
+    with pytest.raises(ValueError, match="faces"):
+        data.write_obj(tmp_path / "bad.obj", v, f + len(v))
+    with pytest.raises(RuntimeError, match="cannot open"):
+        data.write_obj(tmp_path / "missing" / "m.obj", v, f)

@@ -111,3 +111,56 @@ void mesh_sharp_weights_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces,
 }
 
 }  // namespace fk
+
+#include <charconv>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+
+namespace fk {
+
+// A plain OBJ: "v x y z" lines (%.9g: float32 positions round-trip) then "f a b c" lines (1-based). Blocks of
+// lines are formatted in parallel into their own buffers and written in order.
+void mesh_write_obj_cpu(const std::string& path, uintptr_t verts, int64_t num_verts, uintptr_t faces,
+                        int64_t num_faces, int num_threads) {
+  const double* v = reinterpret_cast<const double*>(verts);
+  const int64_t* f = reinterpret_cast<const int64_t*>(faces);
+  constexpr int64_t kBlock = 1 << 15;
+  const int64_t vblocks = (num_verts + kBlock - 1) / kBlock, fblocks = (num_faces + kBlock - 1) / kBlock;
+  std::vector<std::string> text(static_cast<size_t>(vblocks + fblocks));
+  parallel::parallel_chunks(vblocks + fblocks, 1, num_threads, [&](int64_t lo, int64_t hi, int) {
+    char line[128];
+    for (int64_t blk = lo; blk < hi; ++blk) {
+      std::string& out = text[blk];
+      if (blk < vblocks) {
+        const int64_t i1 = std::min(num_verts, (blk + 1) * kBlock);
+        out.reserve(size_t(40 * (i1 - blk * kBlock)));
+        for (int64_t i = blk * kBlock; i < i1; ++i) {
+          const int n = std::snprintf(line, sizeof line, "v %.9g %.9g %.9g\n", v[3 * i], v[3 * i + 1], v[3 * i + 2]);
+          out.append(line, size_t(n));
+        }
+      } else {
+        const int64_t b = blk - vblocks, i1 = std::min(num_faces, (b + 1) * kBlock);
+        out.reserve(size_t(24 * (i1 - b * kBlock)));
+        for (int64_t i = b * kBlock; i < i1; ++i) {
+          char* p = line;
+          *p++ = 'f';
+          for (int c = 0; c < 3; ++c) {
+            *p++ = ' ';
+            p = std::to_chars(p, line + sizeof line, f[3 * i + c] + 1).ptr;
+          }
+          *p++ = '\n';
+          out.append(line, size_t(p - line));
+        }
+      }
+    }
+  });
+  std::FILE* file = std::fopen(path.c_str(), "wb");
+  if (!file) throw std::runtime_error("cannot open " + path + " for writing");
+  bool ok = true;
+  for (const std::string& t : text) ok = ok && std::fwrite(t.data(), 1, t.size(), file) == t.size();
+  ok = (std::fclose(file) == 0) && ok;
+  if (!ok) throw std::runtime_error("writing " + path + " failed (disk full?)");
+}
+
+}  // namespace fk

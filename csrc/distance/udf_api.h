@@ -2,6 +2,7 @@
 // (torch tensors passed as integer pointers, C-contiguous); verts float32 [V, 3], faces int64 [F, 3].
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace fk {
 
@@ -33,5 +34,9 @@ void mesh_face_normals_cpu(uintptr_t verts, uintptr_t faces, int64_t num_faces, 
 void mesh_sharp_weights_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
                             double cos_threshold, uintptr_t vertex_normals, uintptr_t edge_weights,
                             int num_threads);
+
+// A plain OBJ file (v lines %.9g, then 1-based f lines) of verts float64 [V, 3], faces int64 [F, 3].
+void mesh_write_obj_cpu(const std::string& path, uintptr_t verts, int64_t num_verts, uintptr_t faces,
+                        int64_t num_faces, int num_threads);
 
 }  // namespace fk

@@ -54,14 +54,8 @@ def Watertight(V, F, epsilon=2.0 / 256, grid_res=256, outer_only=False):  # noqa
 
 
 def write_obj(path, verts, faces):
-    """A plain OBJ (v / f lines, 1-based), as igl.write_obj writes it; one C-level format call per block."""
-    v = np.asarray(verts, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64) + 1
-    with open(path, "w") as out:
-        if len(v):
-            out.write(("v %.9g %.9g %.9g\n" * len(v)) % tuple(v.ravel()))
-        if len(f):
-            out.write(("f %d %d %d\n" * len(f)) % tuple(f.ravel()))
+    """A plain OBJ (v / f lines, 1-based), as igl.write_obj writes it."""
+    data.write_obj(path, verts, faces)
 
 
 def watertight_and_sample(input_path, output_prefix=None, *, resolution: int = 256, eps: float = 2.0 / 256,
