@@ -122,7 +122,8 @@ def test_matches_torch_path(case, dtype):
 
 
 def test_ragged_matches_reference_and_threads_agree():
-    rows = torch.tensor([300, 0, 7000, 1, 70000])  # several 2^15-element items, an empty sample, > 2 x 2^18 elements
+    # several 2^15-element items, an empty sample, > 2 x 2^19 elements (the size from which a second thread joins)
+    rows = torch.tensor([300, 0, 7000, 1, 140000])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), rows.cumsum(0)])
     N, C = int(rows.sum()), 8
     pred, x1, noise = torch.randn(N, C), torch.randn(N, C), torch.randn(N, C)
@@ -147,6 +148,29 @@ def test_ragged_matches_reference_and_threads_agree():
     xt = fk.flow_interpolate(x1, t, noise, offsets=offsets, convention="trellis", backend="native")
     assert_close("ragged x_t", xt, (1 - per_row) * x1.double() + (1e-5 + (1 - 1e-5) * per_row) * noise.double(),
                  1e-7)
+
+
+def test_concurrent_callers_share_the_thread_pool():
+    """Two Python threads calling large kernels at once (they release the GIL): one gets the worker pool, the other
+    runs alone; both results equal the sequential ones, bit for bit."""
+    import threading
+    shape = (4, 160, 2048)  # 1.3M elements: the pool's size
+    inputs = [make_inputs(shape, torch.float32, torch.float32) for _ in range(2)]
+    want = [fk.flow_matching_loss(p, x1, t, n) for p, x1, n, t in inputs]
+    got = [[], []]
+
+    def worker(i):
+        p, x1, n, t = inputs[i]
+        for _ in range(5):
+            got[i].append(fk.flow_matching_loss(p, x1, t, n))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for i in range(2):
+        assert len(got[i]) == 5 and all(torch.equal(g, want[i]) for g in got[i])
 
 
 def test_outputs_are_fully_written():

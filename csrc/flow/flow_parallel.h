@@ -1,10 +1,18 @@
 // Work splitting of the CPU flow kernels: each sample is cut into items of at most kItemElems elements, and the
-// items are handed out to threads dynamically (ragged samples differ widely in size). Small calls stay on the
-// calling thread: starting a thread costs about as much as processing tens of thousands of elements.
+// items are handed out to threads dynamically (ragged samples differ widely in size). Calls under 2 x kElemsPerThread
+// elements stay on the calling thread: below that, a second thread did not pay for waking it (it must also be
+// free: on a busy machine the caller then finishes alone, having paid the wake-up).
 #pragma once
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -13,7 +21,7 @@
 namespace fk {
 
 constexpr int64_t kItemElems = 1 << 15;        // elements per work item
-constexpr int64_t kElemsPerThread = 1 << 18;   // fewer elements than this per thread: use fewer threads
+constexpr int64_t kElemsPerThread = 1 << 19;   // fewer elements than this per thread: use fewer threads
 
 // Sample b of a layout: its first element in a contiguous buffer and its element count. Ragged offsets are
 // clamped into [0, n_rows] and made non-decreasing, so bad offsets give wrong sums, never out-of-bounds accesses.
@@ -50,20 +58,104 @@ inline std::vector<WorkItem> work_items(const FlowLayout& lay, int64_t* total = 
   return items;
 }
 
-// fn(item index) for every item, on up to num_threads threads (0: all cores).
+// Worker threads kept across calls: a CPU training or sampling step makes a few calls of ~0.1 ms each, and
+// starting a thread per call costs about as much as the call (torch's own ops keep their pool for the same reason).
+// A caller hands a job to the idle workers and works on it itself; a worker that wakes after the caller has
+// finished all items does not join, so the caller waits only for workers that are actually running an item. A
+// second caller arriving while the pool is busy (another Python thread: the kernels release the GIL) runs alone.
+class FlowPool {
+ public:
+  static FlowPool& instance() {
+    // never destroyed (its threads are detached and wait forever); a forked child, which has none of the parent's
+    // threads, makes its own
+    static std::atomic<FlowPool*> pool{nullptr};
+    static std::atomic<long> owner{0};
+    const long pid = long(::getpid());
+    if (owner.load() != pid) {
+      static std::mutex create;
+      std::lock_guard<std::mutex> lock(create);
+      if (owner.load() != pid) {
+        pool.store(new FlowPool());
+        owner.store(pid);
+      }
+    }
+    return *pool.load();
+  }
+
+  // Runs job() on the calling thread and on up to `extra` workers; false when the pool was busy (nothing run).
+  bool run(int extra, const std::function<void()>& job) {
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      if (busy_) return false;
+      busy_ = true;
+      try {
+        while (int(n_threads_) < extra) {
+          std::thread(&FlowPool::worker, this).detach();
+          ++n_threads_;
+        }
+      } catch (const std::system_error&) {  // no more threads: run with the ones there are
+      }
+      job_ = &job;
+      wanted_ = extra;
+      ++generation_;
+    }
+    wake_.notify_all();
+    job();
+    std::unique_lock<std::mutex> lock(m_);
+    job_ = nullptr;  // late wakers stay out
+    wanted_ = 0;
+    done_.wait(lock, [&] { return active_ == 0; });
+    busy_ = false;
+    return true;
+  }
+
+ private:
+  void worker() {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(m_);
+    for (;;) {
+      wake_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (job_ == nullptr || wanted_ == 0) continue;
+      --wanted_;
+      ++active_;
+      const std::function<void()>* job = job_;
+      lock.unlock();
+      (*job)();  // noexcept: run_items' job catches
+      lock.lock();
+      if (--active_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex m_;
+  std::condition_variable wake_, done_;
+  const std::function<void()>* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int wanted_ = 0, active_ = 0;
+  size_t n_threads_ = 0;
+  bool busy_ = false;
+};
+
+// fn(item index) for every item, on up to num_threads threads (0: all cores): the caller and pool workers.
 template <typename Fn>
 void run_items(int64_t n_items, int64_t total_elems, int num_threads, Fn&& fn) {
   if (n_items <= 0) return;
   const int64_t cores = num_threads > 0 ? num_threads : int64_t(std::max(1u, std::thread::hardware_concurrency()));
   const int64_t threads = std::max<int64_t>(1, std::min({cores, n_items, total_elems / kElemsPerThread}));
   std::atomic<int64_t> next{0};
-  auto work = [&] {
-    for (int64_t i; (i = next.fetch_add(1)) < n_items;) fn(i);
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&]() noexcept {
+    try {
+      for (int64_t i; (i = next.fetch_add(1)) < n_items;) fn(i);
+    } catch (...) {
+      next.store(n_items);
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
   };
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& th : pool) th.join();
+  if (threads <= 1 || !FlowPool::instance().run(int(threads - 1), std::function<void()>(work))) work();
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace fk
