@@ -457,39 +457,44 @@ struct ZRun {
   R lo, c, hi;
 };
 
-// The lane's own value of row (i, j); 0 past the end of the row (never used: the neighbours' has_lo / has_hi
-// and the edge bits exclude it).
+// Loads go through element offsets from vol.data, computed once per lane (off = the lane's point (i, j, k)):
+// a 64-bit i * sx + j * sy + k * sz per load was most of the vertex kernel's instructions.
+FK_HD int64_t point_offset(int64_t sx, int64_t sy, int64_t sz, int64_t i, int64_t j, int64_t k) {
+  return i * sx + j * sy + k * sz;
+}
+// The lane's own value of a row, at element offset `at`; 0 past the end of the row (never used: the neighbours'
+// has_lo / has_hi and the edge bits exclude it).
 template <typename T>
-FK_HD typename Volume<T>::R row_value(const Volume<T>& vol, int64_t i, int64_t j, int64_t k) {
+FK_HD typename Volume<T>::R row_value(const Volume<T>& vol, int64_t at, int64_t k) {
   using R = typename Volume<T>::R;
-  return k < vol.nz ? vol.at(i, j, k) : R(0);
+  return k < vol.nz ? to_compute(vol.data[at]) : R(0);
 }
 // Does lane + d exist? __shfl_{up,down}_sync hand a lane with no such source its own value instead.
 FK_HD bool z_in_warp(int lane, int d) { return lane + d >= 0 && lane + d < kLanes; }
-// The value at k + d of row (i, j): `from_lane` (the shuffle of lane + d's row_value) inside the warp, else a load
-// from the neighbouring segment (the first / last lanes only).
+// The value at k + d of the row whose point k is at offset `at`: `from_lane` (the shuffle of lane + d's row_value)
+// inside the warp, else a load from the neighbouring segment (the first / last lanes only).
 template <typename T>
-FK_HD typename Volume<T>::R z_neighbour(const Volume<T>& vol, int64_t i, int64_t j, int64_t k, int d,
+FK_HD typename Volume<T>::R z_neighbour(const Volume<T>& vol, int64_t at, int64_t k, int d,
                                         typename Volume<T>::R from_lane, int lane) {
   using R = typename Volume<T>::R;
   if (z_in_warp(lane, d)) return from_lane;
-  return k + d >= 0 && k + d < vol.nz ? vol.at(i, j, k + d) : R(0);
+  return k + d >= 0 && k + d < vol.nz ? to_compute(vol.data[at + d * vol.sz]) : R(0);
 }
 
-// The lane's vertex on `axis`, when it owns one: id vbase + its prefix. p is the run of row (i, j) at the lane's
+// The lane's vertex on `axis`, when it owns one (its point at element offset `off`): id vbase + its prefix. p is the run of row (i, j) at the lane's
 // point; q the run at the edge's other end: row (i + 1, j) or (i, j + 1), or for the z axis row (i, j) one point
 // up. The arithmetic is store_vertex's and gradient_of's, as in every driver; the values come from the runs
 // (the two ends, and along z their neighbours) and, for the x / y gradients, from loads next to the two ends,
 // of which the edge's own axis needs only the two beyond them: 6 loads for an x / y edge, 8 for a z edge.
 template <typename T>
 FK_HD void emit_lane_vertex(const Volume<T>& vol, const EmitTarget& out, const uint32_t v[3], int64_t vbase,
-                            int64_t i, int64_t j, int64_t s, int lane, int axis,
+                            int64_t i, int64_t j, int64_t s, int64_t off, int lane, int axis,
                             const ZRun<typename Volume<T>::R>& p, const ZRun<typename Volume<T>::R>& q) {
   using R = typename Volume<T>::R;
   const unsigned edges = lane_edges(v, lane);
   if (!(edges >> axis & 1u)) return;
   const int64_t k = 32 * s + lane, id = vbase + vertex_prefix(v, lane) + axis_rank(edges, axis);
-  const T* here = vol.data + (i * vol.sx + j * vol.sy + k * vol.sz);
+  const T* here = vol.data + off;
   const T* there = here + (axis == 0 ? vol.sx : axis == 1 ? vol.sy : vol.sz);
   // The z gradients first: two values stay live through the interpolation rather than the runs' four.
   const R gz0 = gradient_of(p.c, p.lo, p.hi, k > 0, k + 1 < vol.nz);

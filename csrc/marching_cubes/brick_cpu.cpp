@@ -104,11 +104,14 @@ R shfl(const R* vals, int lane, int d) {
 template <typename T, typename R = typename Volume<T>::R>
 void z_runs(const Volume<T>& vol, int64_t i, int64_t j, int64_t s, ZRun<R> runs[kLanes]) {
   R c[kLanes];
-  for (int lane = 0; lane < kLanes; ++lane) c[lane] = row_value(vol, i, j, 32 * s + lane);
   for (int lane = 0; lane < kLanes; ++lane) {
     const int64_t k = 32 * s + lane;
-    runs[lane] = {z_neighbour(vol, i, j, k, -1, shfl(c, lane, -1), lane), c[lane],
-                  z_neighbour(vol, i, j, k, 1, shfl(c, lane, 1), lane)};
+    c[lane] = row_value(vol, point_offset(vol.sx, vol.sy, vol.sz, i, j, k), k);
+  }
+  for (int lane = 0; lane < kLanes; ++lane) {
+    const int64_t k = 32 * s + lane, at = point_offset(vol.sx, vol.sy, vol.sz, i, j, k);
+    runs[lane] = {z_neighbour(vol, at, k, -1, shfl(c, lane, -1), lane), c[lane],
+                  z_neighbour(vol, at, k, 1, shfl(c, lane, 1), lane)};
   }
 }
 
@@ -124,13 +127,17 @@ void emit_segment_vertices(const Volume<T>& vol, const EmitTarget& out, const ui
     if (!v[axis]) continue;
     if (axis == 2) {
       for (int lane = 0; lane < kLanes; ++lane) c[lane] = pr[lane].c;
-      for (int lane = 0; lane < kLanes; ++lane)
-        qr[lane] = {pr[lane].c, pr[lane].hi, z_neighbour(vol, x.i, x.j, 32 * x.s + lane, 2, shfl(c, lane, 2), lane)};
+      for (int lane = 0; lane < kLanes; ++lane) {
+        const int64_t k = 32 * x.s + lane, at = point_offset(vol.sx, vol.sy, vol.sz, x.i, x.j, k);
+        qr[lane] = {pr[lane].c, pr[lane].hi, z_neighbour(vol, at, k, 2, shfl(c, lane, 2), lane)};
+      }
     } else {
       z_runs(vol, x.i + (axis == 0), x.j + (axis == 1), x.s, qr);
     }
-    for (int lane = 0; lane < kLanes; ++lane)
-      emit_lane_vertex(vol, out, v, vbase, x.i, x.j, x.s, lane, axis, pr[lane], qr[lane]);
+    for (int lane = 0; lane < kLanes; ++lane) {
+      const int64_t off = point_offset(vol.sx, vol.sy, vol.sz, x.i, x.j, 32 * x.s + lane);
+      emit_lane_vertex(vol, out, v, vbase, x.i, x.j, x.s, off, lane, axis, pr[lane], qr[lane]);
+    }
   }
 }
 

@@ -137,13 +137,13 @@ __device__ __forceinline__ bool active_segment(const Scratch& sc, int64_t n_acti
   return true;
 }
 
-// Row (i, j)'s run at the lane's point: one load per lane, the z neighbours by shuffles.
+// The run of the row whose point k (the lane's) is at element offset `at`: one load per lane, the z
+// neighbours by shuffles.
 template <typename T>
-__device__ __forceinline__ ZRun<typename Volume<T>::R> z_run(const Volume<T>& vol, int64_t i, int64_t j, int64_t k,
-                                                              int lane) {
-  const auto c = row_value(vol, i, j, k);
-  return {z_neighbour(vol, i, j, k, -1, __shfl_up_sync(kFullWarp, c, 1), lane), c,
-          z_neighbour(vol, i, j, k, 1, __shfl_down_sync(kFullWarp, c, 1), lane)};
+__device__ __forceinline__ ZRun<typename Volume<T>::R> z_run(const Volume<T>& vol, int64_t at, int64_t k, int lane) {
+  const auto c = row_value(vol, at, k);
+  return {z_neighbour(vol, at, k, -1, __shfl_up_sync(kFullWarp, c, 1), lane), c,
+          z_neighbour(vol, at, k, 1, __shfl_down_sync(kFullWarp, c, 1), lane)};
 }
 
 // Pass 3a: one warp per active segment writes its vertices, one axis at a time (edge words are uniform across
@@ -161,16 +161,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
   uint32_t v[3];
   owned_edges(p, x.i, x.j, x.s, v);
   const int64_t vbase = segment_vertex_base(sc, g), k = 32 * x.s + lane;
-  const ZRun<R> pr = z_run(vol, x.i, x.j, k, lane);
+  const int64_t off = point_offset(vol.sx, vol.sy, vol.sz, x.i, x.j, k);
+  const ZRun<R> pr = z_run(vol, off, k, lane);
   // Unrolled: each axis gets its own copy with the offsets folded (one copy with a run-time axis keeps the
   // interpolation's constants live across the loop and needs ~100 registers).
 #pragma unroll
   for (int axis = 0; axis < 3; ++axis) {
     if (!v[axis]) continue;  // uniform across the warp
     const ZRun<R> qr =
-        axis == 2 ? ZRun<R>{pr.c, pr.hi, z_neighbour(vol, x.i, x.j, k, 2, __shfl_down_sync(kFullWarp, pr.c, 2), lane)}
-                  : z_run(vol, x.i + (axis == 0), x.j + (axis == 1), k, lane);
-    emit_lane_vertex(vol, out, v, vbase, x.i, x.j, x.s, lane, axis, pr, qr);
+        axis == 2 ? ZRun<R>{pr.c, pr.hi, z_neighbour(vol, off, k, 2, __shfl_down_sync(kFullWarp, pr.c, 2), lane)}
+                  : z_run(vol, off + (axis == 0 ? vol.sx : vol.sy), k, lane);
+    emit_lane_vertex(vol, out, v, vbase, x.i, x.j, x.s, off, lane, axis, pr, qr);
   }
 }
 
