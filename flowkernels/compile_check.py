@@ -389,7 +389,8 @@ def format_table(results: list[Result]) -> str:
         kernel = r.kernel if len(r.kernel) <= 48 else r.kernel[:45] + "..."  # CUB's template names run long
         rows.append((r.op, kernel, r.config, str(r.arch), _s(r.registers), _s(r.register_budget), _s(spill),
                      _s(r.stack), _s(r.shared), "-" if r.occupancy is None else f"{r.occupancy:.1%}",
-                     _s(r.v128_loads), _s(r.loads), _s(r.v128_stores), _s(r.philox_mulhi_per_element), "ok" if r.ok else "FAIL: " + "; ".join(r.problems)))
+                     _s(r.v128_loads), _s(r.loads), _s(r.v128_stores), _s(r.philox_mulhi_per_element),
+                     "ok" if r.ok else "FAIL: " + "; ".join(r.problems)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
     lines.insert(1, "-" * len(lines[0]))

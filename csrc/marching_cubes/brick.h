@@ -33,7 +33,6 @@ constexpr int kLanes = 32;
 constexpr int kWarps = 8;                              // warps per CUDA block (256 threads)
 constexpr int kSegsPerBlock = 32;                      // a scan block: 32 consecutive segments, one per lane
 static_assert(kSegsPerBlock == kLanes, "a scan block is scanned by one warp, one lane per segment");
-constexpr int kSegsPerWarp = kSegsPerBlock / kWarps;   // classify: a CUDA block takes a scan block, 4 per warp
 constexpr int kTableRows = 4;                         // rows (i + dx, j + dy) around a cell row, r = dx | dy << 1
 constexpr int kTablePoints = kLanes + 1;              // the segment's 32 points and the first of the next one
 // Within a block a segment's first vertex and triangle are packed in one word: 32 segments own at most
@@ -161,10 +160,11 @@ struct Scratch {
 inline Scratch carve(void* base, const Layout& l) {
   char* p = static_cast<char*>(base);
   return {reinterpret_cast<uint32_t*>(p + l.inside), reinterpret_cast<uint32_t*>(p + l.finite),
-          reinterpret_cast<uint32_t*>(p + l.valid), reinterpret_cast<uint32_t*>(p + l.slab_bad), reinterpret_cast<uint32_t*>(p + l.seg_offsets),
-          reinterpret_cast<uint8_t*>(p + l.active_slots), reinterpret_cast<uint32_t*>(p + l.finite),
-          reinterpret_cast<Totals*>(p + l.block_totals),
-          reinterpret_cast<Totals*>(p + l.block_bases), p + l.scan_temp, l.bytes - l.scan_temp};
+          reinterpret_cast<uint32_t*>(p + l.valid), reinterpret_cast<uint32_t*>(p + l.slab_bad),
+          reinterpret_cast<uint32_t*>(p + l.seg_offsets), reinterpret_cast<uint8_t*>(p + l.active_slots),
+          reinterpret_cast<uint32_t*>(p + l.finite),  // active_list: the finite plane, reused
+          reinterpret_cast<Totals*>(p + l.block_totals), reinterpret_cast<Totals*>(p + l.block_bases),
+          p + l.scan_temp, l.bytes - l.scan_temp};
 }
 
 // ---- pass 1: classification -------------------------------------------------------------------------------
@@ -481,11 +481,12 @@ FK_HD typename Volume<T>::R z_neighbour(const Volume<T>& vol, int64_t at, int64_
   return k + d >= 0 && k + d < vol.nz ? to_compute(vol.data[at + d * vol.sz]) : R(0);
 }
 
-// The lane's vertex on `axis`, when it owns one (its point at element offset `off`): id vbase + its prefix. p is the run of row (i, j) at the lane's
-// point; q the run at the edge's other end: row (i + 1, j) or (i, j + 1), or for the z axis row (i, j) one point
-// up. The arithmetic is store_vertex's and gradient_of's, as in every driver; the values come from the runs
-// (the two ends, and along z their neighbours) and, for the x / y gradients, from loads next to the two ends,
-// of which the edge's own axis needs only the two beyond them: 6 loads for an x / y edge, 8 for a z edge.
+// The lane's vertex on `axis`, when it owns one (its point at element offset `off`): id vbase + its prefix. p is
+// the run of row (i, j) at the lane's point; q the run at the edge's other end: row (i + 1, j) or (i, j + 1), or
+// for the z axis row (i, j) one point up. The arithmetic is store_vertex's and gradient_of's, as in every driver;
+// the values come from the runs (the two ends, and along z their neighbours) and, for the x / y gradients, from
+// loads next to the two ends, of which the edge's own axis needs only the two beyond them: 6 loads for an x / y
+// edge, 8 for a z edge.
 template <typename T>
 FK_HD void emit_lane_vertex(const Volume<T>& vol, const EmitTarget& out, const uint32_t v[3], int64_t vbase,
                             int64_t i, int64_t j, int64_t s, int64_t off, int lane, int axis,
