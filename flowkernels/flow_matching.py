@@ -85,7 +85,12 @@ def _check_offsets(offsets, x1):
         raise ValueError(f"with offsets, x1 must be [N_rows, C, ...], got shape {tuple(x1.shape)}")
     offsets = offsets.to(torch.int64).contiguous()
     if offsets.device.type == "cpu" and not torch.compiler.is_compiling():
-        if int(offsets[0]) != 0 or int(offsets[-1]) != x1.shape[0] or bool((offsets[1:] < offsets[:-1]).any()):
+        if offsets.numel() <= 4097:  # a few values: read as Python ints (one call, not five small ops)
+            v = offsets.tolist()
+            bad = v[0] != 0 or v[-1] != x1.shape[0] or any(a > b for a, b in zip(v, v[1:]))
+        else:
+            bad = int(offsets[0]) != 0 or int(offsets[-1]) != x1.shape[0] or bool((offsets[1:] < offsets[:-1]).any())
+        if bad:
             raise ValueError(f"offsets must rise from 0 to the number of rows of x1 ({x1.shape[0]}), got "
                              f"{offsets.tolist()[:8]}{'...' if offsets.numel() > 8 else ''}")
     return offsets
@@ -165,12 +170,12 @@ def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, no
     scheme, pred_code, weight_code, smin = _scheme(convention, path, prediction, weighting, sigma_min)
     backend = resolve_backend(backend, pred.device)
     compute_grad = pred.requires_grad and torch.is_grad_enabled()
-    if (backend == "native" and offsets is None and reduction != "none" and not return_per_sample
+    if (backend == "native" and (reduction == "mean" or (reduction == "sum" and offsets is None))
             and pred.numel() and not torch.compiler.is_compiling()
             and torch.float64 not in (pred.dtype, x1.dtype, noise.dtype if noise is not None else None)):
         # the common training call on CPU: one native pass and one autograd node, reduction folded in
-        return flow_loss_reduced(pred, x1, noise, t, weight, seed if seed is None else _seed_value(seed), scheme,
-                                 pred_code, weight_code, smin, compute_grad, reduction == "mean")
+        return flow_loss_reduced(pred, x1, noise, t, weight, seed if seed is None else _seed_value(seed), offsets,
+                                 scheme, pred_code, weight_code, smin, compute_grad, reduction, return_per_sample)
     loss, _ = flow_loss_call(pred, x1, noise, t, weight, _seed_tensor(seed), offsets, scheme, pred_code, weight_code,
                            smin, compute_grad, backend)
     per_row = pred[0].numel() if pred.shape[0] else 1

@@ -94,20 +94,53 @@ def test_accumulation_retained_graph_and_autograd_grad():
     assert_close("two losses", leaf2.grad, a.grad + b.grad, 2.0**-21)
 
 
-def test_reduced_path_is_taken_eagerly_only_for_dense_native_batches(monkeypatch):
-    """The lean path runs for dense native batches with a reduction; the per-sample op otherwise."""
+def test_reduced_path_is_taken_eagerly_for_native_reductions_only(monkeypatch):
+    """The lean path runs for native batches reduced by "mean" (dense or ragged) or "sum" (dense); the per-sample op
+    otherwise."""
     calls = []
     monkeypatch.setattr(flow_loss._ReducedLoss, "apply", lambda *a: calls.append("reduced") or torch.zeros(()))
     pred, x1, noise, t = make_inputs((3, 4), torch.float32, torch.float32)
     pred.requires_grad_(True)
+    offsets = torch.tensor([0, 1, 3])
     fk.flow_matching_loss(pred, x1, t, noise, reduction="mean")
-    assert calls == ["reduced"]
+    fk.flow_matching_loss(pred, x1, t, noise, reduction="sum")
+    fk.flow_matching_loss(pred, x1, t[:2], noise, reduction="mean", offsets=offsets)
+    assert calls == ["reduced"] * 3
     fk.flow_matching_loss(pred, x1, t, noise, reduction="none")
-    fk.flow_matching_loss(pred, x1, t, noise, reduction="mean", return_per_sample=True)
     fk.flow_matching_loss(pred, x1, t, noise, reduction="mean", backend="torch")
     fk.flow_matching_loss(pred.double(), x1, t, noise, reduction="mean")
-    fk.flow_matching_loss(pred, x1, t[:2], noise, reduction="mean", offsets=torch.tensor([0, 1, 3]))
-    assert calls == ["reduced"]
+    fk.flow_matching_loss(pred, x1, t[:2], noise, reduction="sum", offsets=offsets)
+    assert calls == ["reduced"] * 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("ragged", [False, True], ids=["dense", "ragged"])
+def test_per_sample_values_and_their_gradients(ragged, dtype):
+    """return_per_sample=True: the per-sample means equal the per-sample path's, and gradients reaching them (with
+    or without the reduced loss's) scale each sample's rows as that path's backward does."""
+    if ragged:
+        rows = torch.tensor([5, 0, 17, 1])
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), rows.cumsum(0)])
+        shape, B, kw = (int(rows.sum()), 6), 4, dict(offsets=offsets, convention="trellis")
+    else:
+        shape, B, kw = (4, 3, 5), 4, {}
+    pred, x1, noise, t = make_inputs(shape, dtype, dtype)
+    t = t[:B] if not ragged else torch.rand(B)
+    do_ps, do_red = torch.randn(B), torch.randn(())
+    for use_reduced in (True, False):
+        got_leaf, want_leaf = pred.clone().requires_grad_(True), pred.clone().requires_grad_(True)
+        red, per = fk.flow_matching_loss(got_leaf, x1, t, noise, reduction="mean", return_per_sample=True, **kw)
+        want_per = fk.flow_matching_loss(want_leaf, x1, t, noise, reduction="none", **kw)
+        want_red = want_per.mean() if not ragged else (want_per * (rows.float() * 6)).nansum() / pred.numel()
+        keep = ~want_per.isnan()
+        assert torch.equal(per.isnan(), ~keep)
+        assert_close("per-sample", per[keep].detach(), want_per[keep].detach(), 2.0**-22)
+        assert_close("reduced", red.detach(), want_red.detach(), 2.0**-22)
+        ps = torch.where(keep, per, 0.0)
+        want_ps = torch.where(keep, want_per, 0.0)
+        ((ps * do_ps).sum() + (red * do_red if use_reduced else 0)).backward()
+        ((want_ps * do_ps).sum() + (want_red * do_red if use_reduced else 0)).backward()
+        assert_close("grad", got_leaf.grad, want_leaf.grad, _grad_tol(dtype))
 
 
 def test_reduced_forward_without_grad_and_bad_t():

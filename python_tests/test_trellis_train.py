@@ -139,3 +139,20 @@ def test_bad_offsets_named():
     with pytest.raises(ValueError, match="t must hold one value per sample"):
         T1.training_losses(model, feats, t=torch.rand(3, device=DEVICE), offsets=torch.tensor([0, 4, 10],
                                                                                               device=DEVICE))
+
+
+def test_time_bin_stats_host_and_device_versions_agree():
+    import numpy as np
+    """The CPU version (Python numbers) and the tensor version bin and sum alike: edges, t = 0 and 1, NaN MSEs."""
+    from flowkernels.compat import trellis_train as tt
+    t = torch.cat([torch.rand(40), torch.tensor([0.0, 1.0, 0.1, 0.3, 0.7, 0.9999999])])
+    mse = torch.rand(t.numel())
+    mse[3] = float("nan")
+    host = tt._time_bin_stats_host(t, mse)
+    device = tt._time_bin_stats_device(t, mse)
+    assert torch.equal(host[1], device[1])
+    assert torch.equal(host[0].isnan(), device[0].isnan())
+    keep = ~device[0].isnan()
+    torch.testing.assert_close(host[0][keep], device[0][keep], rtol=1e-15, atol=0)
+    want = np.digitize(t.numpy(), np.linspace(0, 1, 11)) - 1
+    assert host[1].tolist() == [int((want == i).sum()) for i in range(10)]

@@ -14,6 +14,7 @@ Sparse latents: pass a TRELLIS SparseTensor (anything with .feats, .layout and .
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 
@@ -29,6 +30,7 @@ N_BINS = 10
 # FlowMatchingTrainer's default t_schedule (TRELLIS and TRELLIS.2)
 DEFAULT_T_SCHEDULE = {"name": "logitNormal", "args": {"mean": 0.0, "std": 1.0}}
 _BIN_EDGES = np.linspace(0, 1, N_BINS + 1)  # the exact float64 edges TRELLIS digitizes with
+_BIN_EDGES_LIST = _BIN_EDGES.tolist()
 
 
 class TrainingTerms(dict):
@@ -89,12 +91,31 @@ def _bin_edges(device: torch.device) -> torch.Tensor:
 
 def time_bin_stats(t: torch.Tensor, mse_per_sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-bin sums (float64) and counts of per-sample MSEs, binned as np.digitize(t, linspace(0, 1, 11)) - 1."""
+    if t.device.type == "cpu" and t.numel() <= 4096 and not torch.compiler.is_compiling():
+        return _time_bin_stats_host(t, mse_per_sample)
+    return _time_bin_stats_device(t, mse_per_sample)
+
+
+def _time_bin_stats_device(t: torch.Tensor, mse_per_sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """time_bin_stats in tensor ops on t's device (no host sync)."""
     edges = _bin_edges(t.device)
     bins = torch.bucketize(t.double(), edges, right=True) - 1  # right=True: edges[i-1] <= t < edges[i], as digitize
     member = bins[:, None] == torch.arange(N_BINS, device=t.device)[None, :]
     # a masked sum, not a matmul: a NaN sample (e.g. one with no rows) must only poison its own bin, as in TRELLIS
     sums = torch.where(member, mse_per_sample.double()[:, None], 0.0).sum(dim=0)
     return sums, member.sum(dim=0)
+
+
+def _time_bin_stats_host(t: torch.Tensor, mse_per_sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """time_bin_stats of a CPU batch read as Python numbers: a handful of values, where the tensor version's eight
+    small ops cost as much as the step's loss kernels. NaN lands in no bin (t) or poisons only its bin (MSE)."""
+    sums, counts = [0.0] * N_BINS, [0] * N_BINS
+    for ti, m in zip(t.double().tolist(), mse_per_sample.double().tolist()):
+        b = bisect.bisect_right(_BIN_EDGES_LIST, ti) - 1  # np.digitize's bin (t = 1 and NaN: bin 10, none)
+        if 0 <= b < N_BINS:
+            sums[b] += m
+            counts[b] += 1
+    return torch.tensor(sums, dtype=torch.float64), torch.tensor(counts, dtype=torch.int64)
 
 
 def sample_t_schedule(t_schedule, batch_size: int, device, generator=None) -> torch.Tensor:

@@ -312,53 +312,81 @@ def _graph_kept() -> bool:
 
 
 class _ReducedLoss(torch.autograd.Function):
-    """A dense CPU batch's loss reduced to one number ("mean" or "sum"), outside torch.compile: one native pass
-    computes the per-sample losses and the gradient of the reduced loss (the mean's 1 / B folded into the kernel's
-    gradient scale), so the usual `loss.backward()`, whose upstream gradient is exactly 1, hands the stored gradient
-    over without another pass over it; any other upstream gradient costs the one scaling pass flow_loss_op's
-    backward does. The arithmetic is flow_loss_op's up to where 1 / B is rounded (an ulp of the gradient)."""
+    """A CPU batch's loss reduced to one number outside torch.compile ("mean" or "sum" of a dense batch, "mean" over
+    all elements of a ragged one): one native pass computes the per-sample losses and the gradient of the reduced
+    loss (the reduction's 1 / B or 1 / elements folded into the kernel's gradient scale), so the usual
+    `loss.backward()`, whose upstream gradient is exactly 1, hands the stored gradient over without another pass
+    over it. Any other upstream gradient, or one reaching the per-sample values too, costs the one scaling pass
+    flow_loss_op's backward does. The arithmetic is flow_loss_op's up to where the reduction's factor is rounded
+    (an ulp of the gradient)."""
 
     @staticmethod
-    def forward(ctx, pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, mean):
+    def forward(ctx, pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, reduction,
+                want_per_sample):
         grad = torch.empty(pred.shape, dtype=gradient_dtype(pred.dtype))
-        per_sample = native_cpu.loss(pred, x1, noise, t, weight, seed, None, scheme, prediction, weighting, sigma_min,
-                                     grad, 1.0 / pred.shape[0] if mean else 1.0)
+        factor = _reduction_factor(pred, t, offsets, reduction)
+        loss = native_cpu.loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min,
+                               grad, factor)
+        reduced, per_sample, n_elements = _reduce_loss(loss, pred, offsets, reduction)
         # a plain attribute, not save_for_backward: backward drops it, so the tensor it hands to autograd is not
         # still referenced by the graph (autograd can then adopt it as pred.grad instead of copying it)
-        ctx.grad, ctx.pred_dtype = grad, pred.dtype
+        ctx.grad, ctx.pred_dtype, ctx.offsets = grad, pred.dtype, offsets
+        # d per_sample[b] / d pred = stored gradient (rows of b) / (factor * elements of b, ragged; factor, dense)
+        ctx.per_sample_scale = 1.0 / factor if offsets is None else 1.0 / (factor * n_elements)
         ctx.set_materialize_grads(False)
-        return per_sample.mean() if mean else per_sample.sum()
+        return (reduced, per_sample) if want_per_sample else reduced
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, grad_per_sample=None):
         grad = ctx.grad
         if grad is None:  # as autograd's saved tensors: a freed graph refuses a second backward
             raise RuntimeError("Trying to backward through the graph a second time: flowkernels' loss handed its "
                                "stored gradient over in the first backward; use retain_graph=True to keep it")
-        if grad_out is None:
-            return (None,) * 11
-        if _graph_kept():  # retain_graph / create_graph: a later backward reads the stored gradient again
-            grad_pred = torch.mul(grad, grad_out).to(ctx.pred_dtype)
-        else:
+        nones = (None,) * 12
+        if grad_out is None and grad_per_sample is None:
+            return (None,) + nones
+        keep = _graph_kept()  # retain_graph / create_graph: a later backward reads the stored gradient again
+        if not keep:
             ctx.grad = None
-            if grad.dtype != ctx.pred_dtype:  # 16-bit pred: the fp32 gradient rounds once into pred's dtype
-                grad_pred = torch.mul(grad, grad_out).to(ctx.pred_dtype)
-            elif grad_out.item() == 1.0:
-                grad_pred = grad
-            else:
-                grad_pred = grad.mul_(grad_out)
-        return (grad_pred,) + (None,) * 10
+        if grad_per_sample is not None:  # per-row scales: d reduced + d per_sample[b] of each sample's rows
+            scale = grad_per_sample.double() * ctx.per_sample_scale
+            scale = (scale if grad_out is None else scale + grad_out.double()).float()
+            in_place = not keep and grad.dtype == ctx.pred_dtype
+            return (_scale_rows_impl(grad, scale, ctx.offsets, "native", ctx.pred_dtype,
+                                     out=grad if in_place else None),) + nones
+        if keep or grad.dtype != ctx.pred_dtype:  # (16-bit pred: the fp32 gradient rounds once into its dtype)
+            return (torch.mul(grad, grad_out).to(ctx.pred_dtype),) + nones
+        return (grad if grad_out.item() == 1.0 else grad.mul_(grad_out),) + nones
 
 
-def flow_loss_reduced(pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, compute_grad,
-                      mean: bool):
-    """The reduced loss of a dense CPU batch (backend "native", no float64 input, B > 0 elements) in one native
-    call; seed may be a plain int. Eager only: under torch.compile the loss goes through flow_loss_op."""
+def _reduction_factor(pred, t, offsets, reduction) -> float:
+    """d reduced / d loss[b] of the kernel's per-sample values: 1 / B (dense mean), 1 / elements (ragged mean, whose
+    per-sample values are sums), 1 (dense sum)."""
+    if reduction == "sum":
+        return 1.0
+    return 1.0 / (pred.numel() if offsets is not None else t.shape[0])
+
+
+def _reduce_loss(loss, pred, offsets, reduction):
+    """(reduced, per-sample means, per-sample element counts (ragged) or None) from the kernel's per-sample values,
+    as the public API reduces them."""
+    if offsets is None:
+        return (loss.mean() if reduction == "mean" else loss.sum()), loss, None
+    n_elements = (offsets[1:] - offsets[:-1]).to(torch.float32) * (pred.numel() // max(pred.shape[0], 1))
+    return loss.sum() / pred.numel(), loss / n_elements, n_elements
+
+
+def flow_loss_reduced(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min,
+                      compute_grad, reduction: str, want_per_sample: bool):
+    """The reduced loss of a CPU batch (backend "native", no float64 input, elements > 0; dense "mean"/"sum" or
+    ragged "mean") in one native call, and the per-sample means when asked; seed may be a plain int. Eager only:
+    under torch.compile the loss goes through flow_loss_op."""
     if compute_grad:
-        return _ReducedLoss.apply(pred, x1, noise, t, weight, seed, scheme, prediction, weighting, sigma_min, mean)
-    per_sample = native_cpu.loss(pred, x1, noise, t, weight, seed, None, scheme, prediction, weighting, sigma_min,
-                                 None)
-    return per_sample.mean() if mean else per_sample.sum()
+        return _ReducedLoss.apply(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min,
+                                  reduction, want_per_sample)
+    loss = native_cpu.loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, None)
+    reduced, per_sample, _ = _reduce_loss(loss, pred, offsets, reduction)
+    return (reduced, per_sample) if want_per_sample else reduced
 
 
 def flow_loss_call(*args):
