@@ -63,7 +63,9 @@ def _t_in_unit_interval(t: torch.Tensor) -> bool:
     """Whether every t lies in [0, 1] (False for NaN), read on the CPU: a small batch's values as Python floats
     (one call instead of a reduction and two reads), a large one by a reduction."""
     if t.numel() <= 4096:
-        return all(0.0 <= v <= 1.0 for v in t.tolist())
+        v = t.tolist()
+        total = sum(v)  # NaN when any value is NaN (or +inf and -inf meet), which the bounds below would miss
+        return total == total and min(v) >= 0.0 and max(v) <= 1.0
     lo, hi = torch.aminmax(t)  # NaN fails both comparisons
     return bool(lo.item() >= 0 and hi.item() <= 1)
 
