@@ -234,6 +234,39 @@ def test_guided_step_matches_torch_path_exactly(dtype, formula, rescale, heun):
     assert torch.isfinite(outs["native"][1]).all()
 
 
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+@pytest.mark.parametrize("rescale,heun", [(0.0, False), (0.7, True)], ids=["plain", "rescale-heun"])
+def test_ragged_guided_step_matches_torch_path(dtype, rescale, heun):
+    """Sparse latents on the native step: k per sample from each sample's rows (an empty sample too), the kernel
+    walking each sample's rows; the torch path's values up to the order of the float64 sums behind k."""
+    rows = torch.tensor([37, 0, 5, 300])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), rows.cumsum(0)])
+    N, C = int(rows.sum()), 6
+    x = torch.randn(N, C)
+    model_out = torch.randn(2 * N, C).to(DTYPES[dtype])  # [cond; uncond] rows
+    coef = torch.tensor(step_coefficients(-0.05, 5.0, -4.0, 1 - 1e-5, -0.6, 0.01 if heun else 0.0),
+                        dtype=torch.float32)
+    h = torch.randn(N, C) if heun else None
+    outs = {}
+    for backend in ("native", "torch"):
+        k = guidance_rescale_factor(x, model_out[:N], model_out[N:], coef, rescale, offsets=offsets,
+                                    backend=backend) if rescale else None
+        bufs = dict(out=torch.full((N, C), float("nan")), model_in=torch.full((2 * N, C), float("nan")).to(
+            DTYPES[dtype]), x0=torch.full((N, C), float("nan")), v_out=torch.full((N, C), float("nan")))
+        guided_step(x, model_out[:N], model_out[N:], coef, rescale=rescale, h=h, offsets=offsets, backend=backend,
+                    **bufs)
+        outs[backend] = (k,) + tuple(bufs.values())
+    for name, a, b in zip(("k", "out", "model_in", "x0", "v"), outs["native"], outs["torch"]):
+        if a is None:
+            continue
+        if name == "k":  # the empty sample's k is 0/0 on both paths
+            keep = rows > 0
+            assert a[~keep].isnan().all() and b[~keep].isnan().all()
+            a, b = a[keep], b[keep]
+        assert torch.isfinite(a).all(), name
+        assert_close(name, a, b, 2.0**-23 if a.dtype == torch.float32 else torch.finfo(a.dtype).eps)
+
+
 def test_native_backend_rejects_other_devices():
     x = torch.empty(2, 3, device="meta")
     with pytest.raises(ValueError, match="backend='native'"):

@@ -19,17 +19,21 @@ FK_FLOW_CLONES void step_item(const FlowLayout& lay, const GuidedStepArgs& a, co
   const float* coef = reinterpret_cast<const float*>(a.coef);
   const R dt = coef[kDt], a_c = coef[kAc], a_u = coef[kAu], x0_a = coef[kX0a], x0_b = coef[kX0b],
           dt_h = coef[kDtH];
-  const int64_t b = it.sample, M = lay.M;
+  const int64_t b = it.sample;
+  const SampleExtent ext = sample_extent(lay, b);  // ragged: k, c, u per sample, rows offsets[b]:offsets[b + 1]
+  const int64_t base = ext.base, model_in_copy = lay.n_rows * lay.M;
+  const int64_t x_start = sample_start(lay, a.x, b, ext), c_start = sample_start(lay, a.c, b, ext),
+                u_start = sample_start(lay, a.u, b, ext);
   const bool rescale = a.k.given();
   const R k = rescale ? R(float(load_scalar(a.k, b))) : R(1);
   const R k_x = (k - R(1)) * (x0_a / x0_b);
   R x_buf[kTile], c_buf[kTile], u_buf[kTile], h_buf[kTile], v[kTile], w[kTile];
   for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
     const int64_t n = std::min(kTile, it.hi - lo);
-    const R* x = view_tile(a.x, b * a.x.stride + lo, n, x_buf);
-    const R* c = view_tile(a.c, b * a.c.stride + lo, n, c_buf);
+    const R* x = view_tile(a.x, x_start + lo, n, x_buf);
+    const R* c = view_tile(a.c, c_start + lo, n, c_buf);
     if (a.u.given()) {
-      const R* u = view_tile(a.u, b * a.u.stride + lo, n, u_buf);
+      const R* u = view_tile(a.u, u_start + lo, n, u_buf);
       for (int64_t i = 0; i < n; ++i) v[i] = a_c * c[i] + a_u * u[i];
     } else {
       for (int64_t i = 0; i < n; ++i) v[i] = a_c * c[i];
@@ -38,18 +42,18 @@ FK_FLOW_CLONES void step_item(const FlowLayout& lay, const GuidedStepArgs& a, co
       for (int64_t i = 0; i < n; ++i) v[i] = k * v[i] + k_x * x[i];
     if (a.x0.given()) {  // before `out` is written: out may be x itself
       for (int64_t i = 0; i < n; ++i) w[i] = x0_a * x[i] + x0_b * v[i];
-      store_tile(a.x0, b * M + lo, n, w);
+      store_tile(a.x0, base + lo, n, w);
     }
-    R* o = out_tile(a.out, b * M + lo, w);  // may be x itself: each element is read before it is written
+    R* o = out_tile(a.out, base + lo, w);  // may be x itself: each element is read before it is written
     if (a.h.given()) {
-      const R* h = view_tile(a.h, b * M + lo, n, h_buf);
+      const R* h = view_tile(a.h, base + lo, n, h_buf);
       for (int64_t i = 0; i < n; ++i) o[i] = (x[i] + dt * v[i]) + dt_h * h[i];
     } else {
       for (int64_t i = 0; i < n; ++i) o[i] = x[i] + dt * v[i];
     }
-    finish_tile(a.out, b * M + lo, n, o);
-    for (int copy = 0; copy < a.n_model_in; ++copy) store_tile(a.model_in, (copy * lay.batch + b) * M + lo, n, o);
-    if (a.v_out.given()) store_tile(a.v_out, b * M + lo, n, v);
+    finish_tile(a.out, base + lo, n, o);
+    for (int copy = 0; copy < a.n_model_in; ++copy) store_tile(a.model_in, copy * model_in_copy + base + lo, n, o);
+    if (a.v_out.given()) store_tile(a.v_out, base + lo, n, v);
   }
 }
 
@@ -58,13 +62,16 @@ void stats_item(const FlowLayout& lay, const FlowArr& x, const FlowArr& c, const
                 const WorkItem& it, double* out) {
   const double a_c = coef[kAc], a_u = coef[kAu], x0_a = coef[kX0a], x0_b = coef[kX0b];
   const int64_t b = it.sample;
+  const SampleExtent ext = sample_extent(lay, b);
+  const int64_t x_start = sample_start(lay, x, b, ext), c_start = sample_start(lay, c, b, ext),
+                u_start = sample_start(lay, u, b, ext);
   double xs[kTile], cs[kTile], us[kTile];
   double s1c = 0, s2c = 0, s1g = 0, s2g = 0;
   for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
     const int64_t n = std::min(kTile, it.hi - lo);
-    load_tile(x, b * x.stride + lo, n, xs);
-    load_tile(c, b * c.stride + lo, n, cs);
-    load_tile(u, b * u.stride + lo, n, us);
+    load_tile(x, x_start + lo, n, xs);
+    load_tile(c, c_start + lo, n, cs);
+    load_tile(u, u_start + lo, n, us);
     for (int64_t i = 0; i < n; ++i) {
       const double x0c = x0_a * xs[i] + x0_b * cs[i];
       const double x0g = x0_a * xs[i] + x0_b * (a_c * cs[i] + a_u * us[i]);

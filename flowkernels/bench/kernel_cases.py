@@ -136,7 +136,7 @@ def _rescale_case(B, rows_lo, rows_hi, C, phi=0.5, strength=5.0, sigma_min=1e-5,
         x0_a, x0_b = 1 - sigma_min, -(sigma_min + (1 - sigma_min) * t)
         coef = torch.tensor(step_coefficients(dt, strength, 1 - strength, x0_a, x0_b), device=device)
         out = torch.empty_like(x)
-        backend = "triton" if device == "cuda" or interpreting() else "torch"
+        backend = "triton" if device == "cuda" or interpreting() else None  # None: the device's default (native)
 
         def per_sample_std(z):  # TRELLIS.2: population std per sample (over its rows when sparse)
             if not ragged:

@@ -177,8 +177,10 @@ def rescale_factor(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = 
     """k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, [B] float32 (float64 for fp64 inputs), from float64 sums (the native extension's for
     dense rows on backend="native", torch ops otherwise): the CPU paths and the tests. The Triton path forms k
     inside the step kernel."""
-    if backend == "native" and offsets is None and not _has_float64(x, c, u):
-        sums, n = native_cpu.rescale_sums(x, c, u, coef), float(x[0].numel())
+    if backend == "native" and not _has_float64(x, c, u):
+        sums = native_cpu.rescale_sums(x, c, u, coef, offsets)
+        per_row = x.numel() // x.shape[0] if x.shape[0] else 0
+        n = float(per_row) if offsets is None else (offsets[1:] - offsets[:-1]).double() * per_row
     else:
         c64 = coef.double().tolist() if coef.device.type == "cpu" else coef.double()
         a_c, a_u, x0_a, x0_b = (c64[i] for i in (A_C, A_U, X0_A, X0_B))
@@ -268,18 +270,19 @@ def _guided_step_impl(x, c, u, coef, out, h, model_in, x0, v_out, offsets, resca
     if rescale > 0 and u is None:
         raise ValueError("guided_step: rescale > 0 needs the unconditional output u")
     rows = x.shape[0]
-    M = x[0].numel() if rows else 0
-    if rows == 0 or M == 0 or _samples(x, offsets) == 0:
+    if rows == 0 or x.numel() == 0 or _samples(x, offsets) == 0:
         return
     fp64 = _has_float64(x, c, u, out)
     if backend != "triton" or fp64:  # CPU paths (and fp64 anywhere): k per sample first, then one per row of x
         backend = "torch" if fp64 else backend  # the native step reads fp32 coefficients: fp64 stays in torch
         k = rescale_factor(x, c, u, coef, rescale, offsets, backend) if rescale > 0 else None
+        n_model_in = 0 if model_in is None else model_in.shape[0] // rows
+        if backend == "native":  # ragged samples: k per sample, the kernel walks each sample's rows
+            native_cpu.guided_step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out, offsets)
+            return
         if k is not None and offsets is not None:
             k = k[_launch.sample_index(offsets, rows)]
-        n_model_in = 0 if model_in is None else model_in.shape[0] // rows
-        step = native_cpu.guided_step if backend == "native" else _guided_step_torch
-        step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out)
+        _guided_step_torch(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out)
         return
     stats = None
     if rescale > 0:

@@ -68,24 +68,29 @@ def scale_rows(grad, row_scale, offsets, out):
     return out
 
 
-def guided_step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out):
-    """The CPU step (see ops/guided_step.py); out, h, model_in, x0 and v_out are contiguous."""
-    x, c = _launch.rows(x)[0], _launch.rows(c)[0]
-    u = _launch.rows(u)[0] if u is not None else None
-    coef = coef.to(torch.float32).contiguous()
-    lay = (x.shape[0], x[0].numel(), x.shape[0], 0, torch.get_num_threads())
+def guided_step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out, offsets=None):
+    """The CPU step (see ops/guided_step.py); out, h, model_in, x0 and v_out are contiguous. Ragged (offsets): k is
+    per sample, x, c, u are made contiguous."""
+    lay, ragged = _layout(x, offsets)
+    x, c, u = _sample_rows(x, ragged), _sample_rows(c, ragged), _sample_rows(u, ragged)
+    coef = _coef32(coef)
     native().guided_step_cpu(lay, arr(x), arr(c), arr(u), arr(h), coef.data_ptr(), arr(k), arr(out), arr(model_in),
                              n_model_in, arr(x0), arr(v_out))
 
 
-def rescale_sums(x, c, u, coef) -> torch.Tensor:
-    """[B, 4] float64 sums of x0 from c, its square, x0 from the guided v, its square."""
-    x, c, u = (_launch.rows(z)[0] for z in (x, c, u))
-    coef = coef.to(torch.float32).contiguous()
-    sums = torch.empty((x.shape[0], 4), dtype=torch.float64)
-    lay = (x.shape[0], x[0].numel(), x.shape[0], 0, torch.get_num_threads())
+def rescale_sums(x, c, u, coef, offsets=None) -> torch.Tensor:
+    """[B, 4] float64 sums of x0 from c, its square, x0 from the guided v, its square (ragged: over each sample's
+    rows)."""
+    lay, ragged = _layout(x, offsets)
+    x, c, u = _sample_rows(x, ragged), _sample_rows(c, ragged), _sample_rows(u, ragged)
+    coef = _coef32(coef)
+    sums = torch.empty((lay[0], 4), dtype=torch.float64)
     native().rescale_stats_cpu(lay, arr(x), arr(c), arr(u), coef.data_ptr(), sums.data_ptr())
     return sums
+
+
+def _coef32(coef):
+    return coef if coef.dtype == torch.float32 and coef.is_contiguous() else coef.to(torch.float32).contiguous()
 
 
 def philox_normals(seed: int, shape, first: int = 0) -> torch.Tensor:
