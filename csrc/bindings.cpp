@@ -125,6 +125,39 @@ PYBIND11_MODULE(_C, m) {
       py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("origin"),
       py::arg("step"), py::arg("shape"), py::arg("band"), py::arg("out"), py::arg("num_threads"));
   m.def(
+      "udf_band_grid_cuda",
+      [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, std::array<double, 3> origin,
+         std::array<double, 3> step, std::array<int64_t, 3> shape, double band, uintptr_t out, uintptr_t scratch,
+         int64_t scratch_bytes, uintptr_t stream) {
+        fk::UdfGridDesc g{};
+        for (int a = 0; a < 3; ++a) {
+          g.origin[a] = origin[a];
+          g.step[a] = step[a];
+          g.shape[a] = shape[a];
+        }
+        py::gil_scoped_release release;
+        fk::udf_band_grid_cuda(verts, num_verts, faces, num_faces, g, band, out, scratch, scratch_bytes, stream);
+      },
+      py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("origin"),
+      py::arg("step"), py::arg("shape"), py::arg("band"), py::arg("out"), py::arg("scratch"),
+      py::arg("scratch_bytes"), py::arg("stream"));
+  m.def("udf_band_grid_scratch_bytes_cuda", &fk::udf_band_grid_scratch_bytes_cuda, py::arg("num_faces"));
+  m.def(
+      "udf_band_grid_tiles",
+      [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, std::array<double, 3> origin,
+         std::array<double, 3> step, std::array<int64_t, 3> shape, double band, uintptr_t out) {
+        fk::UdfGridDesc g{};
+        for (int a = 0; a < 3; ++a) {
+          g.origin[a] = origin[a];
+          g.step[a] = step[a];
+          g.shape[a] = shape[a];
+        }
+        py::gil_scoped_release release;
+        fk::udf_band_grid_tiles_cpu(verts, num_verts, faces, num_faces, g, band, out);
+      },
+      py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("origin"),
+      py::arg("step"), py::arg("shape"), py::arg("band"), py::arg("out"));
+  m.def(
       "udf_points",
       [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, uintptr_t points,
          int64_t num_points, uintptr_t out, int num_threads) {

@@ -81,18 +81,59 @@ def grid_frame(verts, resolution):
 
 
 def udf_grid(verts, faces, origin, step, shape, band, *, num_threads=None):
-    """Unsigned distance from every grid point to the mesh where it is < band, else band: fp32 [X, Y, Z]."""
-    v, f = _mesh_arrays(verts, faces)
+    """Unsigned distance from every grid point to the mesh where it is < band, else band: fp32 [X, Y, Z].
+
+    CUDA tensors (verts and faces on one device) give the grid on that device, computed there (one block per
+    tile of a triangle's columns, atomicMin on the float bits) on the current stream; it equals the CPU grid bit
+    for bit."""
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape={shape} must be three positive sizes")
     if not (band > 0 and math.isfinite(band)):
         raise ValueError(f"band={band} must be positive and finite")
+    frame = dict(origin=[float(x) for x in origin], step=[float(x) for x in step], shape=shape, band=float(band))
+    if isinstance(verts, torch.Tensor) and verts.device.type == "cuda":
+        return _udf_grid_cuda(verts, faces, frame)
+    v, f = _mesh_arrays(verts, faces)
     out = torch.empty(shape, dtype=torch.float32)
-    _native.load().udf_band_grid(
-        verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
-        origin=[float(x) for x in origin], step=[float(x) for x in step], shape=shape, band=float(band),
-        out=out.data_ptr(), num_threads=_threads(num_threads))
+    _native.load().udf_band_grid(verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
+                                 out=out.data_ptr(), num_threads=_threads(num_threads), **frame)
+    return out
+
+
+def _udf_grid_cuda(verts, faces, frame):
+    if not isinstance(faces, torch.Tensor) or faces.device != verts.device:
+        raise ValueError(f"faces must be a tensor on {verts.device} like verts")
+    if verts.ndim != 2 or verts.shape[1] != 3 or not verts.is_floating_point():
+        raise ValueError(f"verts must be a float [V, 3] tensor, got {tuple(verts.shape)} {verts.dtype}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.is_floating_point():
+        raise ValueError(f"faces must be an integer [F, 3] tensor, got {tuple(faces.shape)} {faces.dtype}")
+    v = verts.detach().to(torch.float32).contiguous()
+    f = faces.to(torch.int64).contiguous()
+    # one scalar each back to the host: bad input must be an error, not an out-of-bounds read on the device
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("verts holds NaN or inf")
+    if f.numel() and bool((f.min() < 0) | (f.max() >= len(v))):
+        raise ValueError(f"faces index vertices outside [0, {len(v)})")
+    ext = _native.load()
+    _native.require_cuda_build()
+    with torch.cuda.device(v.device):
+        out = torch.empty(frame["shape"], dtype=torch.float32, device=v.device)
+        nbytes = ext.udf_band_grid_scratch_bytes_cuda(num_faces=len(f)) if len(f) else 0
+        scratch = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=v.device)
+        ext.udf_band_grid_cuda(verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
+                               out=out.data_ptr(), scratch=scratch.data_ptr(), scratch_bytes=nbytes,
+                               stream=torch.cuda.current_stream(v.device).cuda_stream, **frame)
+    return out
+
+
+def _udf_grid_tiles(verts, faces, origin, step, shape, band):
+    """The CUDA driver's per-tile decomposition run on the CPU (tests: it must give the CPU grid bit for bit)."""
+    v, f = _mesh_arrays(verts, faces)
+    out = torch.empty(tuple(int(n) for n in shape), dtype=torch.float32)
+    _native.load().udf_band_grid_tiles(verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
+                                       origin=[float(x) for x in origin], step=[float(x) for x in step],
+                                       shape=out.shape, band=float(band), out=out.data_ptr())
     return out
 
 

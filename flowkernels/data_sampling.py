@@ -80,7 +80,11 @@ def _face_normals(v, f):
             _native.load().mesh_face_normals(verts=v.data_ptr(), faces=f.data_ptr(), num_faces=len(f),
                                              normals=fn.data_ptr(), area2=area2.data_ptr(), num_threads=_threads())
         return fn, area2
-    n = torch.linalg.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=1)
+    e1, e2 = v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]
+    # products and differences as separate ops (torch.linalg.cross may fuse them, leaving a rounding residue
+    # instead of 0 for a face with a repeated vertex)
+    n = torch.stack([e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1], e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2],
+                     e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]], dim=1)
     norm = torch.linalg.vector_norm(n, dim=1)
     return n / torch.where(norm > 0, norm, 1.0)[:, None], norm
 

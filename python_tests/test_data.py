@@ -46,6 +46,36 @@ def test_band_grid_is_thread_count_independent():
     assert torch.equal(one, data.udf_grid(*args, num_threads=5))
 
 
+def test_cuda_tile_decomposition_gives_the_cpu_grid_bit_for_bit():
+    """The CUDA driver's per-triangle / per-tile logic (tile counts, scan, owner search, one column per lane, min
+    on the float bits), run on the CPU: the same grid as the CPU driver, bit for bit (a min is order-free). Large
+    triangles span many tiles; the odd shapes leave partial tiles on every side."""
+    seed = _seed()
+    rng = np.random.default_rng(seed)
+    verts, faces = random_soup(rng, 60, 90)
+    big = np.array([[-0.2, -0.1, 0.3], [1.3, 0.1, 0.5], [0.2, 1.2, 0.9]])  # one triangle over the whole grid
+    verts, faces = np.concatenate([verts, big]), np.concatenate([faces, [[60, 61, 62]]])
+    for shape, band in [((37, 29, 23), 0.09), ((1, 19, 11), 0.2), ((26, 3, 41), 0.05)]:
+        origin = rng.uniform(-0.3, 0.1, 3)
+        step = rng.uniform(0.02, 0.07, 3)
+        cpu = data.udf_grid(verts, faces, origin, step, shape, band, num_threads=2)
+        tiles = data._udf_grid_tiles(verts, faces, origin, step, shape, band)
+        assert torch.equal(cpu.view(torch.int32), tiles.view(torch.int32)), f"seed {seed} shape {shape}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_grid_equals_cpu_grid():
+    """Well-shaped triangles (the GPU measures thin ones in float, the CPU in double): the same bits."""
+    seed = _seed()
+    rng = np.random.default_rng(seed)
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    verts = sphere.vertices * 0.4 + 0.5 + rng.normal(scale=1e-3, size=sphere.vertices.shape)
+    args = ((-0.1, -0.1, -0.1), (0.02, 0.025, 0.03), (61, 47, 39), 0.07)
+    cpu = data.udf_grid(verts, sphere.faces, *args)
+    gpu = data.udf_grid(torch.tensor(verts, device="cuda"), torch.tensor(sphere.faces, device="cuda"), *args)
+    assert torch.equal(cpu.view(torch.int32), gpu.cpu().view(torch.int32)), f"seed {seed}"
+
+
 def test_point_distance_matches_reference_near_and_far():
     seed = _seed()
     rng = np.random.default_rng(seed)
@@ -200,3 +230,38 @@ def test_write_obj_matches_the_plain_format(tmp_path):
         data.write_obj(tmp_path / "bad.obj", v, f + len(v))
     with pytest.raises(RuntimeError, match="cannot open"):
         data.write_obj(tmp_path / "missing" / "m.obj", v, f)
+
+
+def test_sampling_on_tensors_runs_the_device_code_path():
+    """Torch tensors in, float64 tensors out on their device; the per-face passes in torch (the path CUDA meshes
+    take) equal the native CPU ones; the draws are the same torch code whatever the input kind."""
+    from flowkernels import data_sampling
+
+    seed = _seed()
+    rng = np.random.default_rng(seed)
+    box = trimesh.creation.box(extents=(1.0, 0.7, 0.5))
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    verts = np.concatenate([box.vertices, sphere.vertices * 0.3 + 2.0, rng.random((30, 3))])
+    faces = np.concatenate([box.faces, sphere.faces + 8, rng.integers(8 + len(sphere.vertices), len(verts), (40, 3))])
+    faces[-1] = faces[-1, 0]  # a degenerate face
+    v, f = torch.tensor(verts), torch.tensor(faces)
+    native = [data_sampling._face_normals(v, f), data_sampling._sharp_weights(v, f, data.SHARP_COS)]
+    data_sampling.USE_NATIVE = False
+    try:
+        plain = [data_sampling._face_normals(v, f), data_sampling._sharp_weights(v, f, data.SHARP_COS)]
+        for got, want in zip([*native[0], *native[1]], [*plain[0], *plain[1]]):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=f"seed {seed}")
+        pts, nrm = data.sample_surface(v, f, 5000, seed)
+        sp, sn = data.sample_sharp_edges(v, f, 5000, seed)
+    finally:
+        data_sampling.USE_NATIVE = True
+    assert isinstance(pts, torch.Tensor) and pts.dtype == torch.float64 and pts.device == v.device
+    np_pts, np_nrm = data.sample_surface(verts, faces, 5000, seed)
+    np.testing.assert_allclose(pts.numpy(), np_pts, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(nrm.numpy(), np_nrm, rtol=1e-12, atol=1e-12)
+    np_sp, np_sn = data.sample_sharp_edges(verts, faces, 5000, seed)
+    np.testing.assert_allclose(sp.numpy(), np_sp, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sn.numpy(), np_sn, rtol=1e-12, atol=1e-12)
+    assert np.abs(ref.mesh_distance(np_pts[:200], verts, faces)).max() < 1e-12
+    with pytest.raises(ValueError, match="faces"):
+        data.sample_surface(v, f + len(v), 10, seed)

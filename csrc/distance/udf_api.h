@@ -16,6 +16,19 @@ struct UdfGridDesc {
 void udf_band_grid_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
                        const UdfGridDesc& grid, double band, uintptr_t out, int num_threads);
 
+// The same grid on a CUDA device (verts, faces, out: device memory; scratch: udf_band_grid_scratch_bytes_cuda
+// bytes of device memory), queued on `stream`: bit-identical to the CPU grid (a minimum does not depend on order).
+int64_t udf_band_grid_scratch_bytes_cuda(int64_t num_faces);
+void udf_band_grid_cuda(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
+                        const UdfGridDesc& grid, double band, uintptr_t out, uintptr_t scratch, int64_t scratch_bytes,
+                        uintptr_t stream);
+
+// The CUDA driver's decomposition run on the CPU (test driver): per-triangle tile counts, their exclusive scan,
+// every tile's owner by binary search, one call per (tile, lane), the minimum kept on the float bits as
+// atomicMin does, tiles taken in reverse order.
+void udf_band_grid_tiles_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
+                             const UdfGridDesc& grid, double band, uintptr_t out);
+
 // out[p] = distance from points[p] (float32 [P, 3]) to the nearest triangle of the mesh (exact, fp32).
 void udf_points_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, uintptr_t points,
                     int64_t num_points, uintptr_t out, int num_threads);

@@ -64,18 +64,19 @@ FK_UDF_HD decltype(V{}.x) point_triangle_dist2_t(V p, V a, V b, V c) {
   }
   const T denom = va + vb + vc;
   if (!(denom > T(0))) {  // rounding left no face region: the nearest edge is the answer
-    T best = dot(ap, ap);
-    const V edges[3][2] = {{a, b}, {b, c}, {c, a}};
-    for (int e = 0; e < 3; ++e) {
-      const V d = edges[e][1] - edges[e][0], r = p - edges[e][0];
+    // (three calls, no array of edges: an indexed array would live in local memory on a GPU)
+    auto seg = [p](V e0, V e1) {
+      const V d = e1 - e0, r = p - e0;
       const T len2 = dot(d, d);
       T t = len2 > T(0) ? dot(r, d) / len2 : T(0);
       t = t < T(0) ? T(0) : (t > T(1) ? T(1) : t);
       const V q = r - t * d;
-      const T d2e = dot(q, q);
-      best = d2e < best ? d2e : best;
-    }
-    return best;
+      return dot(q, q);
+    };
+    const T dab = seg(a, b), dbc = seg(b, c), dca = seg(c, a), dap = dot(ap, ap);
+    T best = dap < dab ? dap : dab;
+    best = dbc < best ? dbc : best;
+    return dca < best ? dca : best;
   }
   const T v = vb / denom, w = vc / denom;
   const V q = ap - v * ab - w * ac;
@@ -89,15 +90,24 @@ FK_UDF_HD DVec3 operator-(DVec3 a, DVec3 b) { return {a.x - b.x, a.y - b.y, a.z 
 FK_UDF_HD DVec3 operator*(double s, DVec3 a) { return {s * a.x, s * a.y, s * a.z}; }
 FK_UDF_HD double dot(DVec3 a, DVec3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
 
-// The float form, except for thin triangles (twice the area below 0.1 x the longest edge squared), which are
-// measured in double: the region tests and barycentrics come from differences of products whose float rounding,
-// relative to the result, grows as the triangle thins (a random soup's needles were off by 4x in float).
+// The float form, except for thin triangles (twice the area below 0.1 x the longest edge squared) on the CPU,
+// which are measured in double: the region tests and barycentrics come from differences of products whose float
+// rounding, relative to the result, grows as the triangle thins (a random soup's needles were off by 4x in
+// float). The CUDA kernels keep the float form: the double one needs twice the registers, and inlined into the
+// scatter kernel it spills at half occupancy.
 FK_UDF_HD float point_triangle_dist2(Vec3 p, Vec3 a, Vec3 b, Vec3 c) {
+#if defined(__CUDA_ARCH__)
+  return point_triangle_dist2_t(p, a, b, c);
+#else
   const Vec3 ab = b - a, ac = c - a, bc = c - b, n = cross(ab, ac);
   const float l2 = fmaxf(dot(ab, ab), fmaxf(dot(ac, ac), dot(bc, bc)));
   if (dot(n, n) >= 1e-2f * l2 * l2) return point_triangle_dist2_t(p, a, b, c);
-  const DVec3 dp{p.x, p.y, p.z}, da{a.x, a.y, a.z}, db{b.x, b.y, b.z}, dc{c.x, c.y, c.z};
-  return float(point_triangle_dist2_t(dp, da, db, dc));
+  // In double from a's frame: the float differences are within an ulp of the exact ones (a ~1e-8 move of the
+  // triangle).
+  const Vec3 ap = p - a;
+  const DVec3 o{0.0, 0.0, 0.0};
+  return float(point_triangle_dist2_t(DVec3{ap.x, ap.y, ap.z}, o, DVec3{ab.x, ab.y, ab.z}, DVec3{ac.x, ac.y, ac.z}));
+#endif
 }
 
 // A regular grid: point (i, j, k) sits at origin + (i, j, k) * step, stored at i * n[1] * n[2] + j * n[2] + k.
@@ -113,17 +123,48 @@ FK_UDF_HD int64_t clamp_index(float t, int64_t n) {
   return int64_t(t);
 }
 
-// Scatter one triangle into `dist` (squared distances would lose the fp32 grid's range; distances are stored),
-// only for x indices in [x_lo, x_hi): a CPU thread owns such a slab of the grid, so it writes without atomics.
-// `store(index, d)` keeps the minimum (plain on the CPU, atomicMin on the float bits on a GPU).
-template <typename Store>
-FK_UDF_HD void scatter_triangle(const Grid& g, Vec3 a, Vec3 b, Vec3 c, float band, int64_t x_lo, int64_t x_hi,
-                                Store&& store) {
-  const float band2 = band * band;
+// One triangle's walk over the grid: the grid points of its bounding box grown by `band`, as columns along axis m
+// (the largest normal component, so a column crosses the plane's slab in the fewest points) indexed by (iu, iv).
+// `setup_triangle` fills it once; `scatter_column` handles one column. The CPU driver walks all columns of a
+// triangle in one thread; the CUDA driver splits the column rectangle into tiles of kTile x kTile columns, one
+// thread per column (`scatter_tile`), so a large triangle is spread over many blocks.
+struct TriWalk {
+  Vec3 a, b, c;
+  float band, band2;
+  int m, u, v;
+  // Everything per axis is kept for the column axes (u, v) and m by name, not in arrays indexed by m / u / v:
+  // on a GPU such an array would live in local memory.
+  int64_t lo_u, hi_u, lo_v, hi_v, lo_m, hi_m;  // index ranges (bounding box grown by band)
+  int64_t str_u, str_v, str_m;                 // grid strides
+  float org_u, org_v, org_m, step_u, step_v, step_m;
+  float blo_u, bhi_u, blo_v, bhi_v, blo_m, bhi_m;  // the triangle's own box
+  bool use_slab;
+  double nrm_u, nrm_v, nrm_m, plane, half;
+};
+
+constexpr int kTile = 8;  // columns per tile side: 64 columns, one per thread of a CUDA block
+
+template <typename A>
+FK_UDF_HD A pick(A x0, A x1, A x2, int k) { return k == 0 ? x0 : (k == 1 ? x1 : x2); }
+
+// False when the triangle reaches no grid point in x [x_lo, x_hi) (a CPU thread owns such a slab of the grid, so
+// it writes without atomics; the CUDA driver passes the whole grid).
+FK_UDF_HD bool setup_triangle(const Grid& g, Vec3 a, Vec3 b, Vec3 c, float band, int64_t x_lo, int64_t x_hi,
+                              TriWalk& w) {
+  w.a = a;
+  w.b = b;
+  w.c = c;
+  w.band = band;
+  w.band2 = band * band;
   int64_t lo[3], hi[3];
+  float blo[3], bhi[3];
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
   for (int ax = 0; ax < 3; ++ax) {
-    const float mn = fminf(axis(a, ax), fminf(axis(b, ax), axis(c, ax))) - band;
-    const float mx = fmaxf(axis(a, ax), fmaxf(axis(b, ax), axis(c, ax))) + band;
+    blo[ax] = fminf(axis(a, ax), fminf(axis(b, ax), axis(c, ax)));
+    bhi[ax] = fmaxf(axis(a, ax), fmaxf(axis(b, ax), axis(c, ax)));
+    const float mn = blo[ax] - band, mx = bhi[ax] + band;
     const float s = g.step[ax], o = g.origin[ax];
     if (!(s > 0.f)) {  // a single plane along this axis
       lo[ax] = 0;
@@ -131,83 +172,152 @@ FK_UDF_HD void scatter_triangle(const Grid& g, Vec3 a, Vec3 b, Vec3 c, float ban
       continue;
     }
     const float tl = ceilf((mn - o) / s), th = floorf((mx - o) / s);
-    if (th < 0.f || tl > float(g.n[ax] - 1) || !(tl <= th)) return;
+    if (th < 0.f || tl > float(g.n[ax] - 1) || !(tl <= th)) return false;
     lo[ax] = clamp_index(tl, g.n[ax]);
     hi[ax] = clamp_index(th, g.n[ax]);
   }
   if (lo[0] < x_lo) lo[0] = x_lo;
   if (hi[0] > x_hi - 1) hi[0] = x_hi - 1;
-  if (lo[0] > hi[0]) return;
+  if (lo[0] > hi[0]) return false;
 
   // Column axis m: the largest normal component, so a column crosses the plane's slab in the fewest points.
   // The plane is set up in double (once per triangle, used once per column) so that its rounding cannot drop a
   // point: in float the normal of a thin triangle is mostly rounding.
-  const double ab[3] = {double(b.x) - a.x, double(b.y) - a.y, double(b.z) - a.z};
-  const double ac[3] = {double(c.x) - a.x, double(c.y) - a.y, double(c.z) - a.z};
-  const double nrm[3] = {ab[1] * ac[2] - ab[2] * ac[1], ab[2] * ac[0] - ab[0] * ac[2], ab[0] * ac[1] - ab[1] * ac[0]};
-  const double anx = fabs(nrm[0]), any = fabs(nrm[1]), anz = fabs(nrm[2]);
+  const double ab0 = double(b.x) - a.x, ab1 = double(b.y) - a.y, ab2 = double(b.z) - a.z;
+  const double ac0 = double(c.x) - a.x, ac1 = double(c.y) - a.y, ac2 = double(c.z) - a.z;
+  const double n0 = ab1 * ac2 - ab2 * ac1, n1 = ab2 * ac0 - ab0 * ac2, n2 = ab0 * ac1 - ab1 * ac0;
+  const double anx = fabs(n0), any = fabs(n1), anz = fabs(n2);
   const int m = (anx >= any && anx >= anz) ? 0 : (any >= anz ? 1 : 2);
   const int u = m == 0 ? 1 : 0, v = m == 2 ? 1 : 2;
-  const double nlen = sqrt(nrm[0] * nrm[0] + nrm[1] * nrm[1] + nrm[2] * nrm[2]);
-  const double lab = sqrt(ab[0] * ab[0] + ab[1] * ab[1] + ab[2] * ab[2]);
-  const double lac = sqrt(ac[0] * ac[0] + ac[1] * ac[1] + ac[2] * ac[2]);
+  w.m = m;
+  w.u = u;
+  w.v = v;
+  w.lo_u = pick(lo[0], lo[1], lo[2], u);
+  w.hi_u = pick(hi[0], hi[1], hi[2], u);
+  w.lo_v = pick(lo[0], lo[1], lo[2], v);
+  w.hi_v = pick(hi[0], hi[1], hi[2], v);
+  w.lo_m = pick(lo[0], lo[1], lo[2], m);
+  w.hi_m = pick(hi[0], hi[1], hi[2], m);
+  const int64_t sx = g.n[1] * g.n[2], sy = g.n[2];
+  w.str_u = pick(sx, sy, int64_t(1), u);
+  w.str_v = pick(sx, sy, int64_t(1), v);
+  w.str_m = pick(sx, sy, int64_t(1), m);
+  w.org_u = pick(g.origin[0], g.origin[1], g.origin[2], u);
+  w.org_v = pick(g.origin[0], g.origin[1], g.origin[2], v);
+  w.org_m = pick(g.origin[0], g.origin[1], g.origin[2], m);
+  w.step_u = pick(g.step[0], g.step[1], g.step[2], u);
+  w.step_v = pick(g.step[0], g.step[1], g.step[2], v);
+  w.step_m = pick(g.step[0], g.step[1], g.step[2], m);
+  w.blo_u = pick(blo[0], blo[1], blo[2], u);
+  w.bhi_u = pick(bhi[0], bhi[1], bhi[2], u);
+  w.blo_v = pick(blo[0], blo[1], blo[2], v);
+  w.bhi_v = pick(bhi[0], bhi[1], bhi[2], v);
+  w.blo_m = pick(blo[0], blo[1], blo[2], m);
+  w.bhi_m = pick(bhi[0], bhi[1], bhi[2], m);
+  w.nrm_u = pick(n0, n1, n2, u);
+  w.nrm_v = pick(n0, n1, n2, v);
+  w.nrm_m = pick(n0, n1, n2, m);
+  const double nlen = sqrt(n0 * n0 + n1 * n1 + n2 * n2);
+  const double lab2 = ab0 * ab0 + ab1 * ab1 + ab2 * ab2, lac2 = ac0 * ac0 + ac1 * ac1 + ac2 * ac2;
   // The slab test only where the plane is well defined (sine of the corner angle above 1e-6).
-  const bool use_slab = nlen > 1e-6 * lab * lac && g.step[m] > 0.f;
-  const double plane = nrm[0] * a.x + nrm[1] * a.y + nrm[2] * a.z, half = double(band) * nlen;
-  const int64_t sn[3] = {g.n[1] * g.n[2], g.n[2], 1};
+  w.use_slab = nlen * nlen > 1e-12 * lab2 * lac2 && w.step_m > 0.f;
+  w.plane = n0 * a.x + n1 * a.y + n2 * a.z;
+  w.half = double(band) * nlen;
+  return true;
+}
 
-  // The triangle's own box (not grown), for the rounded-box test below.
-  float box_lo[3], box_hi[3];
-  for (int ax = 0; ax < 3; ++ax) {
-    box_lo[ax] = fminf(axis(a, ax), fminf(axis(b, ax), axis(c, ax)));
-    box_hi[ax] = fmaxf(axis(a, ax), fmaxf(axis(b, ax), axis(c, ax)));
+// Column (iu, iv) of the walk: `store(index, d)` for its grid points within `band` of the triangle, d the exact
+// distance (stored as distances: squared ones would lose the fp32 grid's range).
+template <typename Store>
+FK_UDF_HD void scatter_column(const TriWalk& w, int64_t iu, int64_t iv, Store&& store) {
+  const float pu = w.org_u + float(iu) * w.step_u;
+  const float du = pu < w.blo_u ? w.blo_u - pu : (pu > w.bhi_u ? pu - w.bhi_u : 0.f);
+  const float pv = w.org_v + float(iv) * w.step_v;
+  const float dv = pv < w.blo_v ? w.blo_v - pv : (pv > w.bhi_v ? pv - w.bhi_v : 0.f);
+  // Points within `band` of the triangle lie within `band` of its box: a column passing the box at distance r
+  // needs only the run within sqrt(band^2 - r^2) of the box along m. For the small triangles of scanned meshes
+  // this halves the points visited (a ball instead of its bounding cube).
+  const float rest2 = w.band2 - du * du - dv * dv;
+  if (rest2 < 0.f) return;
+  int64_t m0 = w.lo_m, m1 = w.hi_m;
+  if (w.step_m > 0.f) {
+    const float reach = sqrtf(rest2) + 1e-3f * w.step_m;
+    const float f0 = ceilf((w.blo_m - reach - w.org_m) / w.step_m);
+    const float f1 = floorf((w.bhi_m + reach - w.org_m) / w.step_m);
+    if (f1 < float(m0) || f0 > float(m1)) return;
+    if (f0 > float(m0)) m0 = int64_t(f0);
+    if (f1 < float(m1)) m1 = int64_t(f1);
   }
-  for (int64_t iu = lo[u]; iu <= hi[u]; ++iu) {
-    const float pu = g.origin[u] + float(iu) * g.step[u];
-    const float du = pu < box_lo[u] ? box_lo[u] - pu : (pu > box_hi[u] ? pu - box_hi[u] : 0.f);
-    for (int64_t iv = lo[v]; iv <= hi[v]; ++iv) {
-      const float pv = g.origin[v] + float(iv) * g.step[v];
-      const float dv = pv < box_lo[v] ? box_lo[v] - pv : (pv > box_hi[v] ? pv - box_hi[v] : 0.f);
-      // Points within `band` of the triangle lie within `band` of its box: a column passing the box at
-      // distance r needs only the run within sqrt(band^2 - r^2) of the box along m. For the small triangles
-      // of scanned meshes this halves the points visited (a ball instead of its bounding cube).
-      const float rest2 = band2 - du * du - dv * dv;
-      if (rest2 < 0.f) continue;
-      int64_t m0 = lo[m], m1 = hi[m];
-      if (g.step[m] > 0.f) {
-        const float reach = sqrtf(rest2) + 1e-3f * g.step[m];
-        const float f0 = ceilf((box_lo[m] - reach - g.origin[m]) / g.step[m]);
-        const float f1 = floorf((box_hi[m] + reach - g.origin[m]) / g.step[m]);
-        if (f1 < float(m0) || f0 > float(m1)) continue;
-        if (f0 > float(m0)) m0 = int64_t(f0);
-        if (f1 < float(m1)) m1 = int64_t(f1);
-      }
-      if (use_slab) {
-        // |nrm . p - plane| <= band |nrm| along the column, widened by a hair so rounding never drops a point.
-        const double rest = plane - nrm[u] * double(pu) - nrm[v] * double(pv);
-        double t0 = (rest - half) / nrm[m], t1 = (rest + half) / nrm[m];
-        if (t0 > t1) { const double t = t0; t0 = t1; t1 = t; }
-        const double pad = 1e-3 * g.step[m];
-        const double f0 = ceil((t0 - pad - g.origin[m]) / g.step[m]);
-        const double f1 = floor((t1 + pad - g.origin[m]) / g.step[m]);
-        if (f1 < double(m0) || f0 > double(m1)) continue;
-        if (f0 > double(m0)) m0 = int64_t(f0);
-        if (f1 < double(m1)) m1 = int64_t(f1);
-      }
-      Vec3 p;
-      int64_t idx[3];
-      idx[u] = iu;
-      idx[v] = iv;
-      for (int64_t im = m0; im <= m1; ++im) {
-        idx[m] = im;
-        p.x = g.origin[0] + float(idx[0]) * g.step[0];
-        p.y = g.origin[1] + float(idx[1]) * g.step[1];
-        p.z = g.origin[2] + float(idx[2]) * g.step[2];
-        const float d2 = point_triangle_dist2(p, a, b, c);
-        if (d2 < band2) store(idx[0] * sn[0] + idx[1] * sn[1] + idx[2] * sn[2], sqrtf(d2));
-      }
+  if (w.use_slab) {
+    // |nrm . p - plane| <= band |nrm| along the column, widened by a hair so rounding never drops a point.
+    const double rest = w.plane - w.nrm_u * double(pu) - w.nrm_v * double(pv);
+    double t0 = (rest - w.half) / w.nrm_m, t1 = (rest + w.half) / w.nrm_m;
+    if (t0 > t1) {
+      const double t = t0;
+      t0 = t1;
+      t1 = t;
     }
+    const double pad = 1e-3 * w.step_m;
+    const double f0 = ceil((t0 - pad - w.org_m) / w.step_m);
+    const double f1 = floor((t1 + pad - w.org_m) / w.step_m);
+    if (f1 < double(m0) || f0 > double(m1)) return;
+    if (f0 > double(m0)) m0 = int64_t(f0);
+    if (f1 < double(m1)) m1 = int64_t(f1);
   }
+  const int64_t base = iu * w.str_u + iv * w.str_v;
+  for (int64_t im = m0; im <= m1; ++im) {
+    const float pm = w.org_m + float(im) * w.step_m;
+    const Vec3 p{w.u == 0 ? pu : (w.v == 0 ? pv : pm), w.u == 1 ? pu : (w.v == 1 ? pv : pm),
+                 w.u == 2 ? pu : (w.v == 2 ? pv : pm)};
+    const float d2 = point_triangle_dist2(p, w.a, w.b, w.c);
+    if (d2 < w.band2) store(base + im * w.str_m, sqrtf(d2));
+  }
+}
+
+// Scatter one triangle into the grid, x indices in [x_lo, x_hi) only: every column in one thread (CPU driver).
+template <typename Store>
+FK_UDF_HD void scatter_triangle(const Grid& g, Vec3 a, Vec3 b, Vec3 c, float band, int64_t x_lo, int64_t x_hi,
+                                Store&& store) {
+  TriWalk w;
+  if (!setup_triangle(g, a, b, c, band, x_lo, x_hi, w)) return;
+  for (int64_t iu = w.lo_u; iu <= w.hi_u; ++iu)
+    for (int64_t iv = w.lo_v; iv <= w.hi_v; ++iv) scatter_column(w, iu, iv, store);
+}
+
+// Tiles of kTile x kTile columns covering the walk's (u, v) rectangle (0 when it misses the grid).
+FK_UDF_HD int64_t tile_count(const TriWalk& w) {
+  const int64_t nu = (w.hi_u - w.lo_u) / kTile + 1, nv = (w.hi_v - w.lo_v) / kTile + 1;
+  return nu * nv;
+}
+
+// Column `lane` (0 .. kTile^2 - 1) of tile `tile` of the walk: scatter it if it lies in the rectangle.
+template <typename Store>
+FK_UDF_HD void scatter_tile(const TriWalk& w, int64_t tile, int lane, Store&& store) {
+  const int64_t nv = (w.hi_v - w.lo_v) / kTile + 1;
+  const int64_t iu = w.lo_u + (tile / nv) * kTile + lane / kTile;
+  const int64_t iv = w.lo_v + (tile % nv) * kTile + lane % kTile;
+  if (iu <= w.hi_u && iv <= w.hi_v) scatter_column(w, iu, iv, store);
+}
+
+// The triangle owning global tile t: tile_start is the exclusive prefix sum of the triangles' tile counts
+// (non-decreasing, tile_start[0] = 0); the last triangle whose start is <= t (binary search).
+FK_UDF_HD int64_t tile_owner(const int64_t* tile_start, int64_t num_tris, int64_t t) {
+  int64_t lo = 0, hi = num_tris - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (tile_start[mid] <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// atomicMin on the float bits is a min on the distances: non-negative IEEE floats order as their bit patterns.
+FK_UDF_HD uint32_t float_bits(float d) {
+  union {
+    float f;
+    uint32_t u;
+  } x{d};
+  return x.u;
 }
 
 // Bounding volume hierarchy over triangles for closest-point queries. Nodes are stored depth first: a node's

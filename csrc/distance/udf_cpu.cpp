@@ -98,6 +98,45 @@ void udf_band_grid_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int6
   });
 }
 
+void udf_band_grid_tiles_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
+                             const UdfGridDesc& desc, double band, uintptr_t out) {
+  const MeshView mesh{reinterpret_cast<const float*>(verts), num_verts, reinterpret_cast<const int64_t*>(faces),
+                      num_faces};
+  udf::Grid g;
+  for (int a = 0; a < 3; ++a) {
+    g.origin[a] = float(desc.origin[a]);
+    g.step[a] = float(desc.step[a]);
+    g.n[a] = desc.shape[a];
+  }
+  uint32_t* grid = reinterpret_cast<uint32_t*>(out);
+  const int64_t total = g.n[0] * g.n[1] * g.n[2];
+  const float fband = float(band);
+  std::fill(grid, grid + total, udf::float_bits(fband));
+  if (num_faces == 0 || total == 0) return;
+  std::vector<int64_t> counts(static_cast<size_t>(num_faces)), start(static_cast<size_t>(num_faces));
+  for (int64_t f = 0; f < num_faces; ++f) {  // the count kernel
+    udf::TriWalk w;
+    counts[f] = udf::setup_triangle(g, mesh.corner(f, 0), mesh.corner(f, 1), mesh.corner(f, 2), fband, 0, g.n[0], w)
+                    ? udf::tile_count(w) : 0;
+  }
+  int64_t sum = 0;  // the exclusive scan
+  for (int64_t f = 0; f < num_faces; ++f) {
+    start[f] = sum;
+    sum += counts[f];
+  }
+  for (int64_t t = sum - 1; t >= 0; --t) {  // the scatter kernel, one (block, thread) at a time
+    const int64_t f = udf::tile_owner(start.data(), num_faces, t);
+    for (int lane = 0; lane < udf::kTile * udf::kTile; ++lane) {
+      udf::TriWalk w;
+      udf::setup_triangle(g, mesh.corner(f, 0), mesh.corner(f, 1), mesh.corner(f, 2), fband, 0, g.n[0], w);
+      udf::scatter_tile(w, t - start[f], lane, [grid](int64_t idx, float d) {
+        const uint32_t bits = udf::float_bits(d);
+        if (bits < grid[idx]) grid[idx] = bits;  // atomicMin on the bits
+      });
+    }
+  }
+}
+
 namespace {
 
 struct Bvh {
