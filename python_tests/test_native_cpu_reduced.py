@@ -177,3 +177,35 @@ def test_compiled_fullgraph_goes_through_the_custom_op_and_agrees():
     want.backward()
     assert_close("loss", got.detach(), want.detach(), 2.0**-22)
     assert_close("grad", got_leaf.grad, want_leaf.grad, 2.0**-21)
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["dense", "ragged"])
+def test_noise_kept_from_interpolation_is_the_stream_the_loss_draws(ragged):
+    """A seeded interpolation keeps its noise for the loss with the same seed and shape: the loss and gradient are
+    the bits the loss kernel gets drawing the stream itself; another seed or shape draws its own."""
+    from flowkernels.ops import native_cpu
+    shape = (300, 7) if ragged else (3, 5, 11)
+    kw = dict(offsets=torch.tensor([0, 100, 100, 300]), convention="trellis") if ragged else {}
+    pred, x1, _, t = make_inputs(shape, torch.float32, torch.float32)
+    t = torch.rand(3)
+
+    def step(seed, interpolate_first, interp_seed=None):
+        native_cpu._kept_noise = None
+        if interpolate_first:
+            xt = fk.flow_interpolate(x1, t, seed=seed if interp_seed is None else interp_seed, **kw)
+        leaf = pred.clone().requires_grad_(True)
+        loss = fk.flow_matching_loss(leaf, x1, t, seed=seed, reduction="mean", **kw)
+        loss.backward()
+        return loss.detach(), leaf.grad, native_cpu._kept_noise
+
+    alone = step(11, False)
+    kept = step(11, True)
+    other = step(11, True, interp_seed=12)
+    assert kept[2] is None and other[2] is not None  # taken by the loss; a different seed's noise is not used
+    for got in (kept, other):
+        assert torch.equal(got[0], alone[0]) and torch.equal(got[1], alone[1])
+    # the kept noise is the stream itself: x_t from it equals x_t from the torch path's draw
+    native_cpu._kept_noise = None
+    xt = fk.flow_interpolate(x1, t, seed=5, **kw)
+    assert torch.equal(native_cpu._kept_noise[2], native_cpu.philox_normals(5, x1.shape))
+    assert_close("x_t", xt, fk.flow_interpolate(x1, t, seed=5, backend="torch", **kw), 2.0**-23)

@@ -39,10 +39,38 @@ def _sample_rows(x, ragged):
     return x.contiguous() if ragged else _launch.rows(x)[0]
 
 
+# The noise the last seeded interpolation drew, kept for the loss that follows it with the same seed: on CPU
+# drawing is the costly part of a seeded step (Philox + Box-Muller, several times the arithmetic of the loss), so
+# it is drawn once per step instead of twice; the values are the same bits the loss kernel would draw. One entry,
+# taken by the loss, and only for batches up to _KEEP_NOISE_LIMIT elements (a GPU-sized batch stays in-kernel).
+_kept_noise = None
+_KEEP_NOISE_LIMIT = 1 << 24
+
+
+def _keep_noise(seed, x1):
+    global _kept_noise
+    seed = _launch.seed_value(seed)
+    noise = philox_normals(seed, x1.shape)
+    _kept_noise = (seed, tuple(x1.shape), noise)
+    return noise
+
+
+def _take_noise(seed, x):
+    """The kept noise when it was drawn for this seed and shape (then forgotten), else None."""
+    global _kept_noise
+    kept = _kept_noise
+    if kept is None or kept[1] != tuple(x.shape) or kept[0] != _launch.seed_value(seed):
+        return None
+    _kept_noise = None
+    return kept[2]
+
+
 def interpolate(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, target):
     lay, ragged = _layout(x1, offsets)
     if lay[0] == 0 or x1.numel() == 0:
         return
+    if noise is None and x1.numel() <= _KEEP_NOISE_LIMIT:
+        noise = _keep_noise(seed, x1)
     x1, noise = _sample_rows(x1, ragged), _sample_rows(noise, ragged)
     native().flow_interpolate_cpu(
         lay, scheme, prediction, float(sigma_min), arr(x1), arr(noise), arr(t), _seed(seed, noise),
@@ -53,6 +81,8 @@ def loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weightin
          grad_factor: float = 1.0):
     """Per-sample losses [B] (float32); grad (when it has elements) receives grad_factor * d loss[b] / d pred."""
     lay, ragged = _layout(pred, offsets)
+    if noise is None:
+        noise = _take_noise(seed, pred)
     pred, x1, noise = _sample_rows(pred, ragged), _sample_rows(x1, ragged), _sample_rows(noise, ragged)
     out = torch.empty(lay[0], dtype=torch.float32)
     native().flow_loss_cpu(
