@@ -102,7 +102,9 @@ def _check_common(x1, t, noise, seed, offsets=None):
     check_float_tensor("x1", x1, DTYPES)
     offsets = _check_offsets(offsets, x1)
     batch = x1.shape[0] if offsets is None else offsets.numel() - 1
-    t = check_per_sample("t", t, batch, x1.device)
+    if not (type(t) is torch.Tensor and t.dim() == 1 and t.shape[0] == batch and t.dtype in DTYPES
+            and t.device == x1.device):  # the usual t passes without check_per_sample's reshape and device lookup
+        t = check_per_sample("t", t, batch, x1.device)
     if noise is not None:
         check_float_tensor("noise", noise, DTYPES)
         check_same_shape("noise", noise, "x1", x1)

@@ -321,8 +321,10 @@ class _ReducedLoss(torch.autograd.Function):
     (an ulp of the gradient)."""
 
     @staticmethod
-    def forward(ctx, pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, reduction,
-                want_per_sample):
+    def forward(ctx, pred, rest):
+        # everything but pred in one tuple: apply() inspects each argument (microseconds for a dozen), and only
+        # pred is differentiable (the public API refuses the others requiring grad)
+        x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, reduction, want_per_sample = rest
         grad = torch.empty(pred.shape, dtype=gradient_dtype(pred.dtype))
         factor = _reduction_factor(pred, t, offsets, reduction)
         loss = native_cpu.loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min,
@@ -342,7 +344,7 @@ class _ReducedLoss(torch.autograd.Function):
         if grad is None:  # as autograd's saved tensors: a freed graph refuses a second backward
             raise RuntimeError("Trying to backward through the graph a second time: flowkernels' loss handed its "
                                "stored gradient over in the first backward; use retain_graph=True to keep it")
-        nones = (None,) * 12
+        nones = (None,)
         if grad_out is None and grad_per_sample is None:
             return (None,) + nones
         keep = _graph_kept()  # retain_graph / create_graph: a later backward reads the stored gradient again
@@ -382,8 +384,8 @@ def flow_loss_reduced(pred, x1, noise, t, weight, seed, offsets, scheme, predict
     ragged "mean") in one native call, and the per-sample means when asked; seed may be a plain int. Eager only:
     under torch.compile the loss goes through flow_loss_op."""
     if compute_grad:
-        return _ReducedLoss.apply(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min,
-                                  reduction, want_per_sample)
+        return _ReducedLoss.apply(pred, (x1, noise, t, weight, seed, offsets, scheme, prediction, weighting,
+                                         sigma_min, reduction, want_per_sample))
     loss = native_cpu.loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, None)
     reduced, per_sample, _ = _reduce_loss(loss, pred, offsets, reduction)
     return (reduced, per_sample) if want_per_sample else reduced
