@@ -90,15 +90,11 @@ FK_UDF_HD DVec3 operator-(DVec3 a, DVec3 b) { return {a.x - b.x, a.y - b.y, a.z 
 FK_UDF_HD DVec3 operator*(double s, DVec3 a) { return {s * a.x, s * a.y, s * a.z}; }
 FK_UDF_HD double dot(DVec3 a, DVec3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
 
-// The float form, except for thin triangles (twice the area below 0.1 x the longest edge squared) on the CPU,
-// which are measured in double: the region tests and barycentrics come from differences of products whose float
-// rounding, relative to the result, grows as the triangle thins (a random soup's needles were off by 4x in
-// float). The CUDA kernels keep the float form: the double one needs twice the registers, and inlined into the
-// scatter kernel it spills at half occupancy.
+// The float form, except for thin triangles (twice the area below 0.1 x the longest edge squared), which are
+// measured in double: the region tests and barycentrics come from differences of products whose float rounding,
+// relative to the result, grows as the triangle thins (a random soup's needles were off by 4x in float). Used by
+// the point queries; the grid walk has the triangle's double normal at hand and takes thin_triangle_dist2.
 FK_UDF_HD float point_triangle_dist2(Vec3 p, Vec3 a, Vec3 b, Vec3 c) {
-#if defined(__CUDA_ARCH__)
-  return point_triangle_dist2_t(p, a, b, c);
-#else
   const Vec3 ab = b - a, ac = c - a, bc = c - b, n = cross(ab, ac);
   const float l2 = fmaxf(dot(ab, ab), fmaxf(dot(ac, ac), dot(bc, bc)));
   if (dot(n, n) >= 1e-2f * l2 * l2) return point_triangle_dist2_t(p, a, b, c);
@@ -107,7 +103,6 @@ FK_UDF_HD float point_triangle_dist2(Vec3 p, Vec3 a, Vec3 b, Vec3 c) {
   const Vec3 ap = p - a;
   const DVec3 o{0.0, 0.0, 0.0};
   return float(point_triangle_dist2_t(DVec3{ap.x, ap.y, ap.z}, o, DVec3{ab.x, ab.y, ab.z}, DVec3{ac.x, ac.y, ac.z}));
-#endif
 }
 
 // A regular grid: point (i, j, k) sits at origin + (i, j, k) * step, stored at i * n[1] * n[2] + j * n[2] + k.
@@ -121,6 +116,29 @@ FK_UDF_HD int64_t clamp_index(float t, int64_t n) {
   if (!(t > 0.f)) return 0;  // also catches NaN
   if (t > float(n - 1)) return n - 1;
   return int64_t(t);
+}
+
+// Squared distance to a thin triangle in float, given its unit normal computed in double (the grid walk has it):
+// the nearest of its edges (segment distances are well conditioned however thin the triangle), or its plane
+// where p projects inside (edge functions against the accurate normal). The Voronoi-region form's barycentrics
+// are differences of products that cancel for a thin triangle (up to 4x off in float); this form is as accurate
+// as float allows, and needs no double arithmetic per point (the CUDA scatter kernel has no registers for it).
+FK_UDF_HD float thin_triangle_dist2(Vec3 p, Vec3 a, Vec3 b, Vec3 c, Vec3 nhat) {
+  auto seg = [p](Vec3 e0, Vec3 e1) {
+    const Vec3 d = e1 - e0, r = p - e0;
+    const float len2 = dot(d, d);
+    float t = len2 > 0.f ? dot(r, d) / len2 : 0.f;
+    t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t);
+    const Vec3 q = r - t * d;
+    return dot(q, q);
+  };
+  const float de = fminf(seg(a, b), fminf(seg(b, c), seg(c, a)));
+  const Vec3 ap = p - a;
+  const bool inside = dot(cross(b - a, ap), nhat) >= 0.f && dot(cross(c - b, p - b), nhat) >= 0.f &&
+                      dot(cross(a - c, p - c), nhat) >= 0.f && dot(nhat, nhat) > 0.f;
+  if (!inside) return de;
+  const float h = dot(ap, nhat);
+  return fminf(h * h, de);
 }
 
 // One triangle's walk over the grid: the grid points of its bounding box grown by `band`, as columns along axis m
@@ -140,6 +158,8 @@ struct TriWalk {
   float blo_u, bhi_u, blo_v, bhi_v, blo_m, bhi_m;  // the triangle's own box
   bool use_slab;
   double nrm_u, nrm_v, nrm_m, plane, half;
+  bool thin;   // twice the area below 0.1 x the longest edge squared: measured by thin_triangle_dist2
+  Vec3 nhat;   // unit normal (from the double normal; 0 for a degenerate triangle)
 };
 
 constexpr int kTile = 8;  // columns per tile side: 64 columns, one per thread of a CUDA block
@@ -223,7 +243,25 @@ FK_UDF_HD bool setup_triangle(const Grid& g, Vec3 a, Vec3 b, Vec3 c, float band,
   w.use_slab = nlen * nlen > 1e-12 * lab2 * lac2 && w.step_m > 0.f;
   w.plane = n0 * a.x + n1 * a.y + n2 * a.z;
   w.half = double(band) * nlen;
+  const Vec3 bc = c - b;
+  const double l2 = fmax(lab2, fmax(lac2, double(dot(bc, bc))));
+  w.thin = nlen * nlen < 1e-2 * l2 * l2;
+  const double inv = nlen > 0.0 ? 1.0 / nlen : 0.0;
+  w.nhat = Vec3{float(n0 * inv), float(n1 * inv), float(n2 * inv)};
   return true;
+}
+
+// Points m0..m1 of a column at (pu, pv): the distance and `store` where it is below band.
+template <bool kThin, typename Store>
+FK_UDF_HD void scatter_run(const TriWalk& w, float pu, float pv, int64_t m0, int64_t m1, int64_t base,
+                           Store&& store) {
+  for (int64_t im = m0; im <= m1; ++im) {
+    const float pm = w.org_m + float(im) * w.step_m;
+    const Vec3 p{w.u == 0 ? pu : (w.v == 0 ? pv : pm), w.u == 1 ? pu : (w.v == 1 ? pv : pm),
+                 w.u == 2 ? pu : (w.v == 2 ? pv : pm)};
+    const float d2 = kThin ? thin_triangle_dist2(p, w.a, w.b, w.c, w.nhat) : point_triangle_dist2_t(p, w.a, w.b, w.c);
+    if (d2 < w.band2) store(base + im * w.str_m, sqrtf(d2));
+  }
 }
 
 // Column (iu, iv) of the walk: `store(index, d)` for its grid points within `band` of the triangle, d the exact
@@ -264,14 +302,9 @@ FK_UDF_HD void scatter_column(const TriWalk& w, int64_t iu, int64_t iv, Store&& 
     if (f0 > double(m0)) m0 = int64_t(f0);
     if (f1 < double(m1)) m1 = int64_t(f1);
   }
-  const int64_t base = iu * w.str_u + iv * w.str_v;
-  for (int64_t im = m0; im <= m1; ++im) {
-    const float pm = w.org_m + float(im) * w.step_m;
-    const Vec3 p{w.u == 0 ? pu : (w.v == 0 ? pv : pm), w.u == 1 ? pu : (w.v == 1 ? pv : pm),
-                 w.u == 2 ? pu : (w.v == 2 ? pv : pm)};
-    const float d2 = point_triangle_dist2(p, w.a, w.b, w.c);
-    if (d2 < w.band2) store(base + im * w.str_m, sqrtf(d2));
-  }
+  // one loop per kind of triangle (not a test per point): the registers needed are the larger of the two
+  if (w.thin) scatter_run<true>(w, pu, pv, m0, m1, iu * w.str_u + iv * w.str_v, store);
+  else scatter_run<false>(w, pu, pv, m0, m1, iu * w.str_u + iv * w.str_v, store);
 }
 
 // Scatter one triangle into the grid, x indices in [x_lo, x_hi) only: every column in one thread (CPU driver).
