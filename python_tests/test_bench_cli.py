@@ -77,3 +77,27 @@ def test_registering_a_case_is_the_whole_path_to_a_new_benchmark(monkeypatch):
         registry.register(registry.Case("toy", "tiny", build, devices=("cpu",)))
     with pytest.raises(ValueError, match="unknown"):
         registry.cases("cpu", ["no-such-op"])
+
+
+def test_implementations_are_timed_in_alternation_and_a_failing_one_is_dropped():
+    """A case's implementations are timed in rounds, so drift during a case slows all of them alike; one that raises
+    mid-run is reported and the others still get all their calls."""
+    from flowkernels.bench.runner import time_interleaved
+
+    log = []
+
+    def impl(name, fail_at=None):
+        def fn():
+            log.append(name)
+            if fail_at is not None and log.count(name) == fail_at:
+                raise RuntimeError(f"{name} broke")
+        return fn
+
+    fns = {"a": impl("a"), "b": impl("b"), "c": impl("c", fail_at=6)}
+    times, errors = time_interleaved(fns, "cpu", min_time=1e9, max_reps=40, rounds=10)
+    assert set(times) == {"a", "b"} and list(errors) == ["c"] and "c broke" in str(errors["c"])
+    assert len(times["a"]) == len(times["b"]) == 40 and all(t >= 0 for t in times["a"] + times["b"])
+    timed = [n for n in log[6:] if n != "c"]  # after the 3 x 2 warm-up calls
+    first_b, last_a = timed.index("b"), len(timed) - 1 - timed[::-1].index("a")
+    assert first_b < last_a and timed[:4] == ["a"] * 4  # rounds of 4 calls each, a and b alternating
+    assert log.count("c") == 6  # dropped at its first failure

@@ -21,29 +21,63 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_fn(fn, device: str, min_time: float = 0.2, max_reps: int = 200) -> list[float]:
-    """Per-call times in ms after warm-up: CUDA events on the GPU (one event pair per call), perf_counter on CPU."""
+def _time_call(fn, device: str) -> float:
+    """One call's time in ms: a CUDA event pair on the GPU, perf_counter on CPU."""
+    if device == "cuda":
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _warm(fn, device: str) -> float:
+    """Two warm-up calls; the second one's time in seconds."""
     fn()
     _sync(device)
     start = time.perf_counter()
     fn()
     _sync(device)
-    once = max(time.perf_counter() - start, 1e-6)
-    reps = int(max(3 if once > 1.0 else 5, min(max_reps, min_time / once)))  # peers that take seconds: 3 calls
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
+    return max(time.perf_counter() - start, 1e-6)
+
+
+def _reps(once: float, min_time: float, max_reps: int) -> int:
+    return int(max(3 if once > 1.0 else 5, min(max_reps, min_time / once)))  # peers that take seconds: 3 calls
+
+
+def time_fn(fn, device: str, min_time: float = 0.2, max_reps: int = 200) -> list[float]:
+    """Per-call times in ms after warm-up."""
+    reps = _reps(_warm(fn, device), min_time, max_reps)
+    return [_time_call(fn, device) for _ in range(reps)]
+
+
+def time_interleaved(fns: dict, device: str, min_time: float = 0.2, max_reps: int = 200, rounds: int = 10):
+    """Per-call times in ms of several implementations of one case, measured in alternation: each round calls every
+    implementation a few times, until each has its calls. A machine whose speed drifts during a case (other
+    tenants, clocks) then slows every implementation alike, so the ratios stay fair. Returns (times by name,
+    errors by name): an implementation that raises is dropped from the rounds, the others go on."""
+    times, errors, reps = {}, {}, {}
+    for name, fn in fns.items():
+        try:
+            reps[name] = _reps(_warm(fn, device), min_time, max_reps)
+            times[name] = []
+        except Exception as exc:  # reported by the caller, never hidden
+            errors[name] = exc
+    while True:
+        todo = [n for n in times if n not in errors and len(times[n]) < reps[n]]
+        if not todo:
+            break
+        for name in todo:
+            try:
+                for _ in range(min(-(-reps[name] // rounds), reps[name] - len(times[name]))):
+                    times[name].append(_time_call(fns[name], device))
+            except Exception as exc:
+                errors[name] = exc
+    return {n: t for n, t in times.items() if n not in errors}, errors
 
 
 def copy_bandwidth(device: str) -> float:
@@ -151,14 +185,17 @@ def run_cases(cases: list[Case], device: str, progress: bool = True, min_time: f
         for peer, why in built.skipped.items():
             notes.append(f"{case.op}/{case.size}: {peer} skipped ({why})")
         rows = []
+        timed, failed = ({}, {}) if built.single_call else time_interleaved(built.impls, device, min_time=min_time)
         for impl, fn in built.impls.items():
             try:
+                if impl in failed:
+                    raise failed[impl]
                 if built.single_call:
                     start = time.perf_counter()
                     memory = peak_memory(fn, device, built.output_size)
                     times = [(time.perf_counter() - start) * 1e3]
                 else:
-                    times = time_fn(fn, device, min_time=min_time)
+                    times = timed[impl]
                     memory = peak_memory(fn, device, built.output_size)
             except Exception as exc:
                 notes.append(f"{case.op}/{case.size}: {impl} failed: {type(exc).__name__}: {exc}")
