@@ -25,6 +25,16 @@ fk::GridDesc grid_desc(int dtype, uintptr_t data, std::array<int64_t, 3> shape, 
   return g;
 }
 
+fk::UdfGridDesc udf_grid_desc(std::array<double, 3> origin, std::array<double, 3> step, std::array<int64_t, 3> shape) {
+  fk::UdfGridDesc g{};
+  for (int a = 0; a < 3; ++a) {
+    g.origin[a] = origin[a];
+    g.step[a] = step[a];
+    g.shape[a] = shape[a];
+  }
+  return g;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -113,12 +123,7 @@ PYBIND11_MODULE(_C, m) {
       "udf_band_grid",
       [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, std::array<double, 3> origin,
          std::array<double, 3> step, std::array<int64_t, 3> shape, double band, uintptr_t out, int num_threads) {
-        fk::UdfGridDesc g{};
-        for (int a = 0; a < 3; ++a) {
-          g.origin[a] = origin[a];
-          g.step[a] = step[a];
-          g.shape[a] = shape[a];
-        }
+        const fk::UdfGridDesc g = udf_grid_desc(origin, step, shape);
         py::gil_scoped_release release;
         fk::udf_band_grid_cpu(verts, num_verts, faces, num_faces, g, band, out, num_threads);
       },
@@ -129,12 +134,7 @@ PYBIND11_MODULE(_C, m) {
       [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, std::array<double, 3> origin,
          std::array<double, 3> step, std::array<int64_t, 3> shape, double band, uintptr_t out, uintptr_t scratch,
          int64_t scratch_bytes, uintptr_t stream) {
-        fk::UdfGridDesc g{};
-        for (int a = 0; a < 3; ++a) {
-          g.origin[a] = origin[a];
-          g.step[a] = step[a];
-          g.shape[a] = shape[a];
-        }
+        const fk::UdfGridDesc g = udf_grid_desc(origin, step, shape);
         py::gil_scoped_release release;
         fk::udf_band_grid_cuda(verts, num_verts, faces, num_faces, g, band, out, scratch, scratch_bytes, stream);
       },
@@ -146,12 +146,7 @@ PYBIND11_MODULE(_C, m) {
       "udf_band_grid_tiles",
       [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, std::array<double, 3> origin,
          std::array<double, 3> step, std::array<int64_t, 3> shape, double band, uintptr_t out) {
-        fk::UdfGridDesc g{};
-        for (int a = 0; a < 3; ++a) {
-          g.origin[a] = origin[a];
-          g.step[a] = step[a];
-          g.shape[a] = shape[a];
-        }
+        const fk::UdfGridDesc g = udf_grid_desc(origin, step, shape);
         py::gil_scoped_release release;
         fk::udf_band_grid_tiles_cpu(verts, num_verts, faces, num_faces, g, band, out);
       },

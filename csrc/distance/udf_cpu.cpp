@@ -37,18 +37,24 @@ struct MeshView {
   }
 };
 
-}  // namespace
-
-void udf_band_grid_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
-                       const UdfGridDesc& desc, double band, uintptr_t out, int num_threads) {
-  const MeshView mesh{reinterpret_cast<const float*>(verts), num_verts, reinterpret_cast<const int64_t*>(faces),
-                      num_faces};
+// The core's float grid frame from the binding's double one.
+udf::Grid to_grid(const UdfGridDesc& desc) {
   udf::Grid g;
   for (int a = 0; a < 3; ++a) {
     g.origin[a] = float(desc.origin[a]);
     g.step[a] = float(desc.step[a]);
     g.n[a] = desc.shape[a];
   }
+  return g;
+}
+
+}  // namespace
+
+void udf_band_grid_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
+                       const UdfGridDesc& desc, double band, uintptr_t out, int num_threads) {
+  const MeshView mesh{reinterpret_cast<const float*>(verts), num_verts, reinterpret_cast<const int64_t*>(faces),
+                      num_faces};
+  const udf::Grid g = to_grid(desc);
   float* dist = reinterpret_cast<float*>(out);
   const int64_t nx = g.n[0], plane = g.n[1] * g.n[2], total = nx * plane;
   const float fband = float(band);
@@ -102,12 +108,7 @@ void udf_band_grid_tiles_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces
                              const UdfGridDesc& desc, double band, uintptr_t out) {
   const MeshView mesh{reinterpret_cast<const float*>(verts), num_verts, reinterpret_cast<const int64_t*>(faces),
                       num_faces};
-  udf::Grid g;
-  for (int a = 0; a < 3; ++a) {
-    g.origin[a] = float(desc.origin[a]);
-    g.step[a] = float(desc.step[a]);
-    g.n[a] = desc.shape[a];
-  }
+  const udf::Grid g = to_grid(desc);
   uint32_t* grid = reinterpret_cast<uint32_t*>(out);
   const int64_t total = g.n[0] * g.n[1] * g.n[2];
   const float fband = float(band);
