@@ -91,3 +91,28 @@ def test_sd3_pipeline_same_output_with_ours():
     assert isinstance(pipe.scheduler, Ours)
     assert images["ours"].shape == (1, 3, 16, 16) and torch.isfinite(images["ours"]).all()
     torch.testing.assert_close(images["ours"], images["diffusers"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["standalone", "hunyuan3d"])
+@pytest.mark.parametrize("when", ["by-timestep", "begin-index"])
+def test_scale_noise_is_the_forward_process(which, when):
+    """scale_noise (img2img's forward process) of the standalone and Hunyuan3D schedulers: sigma·noise +
+    (1 − sigma)·sample with each scheduler's own sigma (Hunyuan3D's schedule runs the other way), and for the
+    standalone scheduler exactly what diffusers' own class returns."""
+    from flowkernels.compat.hunyuan3d import FlowMatchEulerDiscreteScheduler as Hunyuan3D
+    ours = {"standalone": fk_diffusers.StandaloneFlowMatchEulerDiscreteScheduler, "hunyuan3d": Hunyuan3D}[which]()
+    original = Original()
+    for s in (ours, original):
+        s.set_timesteps(9)
+        if when == "begin-index":
+            s.set_begin_index(3)
+    sample, noise = torch.randn(3, 4, 5, dtype=torch.float64), torch.randn(3, 4, 5, dtype=torch.float64)
+    t = ours.timesteps[[2, 5, 7]]
+    index = [2, 5, 7] if when == "by-timestep" else [3, 3, 3]
+    sigma = ours.sigmas.double()[index].view(-1, 1, 1)
+    torch.testing.assert_close(ours.scale_noise(sample, t, noise), sigma * noise + (1 - sigma) * sample)
+    if which == "standalone":
+        torch.testing.assert_close(ours.scale_noise(sample, t, noise), original.scale_noise(sample, t, noise),
+                                   rtol=0, atol=0)
+    with pytest.raises(ValueError, match="noise"):
+        ours.scale_noise(sample, t, None)

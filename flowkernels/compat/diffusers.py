@@ -184,6 +184,23 @@ class _StepIndex:
     def __len__(self):
         return self.config.num_train_timesteps
 
+    def scale_noise(self, sample: torch.Tensor, timestep, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The forward process σ·noise + (1 − σ)·sample at the given timestep(s), in sample's dtype."""
+        if noise is None or not isinstance(noise, torch.Tensor) or noise.shape != sample.shape:
+            raise ValueError(f"noise must be a tensor of sample's shape {tuple(sample.shape)}")
+        sigmas = self.sigmas.to(device=sample.device, dtype=sample.dtype)
+        schedule = self.timesteps.to(sample.device)
+        timestep = torch.as_tensor(timestep).to(sample.device).reshape(-1)
+        if self.begin_index is None:
+            idx = [self.index_for_timestep(t, schedule) for t in timestep]
+        elif self.step_index is not None:
+            idx = [self.step_index] * timestep.shape[0]
+        else:
+            idx = [self.begin_index] * timestep.shape[0]
+        sigma = sigmas[idx].flatten()
+        sigma = sigma.view(-1, *([1] * (sample.dim() - 1)))
+        return sigma * noise + (1.0 - sigma) * sample
+
     def _next_row(self, table, sigmas, timestep, model_output, sample):
         """Validate, find this step's index and return its table row (raising past the last step)."""
         _check_step_args(timestep, model_output, sample)
@@ -250,21 +267,6 @@ class StandaloneFlowMatchEulerDiscreteScheduler(_StepIndex):
         one_minus_z = 1 - t
         scale_factor = one_minus_z[-1] / (1 - self.config.shift_terminal)
         return 1 - (one_minus_z / scale_factor)
-
-    def scale_noise(self, sample, timestep, noise=None):
-        """Forward process: sigma · noise + (1 − sigma) · sample at the given timestep(s)."""
-        sigmas = self.sigmas.to(device=sample.device, dtype=sample.dtype)
-        schedule = self.timesteps.to(sample.device)
-        timestep = timestep.to(sample.device)
-        if self.begin_index is None:
-            idx = [self.index_for_timestep(t, schedule) for t in timestep]
-        elif self.step_index is not None:
-            idx = [self.step_index] * timestep.shape[0]
-        else:
-            idx = [self.begin_index] * timestep.shape[0]
-        sigma = sigmas[idx].flatten()
-        sigma = sigma.view(-1, *([1] * (sample.dim() - 1)))
-        return sigma * noise + (1.0 - sigma) * sample
 
     def set_timesteps(self, num_inference_steps: Optional[int] = None, device: Union[str, torch.device] = None,
                       sigmas=None, mu: Optional[float] = None, timesteps=None):

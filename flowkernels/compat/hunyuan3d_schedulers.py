@@ -81,23 +81,6 @@ class FlowMatchEulerDiscreteScheduler(_StepIndex):
         with np.errstate(divide="ignore"):  # t = 0 maps to 0, as in the original
             return math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** sigma)
 
-    def scale_noise(self, sample: torch.Tensor, timestep, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The forward process σ·noise + (1 − σ)·sample at the given timestep(s), in sample's dtype."""
-        if noise is None or not isinstance(noise, torch.Tensor) or noise.shape != sample.shape:
-            raise ValueError(f"noise must be a tensor of sample's shape {tuple(sample.shape)}")
-        sigmas = self.sigmas.to(device=sample.device, dtype=sample.dtype)
-        schedule = self.timesteps.to(sample.device)
-        timestep = torch.as_tensor(timestep).to(sample.device).reshape(-1)
-        if self.begin_index is None:
-            idx = [self.index_for_timestep(t, schedule) for t in timestep]
-        elif self.step_index is not None:
-            idx = [self.step_index] * timestep.shape[0]
-        else:
-            idx = [self.begin_index] * timestep.shape[0]
-        sigma = sigmas[idx].flatten()
-        sigma = sigma.view(-1, *([1] * (sample.dim() - 1)))
-        return sigma * noise + (1.0 - sigma) * sample
-
     def set_timesteps(self, num_inference_steps: Optional[int] = None, device=None, sigmas=None,
                       mu: Optional[float] = None):
         """timesteps = σ·N from linspace(σ_first·N, σ_last·N, n) (or the given sigmas), shifted; sigmas get 1.0
