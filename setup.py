@@ -6,6 +6,8 @@ Switches (environment):
   CUDA_HOME / CUDACXX               where nvcc lives (also looked for on PATH and in /usr/local/cuda/bin)
   FLOWKERNELS_CPU_ARCH=x86-64-v2    -march for the CPU marching cubes on x86-64 ("" = compiler default,
                                     "native" = this machine only)
+  FLOWKERNELS_OPENMP=AUTO|ON|OFF    CPU flow kernels on the OpenMP runtime torch uses (AUTO: when the compiler
+                                    has OpenMP); without it they use their own thread pool
   FLOWKERNELS_BUILD_JOBS            parallel compile jobs
 """
 import os
@@ -81,6 +83,10 @@ class CMakeBuild(build_ext):
             f"-DFLOWKERNELS_OUTPUT_DIR={out_dir}",
             "-DCMAKE_BUILD_TYPE=Release",
         ]
+        omp = os.environ.get("FLOWKERNELS_OPENMP", "AUTO").upper()
+        if omp not in ("AUTO", "ON", "OFF"):
+            raise ValueError(f"FLOWKERNELS_OPENMP={omp!r} must be AUTO, ON or OFF")
+        args.append(f"-DFLOWKERNELS_OPENMP={omp}")
         if "FLOWKERNELS_CPU_ARCH" in os.environ:
             args.append(f"-DFLOWKERNELS_CPU_ARCH={os.environ['FLOWKERNELS_CPU_ARCH']}")
         if ninja:

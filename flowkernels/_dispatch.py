@@ -21,11 +21,12 @@ def interpreting() -> bool:
 
 def resolve_backend(backend, device: torch.device) -> str:
     """The implementation for tensors on `device`: `backend` when given (checked), else the device's default."""
-    device = torch.device(device)
-    if backend is None:
-        if device.type == "cuda":
+    if backend is None:  # the per-step call: a torch.device already, no new one built
+        kind = device.type if isinstance(device, torch.device) else torch.device(device).type
+        if kind == "cuda":
             return "triton"
-        return "native" if device.type == "cpu" and _native_cpu_available() else "torch"
+        return "native" if kind == "cpu" and (_native_cpu or _native_cpu_available()) else "torch"
+    device = torch.device(device)
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {list(BACKENDS)} (or None for automatic)")
     if backend == "native" and device.type != "cpu":

@@ -56,4 +56,7 @@ void guided_step_cpu(const FlowLayout& lay, const GuidedStepArgs& args);
 // Per-sample float64 sums [B, 4] of x0 from c alone and from the guided v, and of their squares (rescale).
 void rescale_stats_cpu(const FlowLayout& lay, FlowArr x, FlowArr c, FlowArr u, uintptr_t coef, uintptr_t sums);
 
+// float32 normals of elements [first, first + n) of the seeded stream into out, on up to num_threads threads.
+void draw_normals_cpu(uint64_t seed, int64_t first, int64_t n, float* out, int num_threads);
+
 }  // namespace fk

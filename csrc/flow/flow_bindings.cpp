@@ -9,6 +9,7 @@
 
 #include "flow_api.h"
 #include "flow_noise.h"
+#include "flow_parallel.h"
 
 namespace py = pybind11;
 
@@ -84,12 +85,32 @@ void bind_flow(py::module_& m) {
     rescale_stats_cpu(lay, xa, ca, ua, coef, sums);
   });
   m.def(
-      "philox_normals",
-      [](uint64_t seed, int64_t first, int64_t n, uintptr_t out) {
-        py::gil_scoped_release release;
-        fill_normals(seed, first, n, reinterpret_cast<float*>(out));
+      "flow_threading",
+      [] {
+        py::dict d;
+#if defined(FK_FLOW_OPENMP)
+        d["openmp_built"] = true;
+        d["openmp_runtimes"] = count_openmp_runtimes();
+#else
+        d["openmp_built"] = false;
+        d["openmp_runtimes"] = 0;
+#endif
+        d["uses_openmp"] = uses_openmp();
+        d["elems_per_thread"] = elems_per_thread();
+        return d;
       },
-      "float32 normals of elements [first, first + n) of the seeded stream, into out (tests and tools)");
+      "how the CPU flow kernels run their threads: OpenMP (the runtime torch uses) or their own pool");
+  m.def("set_flow_openmp", &set_uses_openmp, py::arg("on"),
+        "run the CPU flow kernels' threads on OpenMP (when available; the default) or on their own pool (tests, "
+        "measurements); returns whether OpenMP is used");
+  m.def(
+      "philox_normals",
+      [](uint64_t seed, int64_t first, int64_t n, uintptr_t out, int num_threads) {
+        py::gil_scoped_release release;
+        draw_normals_cpu(seed, first, n, reinterpret_cast<float*>(out), num_threads);
+      },
+      py::arg("seed"), py::arg("first"), py::arg("n"), py::arg("out"), py::arg("num_threads") = 1,
+      "float32 normals of elements [first, first + n) of the seeded stream, into out, on up to num_threads threads");
 }
 
 }  // namespace fk

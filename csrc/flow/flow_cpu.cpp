@@ -193,4 +193,14 @@ void scale_rows_cpu(const FlowLayout& lay, FlowArr grad, FlowArr scale, FlowArr 
   });
 }
 
+void draw_normals_cpu(uint64_t seed, int64_t first, int64_t n, float* out, int num_threads) {
+  // pieces of kItemElems elements (a multiple of the 4 normals of one Philox call): the stream depends only on
+  // the element index, so the bits do not depend on how the range is cut or which thread draws a piece
+  const int64_t pieces = (n + kItemElems - 1) / kItemElems;
+  run_items(pieces, n, num_threads, [&](int64_t i) {
+    const int64_t lo = i * kItemElems;
+    fill_normals(seed, first + lo, std::min(kItemElems, n - lo), out + lo);
+  });
+}
+
 }  // namespace fk

@@ -1,7 +1,12 @@
 // Work splitting of the CPU flow kernels: each sample is cut into items of at most kItemElems elements, and the
-// items are handed out to threads dynamically (ragged samples differ widely in size). Calls under 2 x kElemsPerThread
-// elements stay on the calling thread: below that, a second thread did not pay for waking it (it must also be
-// free: on a busy machine the caller then finishes alone, having paid the wake-up).
+// items are handed out to threads dynamically (ragged samples differ widely in size). A call under
+// 2 x elems_per_thread() elements stays on the calling thread: below that, a second thread did not pay for waking it.
+//
+// Threads: when the extension is built with OpenMP and the process has exactly one OpenMP runtime loaded (torch's
+// CPU wheels link libgomp.so.1, and so does this extension, so after `import torch` both resolve to the same
+// library), the items run in an OpenMP parallel region: the same worker threads torch's own parallel ops use,
+// still spinning from torch's last op, instead of a second set of threads that would compete with them for the
+// cores. Otherwise (no OpenMP, e.g. Apple clang; or two runtimes, e.g. a torch built with Intel's) our own FlowPool.
 #pragma once
 #include <unistd.h>
 
@@ -18,10 +23,18 @@
 
 #include "flow_api.h"
 
+#if defined(FK_FLOW_OPENMP)
+#include <link.h>
+#include <omp.h>
+
+#include <cstring>
+#endif
+
 namespace fk {
 
 constexpr int64_t kItemElems = 1 << 15;        // elements per work item
-constexpr int64_t kElemsPerThread = 1 << 19;   // fewer elements than this per thread: use fewer threads
+constexpr int64_t kPoolElemsPerThread = 1 << 19;    // FlowPool: fewer elements than this per thread: fewer threads
+constexpr int64_t kOpenMPElemsPerThread = 1 << 17;  // OpenMP (torch's hot threads): the same, from a lower size
 
 // Sample b of a layout: its first element in a contiguous buffer and its element count. Ragged offsets are
 // clamped into [0, n_rows] and made non-decreasing, so bad offsets give wrong sums, never out-of-bounds accesses.
@@ -136,12 +149,64 @@ class FlowPool {
   bool busy_ = false;
 };
 
-// fn(item index) for every item, on up to num_threads threads (0: all cores): the caller and pool workers.
+#if defined(FK_FLOW_OPENMP)
+// Names of the loaded OpenMP runtimes (GNU, LLVM, Intel) seen by dl_iterate_phdr.
+inline int count_openmp_runtimes() {
+  int count = 0;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        const char* name = info->dlpi_name ? std::strrchr(info->dlpi_name, '/') : nullptr;
+        name = name ? name + 1 : (info->dlpi_name ? info->dlpi_name : "");
+        for (const char* lib : {"libgomp", "libomp.", "libiomp5"})
+          if (std::strncmp(name, lib, std::strlen(lib)) == 0) ++*static_cast<int*>(data);
+        return 0;
+      },
+      &count);
+  return count;
+}
+#endif
+
+// Whether OpenMP can be used: built with it, and one OpenMP runtime in the process (decided at the first call;
+// the extension is loaded after torch, so torch's runtime is already there).
+inline bool openmp_available() {
+#if defined(FK_FLOW_OPENMP)
+  static const bool one_runtime = count_openmp_runtimes() == 1;
+  return one_runtime;
+#else
+  return false;
+#endif
+}
+
+inline std::atomic<int>& openmp_mode() {  // -1: not decided yet, 0: FlowPool, 1: OpenMP
+  static std::atomic<int> mode{-1};
+  return mode;
+}
+
+// Whether run_items uses OpenMP (the default when available) or FlowPool.
+inline bool uses_openmp() {
+  int mode = openmp_mode().load(std::memory_order_relaxed);
+  if (mode < 0) {
+    mode = openmp_available() ? 1 : 0;
+    openmp_mode().store(mode);
+  }
+  return mode == 1;
+}
+
+// Tests and measurements: OpenMP (when available) or FlowPool from the next call on; returns what is used.
+inline bool set_uses_openmp(bool on) {
+  openmp_mode().store(on && openmp_available() ? 1 : 0);
+  return uses_openmp();
+}
+
+inline int64_t elems_per_thread() { return uses_openmp() ? kOpenMPElemsPerThread : kPoolElemsPerThread; }
+
+// fn(item index) for every item, on up to num_threads threads (0: all cores). Items are taken from a shared
+// counter, so which thread runs an item depends on timing; callers combine per-item results in item order.
 template <typename Fn>
 void run_items(int64_t n_items, int64_t total_elems, int num_threads, Fn&& fn) {
   if (n_items <= 0) return;
   const int64_t cores = num_threads > 0 ? num_threads : int64_t(std::max(1u, std::thread::hardware_concurrency()));
-  const int64_t threads = std::max<int64_t>(1, std::min({cores, n_items, total_elems / kElemsPerThread}));
+  const int64_t threads = std::max<int64_t>(1, std::min({cores, n_items, total_elems / elems_per_thread()}));
   std::atomic<int64_t> next{0};
   std::exception_ptr error;
   std::mutex error_mutex;
@@ -154,7 +219,17 @@ void run_items(int64_t n_items, int64_t total_elems, int num_threads, Fn&& fn) {
       if (!error) error = std::current_exception();
     }
   };
-  if (threads <= 1 || !FlowPool::instance().run(int(threads - 1), std::function<void()>(work))) work();
+  if (threads <= 1) {
+    work();
+  } else if (uses_openmp()) {
+#if defined(FK_FLOW_OPENMP)
+    // inside another parallel region (a caller's own OpenMP code) libgomp runs a nested region on one thread
+#pragma omp parallel num_threads(int(threads))
+    work();
+#endif
+  } else if (!FlowPool::instance().run(int(threads - 1), std::function<void()>(work))) {
+    work();
+  }
   if (error) std::rethrow_exception(error);
 }
 

@@ -272,7 +272,8 @@ def _guided_step_impl(x, c, u, coef, out, h, model_in, x0, v_out, offsets, resca
     rows = x.shape[0]
     if rows == 0 or x.numel() == 0 or _samples(x, offsets) == 0:
         return
-    fp64 = _has_float64(x, c, u, out)
+    f64 = torch.float64
+    fp64 = x.dtype is f64 or c.dtype is f64 or out.dtype is f64 or (u is not None and u.dtype is f64)
     if backend != "triton" or fp64:  # CPU paths (and fp64 anywhere): k per sample first, then one per row of x
         backend = "torch" if fp64 else backend  # the native step reads fp32 coefficients: fp64 stays in torch
         k = rescale_factor(x, c, u, coef, rescale, offsets, backend) if rescale > 0 else None
