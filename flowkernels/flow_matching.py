@@ -25,6 +25,9 @@ def _seed_value(seed) -> int:
     """The checked seed as a Python int (the native CPU path takes it directly)."""
     if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63:
         return seed
+    if (type(seed) is torch.Tensor and seed.device.type == "cpu" and seed.numel() == 1
+            and seed.dtype in (torch.int64, torch.int32)):  # the usual drawn seed: read it without a copy
+        return int(seed.item())
     return int(_seed_tensor(seed).item())
 
 

@@ -101,3 +101,19 @@ def test_implementations_are_timed_in_alternation_and_a_failing_one_is_dropped()
     first_b, last_a = timed.index("b"), len(timed) - 1 - timed[::-1].index("a")
     assert first_b < last_a and timed[:4] == ["a"] * 4  # rounds of 4 calls each, a and b alternating
     assert log.count("c") == 6  # dropped at its first failure
+
+
+def test_min_reps_alternates_call_by_call():
+    """A case with min_reps gets at least that many calls per implementation, one per round (the e2e cases, whose
+    difference is small against a shared machine's drift); min_time=0 (test runs) keeps the calls few."""
+    from flowkernels.bench.runner import time_interleaved
+
+    log = []
+    fns = {name: (lambda name=name: log.append(name)) for name in ("a", "b")}
+    times, errors = time_interleaved(fns, "cpu", min_time=1e-9, max_reps=3, rounds=10, min_reps=12)
+    assert not errors and len(times["a"]) == len(times["b"]) == 12
+    assert log[4:] == ["a", "b"] * 12  # after 2 x 2 warm-up calls
+    assert {c.size: c.min_reps for c in registry.cases("cpu", ["e2e"])}["train"] >= 40
+    log.clear()
+    times, _ = time_interleaved(fns, "cpu", min_time=0.0, max_reps=3, min_reps=12)
+    assert len(times["a"]) == 5  # the floor of 5 calls of a fast function, min_reps left out

@@ -97,10 +97,18 @@ void bind_flow(py::module_& m) {
 #endif
         d["uses_openmp"] = uses_openmp();
         d["elems_per_thread"] = elems_per_thread();
+        d["solo_calls_left"] = thread_backoff().solo_left.load();
         return d;
       },
       "how the CPU flow kernels run their threads: OpenMP (the runtime torch uses) or their own pool");
-  m.def("set_flow_openmp", &set_uses_openmp, py::arg("on"),
+  m.def(
+      "set_flow_openmp",
+      [](bool on) {
+        thread_backoff().solo_left.store(0);  // a fresh start for the measurement or test that switches
+        thread_backoff().next_solo.store(kSoloCalls);
+        return set_uses_openmp(on);
+      },
+      py::arg("on"),
         "run the CPU flow kernels' threads on OpenMP (when available; the default) or on their own pool (tests, "
         "measurements); returns whether OpenMP is used");
   m.def(

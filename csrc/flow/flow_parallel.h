@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -200,16 +201,58 @@ inline bool set_uses_openmp(bool on) {
 
 inline int64_t elems_per_thread() { return uses_openmp() ? kOpenMPElemsPerThread : kPoolElemsPerThread; }
 
+// Back-off on an oversubscribed machine: a fork-join call ends only when every thread that joined it is done, and
+// when other processes keep the cores busy, a helper thread waits for a time slice (milliseconds) before it runs or
+// finishes its item. A call whose caller waited longer than kStallNs for its helpers after running out of items
+// sends the next calls to one thread: kSoloCalls of them, doubling on each further stall up to kMaxSoloCalls, back
+// to kSoloCalls after a call without one. Results do not depend on the thread count, only the time does.
+constexpr int64_t kStallNs = 250000;
+constexpr int kSoloCalls = 64, kMaxSoloCalls = 1 << 14;
+
+struct ThreadBackoff {
+  std::atomic<int> solo_left{0};        // calls still to run on one thread
+  std::atomic<int> next_solo{kSoloCalls};
+
+  bool take_solo() {
+    int left = solo_left.load(std::memory_order_relaxed);
+    while (left > 0 && !solo_left.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+    }
+    return left > 0;
+  }
+  void record(bool stalled) {
+    if (!stalled) {
+      next_solo.store(kSoloCalls, std::memory_order_relaxed);
+      return;
+    }
+    const int n = next_solo.load(std::memory_order_relaxed);
+    solo_left.store(n, std::memory_order_relaxed);
+    next_solo.store(std::min(2 * n, kMaxSoloCalls), std::memory_order_relaxed);
+  }
+};
+
+inline ThreadBackoff& thread_backoff() {
+  static ThreadBackoff backoff;
+  return backoff;
+}
+
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // fn(item index) for every item, on up to num_threads threads (0: all cores). Items are taken from a shared
 // counter, so which thread runs an item depends on timing; callers combine per-item results in item order.
 template <typename Fn>
 void run_items(int64_t n_items, int64_t total_elems, int num_threads, Fn&& fn) {
   if (n_items <= 0) return;
   const int64_t cores = num_threads > 0 ? num_threads : int64_t(std::max(1u, std::thread::hardware_concurrency()));
-  const int64_t threads = std::max<int64_t>(1, std::min({cores, n_items, total_elems / elems_per_thread()}));
+  int64_t threads = std::max<int64_t>(1, std::min({cores, n_items, total_elems / elems_per_thread()}));
+  if (threads > 1 && thread_backoff().take_solo()) threads = 1;
   std::atomic<int64_t> next{0};
   std::exception_ptr error;
   std::mutex error_mutex;
+  const std::thread::id caller = std::this_thread::get_id();
+  int64_t caller_done = 0;  // when the caller found no item left
   auto work = [&]() noexcept {
     try {
       for (int64_t i; (i = next.fetch_add(1)) < n_items;) fn(i);
@@ -218,17 +261,21 @@ void run_items(int64_t n_items, int64_t total_elems, int num_threads, Fn&& fn) {
       std::lock_guard<std::mutex> lock(error_mutex);
       if (!error) error = std::current_exception();
     }
+    if (std::this_thread::get_id() == caller) caller_done = now_ns();
   };
   if (threads <= 1) {
     work();
-  } else if (uses_openmp()) {
+  } else {
+    if (uses_openmp()) {
 #if defined(FK_FLOW_OPENMP)
-    // inside another parallel region (a caller's own OpenMP code) libgomp runs a nested region on one thread
+      // inside another parallel region (a caller's own OpenMP code) libgomp runs a nested region on one thread
 #pragma omp parallel num_threads(int(threads))
-    work();
+      work();
 #endif
-  } else if (!FlowPool::instance().run(int(threads - 1), std::function<void()>(work))) {
-    work();
+    } else if (!FlowPool::instance().run(int(threads - 1), std::function<void()>(work))) {
+      work();
+    }
+    thread_backoff().record(now_ns() - caller_done > kStallNs);
   }
   if (error) std::rethrow_exception(error);
 }

@@ -55,15 +55,19 @@ def time_fn(fn, device: str, min_time: float = 0.2, max_reps: int = 200) -> list
     return [_time_call(fn, device) for _ in range(reps)]
 
 
-def time_interleaved(fns: dict, device: str, min_time: float = 0.2, max_reps: int = 200, rounds: int = 10):
+def time_interleaved(fns: dict, device: str, min_time: float = 0.2, max_reps: int = 200, rounds: int = 10,
+                     min_reps: int = 0):
     """Per-call times in ms of several implementations of one case, measured in alternation: each round calls every
     implementation a few times, until each has its calls. A machine whose speed drifts during a case (other
-    tenants, clocks) then slows every implementation alike, so the ratios stay fair. Returns (times by name,
-    errors by name): an implementation that raises is dropped from the rounds, the others go on."""
+    tenants, clocks) then slows every implementation alike, so the ratios stay fair. min_reps (when min_time > 0):
+    at least that many calls each, in at least that many rounds. Returns (times by name, errors by name): an
+    implementation that raises is dropped from the rounds, the others go on."""
     times, errors, reps = {}, {}, {}
+    min_reps = min_reps if min_time > 0 else 0
+    rounds = max(rounds, min_reps)
     for name, fn in fns.items():
         try:
-            reps[name] = _reps(_warm(fn, device), min_time, max_reps)
+            reps[name] = max(min_reps, _reps(_warm(fn, device), min_time, max_reps))
             times[name] = []
         except Exception as exc:  # reported by the caller, never hidden
             errors[name] = exc
@@ -185,7 +189,8 @@ def run_cases(cases: list[Case], device: str, progress: bool = True, min_time: f
         for peer, why in built.skipped.items():
             notes.append(f"{case.op}/{case.size}: {peer} skipped ({why})")
         rows = []
-        timed, failed = ({}, {}) if built.single_call else time_interleaved(built.impls, device, min_time=min_time)
+        timed, failed = ({}, {}) if built.single_call else time_interleaved(
+            built.impls, device, min_time=min_time, min_reps=case.min_reps)
         for impl, fn in built.impls.items():
             try:
                 if impl in failed:

@@ -43,9 +43,11 @@ def grid_for(B: int, M: int, device: torch.device) -> tuple[int, int, int]:
 
 def layout(x: torch.Tensor, offsets) -> tuple[int, int, bool]:
     """(samples, elements per sample (dense) or per row (ragged), ragged?) of a per-sample tensor."""
+    # numel // rows rather than x[0].numel(): no view built on the per-step path
+    per = x.numel() // x.shape[0] if x.shape[0] else 0
     if offsets is None:
-        return x.shape[0], (x[0].numel() if x.shape[0] else 0), False
-    return offsets.shape[0] - 1, (x[0].numel() if x.shape[0] else 0), True
+        return x.shape[0], per, False
+    return offsets.shape[0] - 1, per, True
 
 
 def mean_sample_size(x: torch.Tensor, B: int, M: int, ragged: bool) -> int:

@@ -253,6 +253,9 @@ class _LossInputs(NamedTuple):
     backend: Any
 
 
+_COMPUTE_GRAD = _LossInputs._fields.index("compute_grad")
+
+
 def _setup_context(ctx, inputs, output):
     args = _LossInputs(*inputs)
     _loss, grad = output
@@ -283,9 +286,11 @@ class _EagerLoss(torch.autograd.Function):
     call and per backward: as much as the whole CPU kernel on a small batch). Same setup and backward."""
 
     # forward(ctx, ...) rather than a separate setup_context: with the latter, every apply binds default
-    # arguments through inspect.signature (~0.1 ms)
+    # arguments through inspect.signature (~0.1 ms); everything but pred in one tuple, as apply() inspects each
+    # argument
     @staticmethod
-    def forward(ctx, *inputs):
+    def forward(ctx, pred, rest):
+        inputs = (pred,) + rest
         output = _loss_impl(*inputs)
         _setup_context(ctx, inputs, output)
         return output
@@ -302,7 +307,7 @@ class _EagerLoss(torch.autograd.Function):
             out = None if _graph_kept() or grad.dtype != ctx.pred_dtype else grad
             grad_pred = _scale_rows_impl(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend, ctx.pred_dtype,
                                          out=out)
-        return (grad_pred,) + (None,) * (len(_LossInputs._fields) - 1)
+        return grad_pred, None
 
 
 def _graph_kept() -> bool:
@@ -396,6 +401,6 @@ def flow_loss_call(*args):
     or the bare implementation when no gradient is wanted."""
     if torch.compiler.is_compiling():
         return flow_loss_op(*args)
-    if _LossInputs(*args).compute_grad:
-        return _EagerLoss.apply(*args)
+    if args[_COMPUTE_GRAD]:
+        return _EagerLoss.apply(args[0], args[1:])
     return _loss_impl(*args)
