@@ -78,6 +78,55 @@ def test_guided_step_in_place_and_rescale(backend):
     assert_close("x_next", x, ref_out, 1e-6)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("x0_a", [1.0, 1 - 1e-5, -0.8])
+def test_guided_step_rescale_at_the_data_end(backend, x0_a):
+    """Where the data prediction no longer depends on v (Bq = 0: the data end, where Heun's corrector evaluates),
+    rescale takes its limit v + φ·cov(A·x, c − v)/var(A·x)·A·x instead of 0/0, and stays continuous in Bq."""
+    B, M = 3, 997
+    x = torch.randn(B, M, device=DEVICE) * torch.tensor([[1.0], [0.2], [3.0]], device=DEVICE)
+    c = torch.randn(B, M, device=DEVICE) + 0.5 * x
+    u = torch.randn(B, M, device=DEVICE) - 0.3 * x
+    phi, a_c, a_u = 0.7, 3.0, -2.0
+    row = step_coefficients(dt=0.25, a_c=a_c, a_u=a_u, x0_a=x0_a, x0_b=0.0)
+    out = torch.full_like(x, float("nan"))
+    guided_step(x, c, u, torch.tensor(row, device=DEVICE), out=out, rescale=phi, backend=backend)
+    xd, cd, ud = x.double(), c.double(), u.double()
+    v = a_c * cd + a_u * ud
+    y = x0_a * xd
+    cov = ((y - y.mean(1, keepdim=True)) * ((cd - v) - (cd - v).mean(1, keepdim=True))).mean(1, keepdim=True)
+    limit = v + phi * cov / y.var(1, unbiased=False, keepdim=True) * y
+    assert_close("x_next at Bq = 0", out, xd + 0.25 * limit, 1e-6)
+    for bq in (1e-7, -1e-7):  # the original formula, just off the data end, in float64
+        row_near = step_coefficients(dt=0.25, a_c=a_c, a_u=a_u, x0_a=x0_a, x0_b=bq)
+        x0c, x0g = y + bq * cd, y + bq * v
+        k = phi * x0c.std(1) / x0g.std(1) + 1 - phi
+        ref, _ = step_reference(x, c, u, row_near, k=k)
+        assert_close(f"continuity at Bq = {bq}", out, ref, 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("convention", ["sit", "trellis"])
+def test_heun_with_rescale_reaches_the_data_end(backend, convention):
+    """Heun's last corrector evaluates the model at the data end; with guidance rescale the step used to divide
+    0 by 0 there. The sample is finite and equals, in float64, a grid stopping 1e-9 short of the end."""
+    noise = torch.randn(2, 3, 41, device=DEVICE, dtype=torch.float64)
+    W = torch.randn(41, 41, device=DEVICE, dtype=torch.float64) / 41**0.5
+    cond = lambda x, t, *a, **k: torch.tanh(x @ W.to(x.dtype)) + 0.1 * t.view(-1, 1, 1)
+    uncond = lambda x, t, *a, **k: -0.5 * x
+    grid = [0.0, 0.4, 1.0] if convention == "sit" else [1.0, 0.6, 0.0]
+    near = [g if g not in (0.0, 1.0) or i == 0 else (1 - 1e-9 if g == 1.0 else 1e-9) for i, g in enumerate(grid)]
+    run = lambda ts, n: fk.sample_euler(cond, n, ts, method="heun", convention=convention, backend=backend,
+                                        guidance=fk.Guidance(scale=3.0, formula="trellis2", rescale=0.7,
+                                                             uncond_fn=uncond))
+    out = run(grid, noise.clone())
+    assert torch.isfinite(out).all()
+    assert_close("heun + rescale", out, run(near, noise.clone()), 1e-6)
+    out32 = run(grid, noise.float())  # the fp32 kernels (the backend's own path) agree with float64
+    assert torch.isfinite(out32).all()
+    assert_close("fp32 heun + rescale", out32, out, 1e-5)
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_guided_step_opcheck(backend):
     B, M = 3, 37

@@ -45,15 +45,16 @@ void flow_loss_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr pred, F
 void scale_rows_cpu(const FlowLayout& lay, FlowArr grad, FlowArr scale, FlowArr out);
 
 // The guided Euler / Heun step of flowkernels/ops/guided_step.py; coef is the float32 row of per-step scalars,
-// k the per-sample rescale factor (float32) or not given; model_in receives n_model_in copies of the new state.
+// rescale_slope the per-sample rescale slope m = (k - 1) / x0_b (float32) or not given; model_in receives
+// n_model_in copies of the new state.
 struct GuidedStepArgs {
-  FlowArr x, c, u, h, k, out, model_in, x0, v_out;
+  FlowArr x, c, u, h, rescale_slope, out, model_in, x0, v_out;
   uintptr_t coef = 0;
   int n_model_in = 0;
 };
 void guided_step_cpu(const FlowLayout& lay, const GuidedStepArgs& args);
 
-// Per-sample float64 sums [B, 4] of x0 from c alone and from the guided v, and of their squares (rescale).
+// Per-sample float64 sums [B, 5] for the rescale slope: of x0 from the guided v (g), g^2, d = c - v, d^2 and g d.
 void rescale_stats_cpu(const FlowLayout& lay, FlowArr x, FlowArr c, FlowArr u, uintptr_t coef, uintptr_t sums);
 
 // float32 normals of elements [first, first + n) of the seeded stream into out, on up to num_threads threads.

@@ -68,11 +68,11 @@ void bind_flow(py::module_& m) {
   });
   m.def(
       "guided_step_cpu",
-      [](LayoutTuple l, ArrTuple x, ArrTuple c, ArrTuple u, ArrTuple h, uintptr_t coef, ArrTuple k, ArrTuple out,
+      [](LayoutTuple l, ArrTuple x, ArrTuple c, ArrTuple u, ArrTuple h, uintptr_t coef, ArrTuple slope, ArrTuple out,
          ArrTuple model_in, int n_model_in, ArrTuple x0, ArrTuple v_out) {
         const FlowLayout lay = layout(l);
         GuidedStepArgs g;
-        g.x = arr(x, "x"), g.c = arr(c, "c"), g.u = arr(u, "u"), g.h = arr(h, "h"), g.k = arr(k, "k");
+        g.x = arr(x, "x"), g.c = arr(c, "c"), g.u = arr(u, "u"), g.h = arr(h, "h"), g.rescale_slope = arr(slope, "rescale_slope");
         g.out = arr(out, "out"), g.model_in = arr(model_in, "model_in"), g.x0 = arr(x0, "x0");
         g.v_out = arr(v_out, "v_out"), g.coef = coef, g.n_model_in = n_model_in;
         py::gil_scoped_release release;

@@ -1,5 +1,5 @@
 // Native CPU guided Euler / Heun step (flowkernels/ops/guided_step.py has the formulas and the coefficient row):
-//   v = a_c c + a_u u  (rescaled: v <- k v + (k - 1) (x0_a / x0_b) x),  out = x + dt v (+ dt_h h),
+//   v = a_c c + a_u u  (rescaled: v <- k v + m x0_a x, k = 1 + x0_b m),  out = x + dt v (+ dt_h h),
 // with the next model input (one or two copies), the data prediction x0 and v itself written in the same pass.
 // c and u are read through their batch strides, so the two halves of one [cond; uncond] output are used in place.
 #include <vector>
@@ -24,9 +24,9 @@ FK_FLOW_CLONES void step_item(const FlowLayout& lay, const GuidedStepArgs& a, co
   const int64_t base = ext.base, model_in_copy = lay.n_rows * lay.M;
   const int64_t x_start = sample_start(lay, a.x, b, ext), c_start = sample_start(lay, a.c, b, ext),
                 u_start = sample_start(lay, a.u, b, ext);
-  const bool rescale = a.k.given();
-  const R k = rescale ? R(float(load_scalar(a.k, b))) : R(1);
-  const R k_x = (k - R(1)) * (x0_a / x0_b);
+  const bool rescale = a.rescale_slope.given();
+  const R slope = rescale ? R(float(load_scalar(a.rescale_slope, b))) : R(0);
+  const R k = R(1) + x0_b * slope, k_x = slope * x0_a;
   R x_buf[kTile], c_buf[kTile], u_buf[kTile], h_buf[kTile], v[kTile], w[kTile];
   for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
     const int64_t n = std::min(kTile, it.hi - lo);
@@ -57,7 +57,8 @@ FK_FLOW_CLONES void step_item(const FlowLayout& lay, const GuidedStepArgs& a, co
   }
 }
 
-// Sums of x0c, x0c^2, x0g, x0g^2 over the item, in double as the torch path.
+// The five rescale sums over the item (flow_api.h), in double as the torch path.
+constexpr int kStats = 5;
 void stats_item(const FlowLayout& lay, const FlowArr& x, const FlowArr& c, const FlowArr& u, const float* coef,
                 const WorkItem& it, double* out) {
   const double a_c = coef[kAc], a_u = coef[kAu], x0_a = coef[kX0a], x0_b = coef[kX0b];
@@ -66,19 +67,19 @@ void stats_item(const FlowLayout& lay, const FlowArr& x, const FlowArr& c, const
   const int64_t x_start = sample_start(lay, x, b, ext), c_start = sample_start(lay, c, b, ext),
                 u_start = sample_start(lay, u, b, ext);
   double xs[kTile], cs[kTile], us[kTile];
-  double s1c = 0, s2c = 0, s1g = 0, s2g = 0;
+  double s_g = 0, s_gg = 0, s_d = 0, s_dd = 0, s_gd = 0;
   for (int64_t lo = it.lo; lo < it.hi; lo += kTile) {
     const int64_t n = std::min(kTile, it.hi - lo);
     load_tile(x, x_start + lo, n, xs);
     load_tile(c, c_start + lo, n, cs);
     load_tile(u, u_start + lo, n, us);
     for (int64_t i = 0; i < n; ++i) {
-      const double x0c = x0_a * xs[i] + x0_b * cs[i];
-      const double x0g = x0_a * xs[i] + x0_b * (a_c * cs[i] + a_u * us[i]);
-      s1c += x0c, s2c += x0c * x0c, s1g += x0g, s2g += x0g * x0g;
+      const double v = a_c * cs[i] + a_u * us[i];
+      const double g = x0_a * xs[i] + x0_b * v, d = cs[i] - v;
+      s_g += g, s_gg += g * g, s_d += d, s_dd += d * d, s_gd += g * d;
     }
   }
-  out[0] = s1c, out[1] = s2c, out[2] = s1g, out[3] = s2g;
+  out[0] = s_g, out[1] = s_gg, out[2] = s_d, out[3] = s_dd, out[4] = s_gd;
 }
 
 }  // namespace
@@ -97,14 +98,14 @@ void guided_step_cpu(const FlowLayout& lay, const GuidedStepArgs& args) {
 void rescale_stats_cpu(const FlowLayout& lay, FlowArr x, FlowArr c, FlowArr u, uintptr_t coef, uintptr_t sums_ptr) {
   int64_t total = 0;
   const std::vector<WorkItem> items = work_items(lay, &total);
-  std::vector<double> partial(4 * items.size());
+  std::vector<double> partial(kStats * items.size());
   const float* coef_row = reinterpret_cast<const float*>(coef);
   run_items(int64_t(items.size()), total, lay.num_threads,
-            [&](int64_t i) { stats_item(lay, x, c, u, coef_row, items[i], &partial[4 * i]); });
+            [&](int64_t i) { stats_item(lay, x, c, u, coef_row, items[i], &partial[kStats * i]); });
   double* sums = reinterpret_cast<double*>(sums_ptr);
-  std::fill(sums, sums + 4 * lay.batch, 0.0);
+  std::fill(sums, sums + kStats * lay.batch, 0.0);
   for (size_t i = 0; i < items.size(); ++i)
-    for (int s = 0; s < 4; ++s) sums[4 * items[i].sample + s] += partial[4 * i + s];
+    for (int s = 0; s < kStats; ++s) sums[kStats * items[i].sample + s] += partial[kStats * i + s];
 }
 
 }  // namespace fk

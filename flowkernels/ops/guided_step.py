@@ -2,10 +2,18 @@
 
 Every guidance formula (flowkernels.flow_algebra.guidance_weights) is the same linear combination v = a_c·c + a_u·u
 of the conditional output c and the unconditional output u (Hunyuan/diffusers u + w(c−u): a_c = w, a_u = 1−w;
-TRELLIS (1+w)c − w·u; TRELLIS.2 g·c + (1−g)·u). A data prediction is also linear: x0 = A·x + Bq·v, so TRELLIS.2's guidance rescale, which scales the
-guided x0 by k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, becomes v ← k·v + (k−1)(A/Bq)·x. The per-sample k needs
-the standard deviations first: `_rescale_stats_kernel` writes per-(sample, chunk) sums, and each program of the step
-kernel sums its sample's partials and forms k itself, so a rescaled step is two launches and never syncs.
+TRELLIS (1+w)c − w·u; TRELLIS.2 g·c + (1−g)·u). A data prediction is also linear: x0 = A·x + Bq·v, so TRELLIS.2's
+guidance rescale, which scales the guided x0 by k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, is a new velocity
+v' = (k·x0_cfg − A·x)/Bq = k·v + m·A·x with the slope m = (k − 1)/Bq. Written that way it has no 0/0 where Bq = 0 (the
+data end of the path, where Heun's corrector evaluates the model): with d = c − v, x0_c = x0_cfg + Bq·d, so
+std(x0_c)² − std(x0_cfg)² = Bq·(2·cov(x0_cfg, d) + Bq·var(d)) and
+
+    m = φ·(2·cov(x0_cfg, d) + Bq·var(d)) / (std(x0_cfg)·(std(x0_c) + std(x0_cfg))),   k = 1 + Bq·m,
+
+the same k as the original wherever Bq ≠ 0 and its limit where Bq = 0 (x0_c = x0_cfg = A·x there, yet the
+velocity still moves: v' = v + φ·cov(A·x, c − v)/var(A·x)·A·x). The per-sample m needs five sums first
+(`_rescale_stats_kernel` writes them per (sample, chunk)); each program of the step kernel sums its sample's partials
+and forms m itself, so a rescaled step is two launches and never syncs.
 
 Samples are dense rows ([B, ...], any batch stride) or ragged (TRELLIS sparse latents: rows offsets[b]:offsets[b+1]
 of a contiguous [N, C] feature matrix); for ragged samples std is over each sample's rows, as TRELLIS.2 defines it
@@ -36,30 +44,38 @@ N_COEF = 8  # padded
 # the same slots as compile-time constants for the kernels
 SLOT_DT, SLOT_A_C, SLOT_A_U, SLOT_X0_A, SLOT_X0_B, SLOT_DT_H = (tl.constexpr(i) for i in (DT, A_C, A_U, X0_A, X0_B, DT_H))
 STAT_BLOCK = 256  # partial sums a program of the step kernel reads per vector load
+# The rescale sums per sample: of x0_cfg, its square, d = c − v, its square, and x0_cfg·d.
+S_G, S_GG, S_D, S_DD, S_GD = range(5)
+N_STATS = 5
 
 
 @triton.jit
-def _rescale_k(stats_ptr, row, n_stat_chunks, n_el, phi, STAT_BLOCK: tl.constexpr):
-    """k = φ·std(x0_c)/std(x0_cfg) + 1 − φ for sample `row` from its [n_stat_chunks, 4] fp64 partial sums."""
-    s1c = tl.zeros([STAT_BLOCK], dtype=tl.float64)
-    s2c = tl.zeros([STAT_BLOCK], dtype=tl.float64)
-    s1g = tl.zeros([STAT_BLOCK], dtype=tl.float64)
-    s2g = tl.zeros([STAT_BLOCK], dtype=tl.float64)
+def _rescale_slope(stats_ptr, row, n_stat_chunks, n_el, x0_b, phi, STAT_BLOCK: tl.constexpr):
+    """The rescale slope m = (k − 1)/Bq of sample `row` from its [n_stat_chunks, 5] fp64 partial sums."""
+    s_g = tl.zeros([STAT_BLOCK], dtype=tl.float64)
+    s_gg = tl.zeros([STAT_BLOCK], dtype=tl.float64)
+    s_d = tl.zeros([STAT_BLOCK], dtype=tl.float64)
+    s_dd = tl.zeros([STAT_BLOCK], dtype=tl.float64)
+    s_gd = tl.zeros([STAT_BLOCK], dtype=tl.float64)
     for c0 in range(0, n_stat_chunks, STAT_BLOCK):
         idx = c0 + tl.arange(0, STAT_BLOCK)
         m = idx < n_stat_chunks
-        p = stats_ptr + (row * n_stat_chunks + idx) * 4
-        s1c += tl.load(p + 0, mask=m, other=0.0)
-        s2c += tl.load(p + 1, mask=m, other=0.0)
-        s1g += tl.load(p + 2, mask=m, other=0.0)
-        s2g += tl.load(p + 3, mask=m, other=0.0)
-    S1c = tl.sum(s1c, axis=0)
-    S1g = tl.sum(s1g, axis=0)
+        p = stats_ptr + (row * n_stat_chunks + idx) * 5
+        s_g += tl.load(p + 0, mask=m, other=0.0)
+        s_gg += tl.load(p + 1, mask=m, other=0.0)
+        s_d += tl.load(p + 2, mask=m, other=0.0)
+        s_dd += tl.load(p + 3, mask=m, other=0.0)
+        s_gd += tl.load(p + 4, mask=m, other=0.0)
+    S_g = tl.sum(s_g, axis=0)
+    S_d = tl.sum(s_d, axis=0)
     n = n_el.to(tl.float64)
-    var_c = tl.maximum(tl.sum(s2c, axis=0) - S1c * S1c / n, 0.0)
-    var_g = tl.maximum(tl.sum(s2g, axis=0) - S1g * S1g / n, 0.0)
-    ratio = tl.sqrt(var_c / var_g)
-    return (phi * ratio + (1.0 - phi)).to(tl.float32)
+    b = x0_b.to(tl.float64)
+    var_g = tl.maximum(tl.sum(s_gg, axis=0) - S_g * S_g / n, 0.0)
+    var_d = tl.maximum(tl.sum(s_dd, axis=0) - S_d * S_d / n, 0.0)
+    cov = tl.sum(s_gd, axis=0) - S_g * S_d / n
+    std_g = tl.sqrt(var_g)
+    std_c = tl.sqrt(tl.maximum(var_g + b * (2.0 * cov + b * var_d), 0.0))
+    return (phi * (2.0 * cov + b * var_d) / (std_g * (std_c + std_g))).to(tl.float32)
 
 
 # B, the row count and the chunk counts vary per call: runtime integers, one compiled variant per configuration
@@ -88,8 +104,9 @@ def _guided_step_kernel(
     x0_b = tl.load(coef_ptr + SLOT_X0_B).to(tl.float32)
     dt_h = tl.load(coef_ptr + SLOT_DT_H).to(tl.float32)
     if RESCALE:
-        k = _rescale_k(stats_ptr, row, n_stat_chunks, n_el, phi, STAT_BLOCK)
-        k_x = (k - 1.0) * x0_a / x0_b
+        slope = _rescale_slope(stats_ptr, row, n_stat_chunks, n_el, x0_b, phi, STAT_BLOCK)
+        k = 1.0 + x0_b * slope
+        k_x = slope * x0_a
     for start in range(0, chunk_len, BLOCK):
         offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
         mask = offs < n_el
@@ -118,8 +135,8 @@ def _rescale_stats_kernel(
     x_ptr, c_ptr, u_ptr, coef_ptr, offsets_ptr, partial_ptr, M, span, n_rows: tl.int64, n_chunks: tl.int32,
     stride_x, stride_c, stride_u, RAGGED: tl.constexpr, ALIGN: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Per (sample, chunk): sums and sums of squares of x0 from c alone and from the guided v (fp64 lanes:
-    the variance is formed as E[x²] − E[x]², which must not cancel in fp32)."""
+    """Per (sample, chunk): the five rescale sums of x0_cfg and d = c − v (fp64 lanes: variances and the covariance
+    are formed as E[ab] − E[a]E[b], which must not cancel in fp32)."""
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     base, n_el, lo, chunk_len = _launch.sample_extent(
@@ -134,27 +151,31 @@ def _rescale_stats_kernel(
     a_u = tl.load(coef_ptr + SLOT_A_U).to(tl.float32)
     x0_a = tl.load(coef_ptr + SLOT_X0_A).to(tl.float32)
     x0_b = tl.load(coef_ptr + SLOT_X0_B).to(tl.float32)
-    s1c = tl.zeros([BLOCK], dtype=tl.float64)
-    s2c = tl.zeros([BLOCK], dtype=tl.float64)
-    s1g = tl.zeros([BLOCK], dtype=tl.float64)
-    s2g = tl.zeros([BLOCK], dtype=tl.float64)
+    s_g = tl.zeros([BLOCK], dtype=tl.float64)
+    s_gg = tl.zeros([BLOCK], dtype=tl.float64)
+    s_d = tl.zeros([BLOCK], dtype=tl.float64)
+    s_dd = tl.zeros([BLOCK], dtype=tl.float64)
+    s_gd = tl.zeros([BLOCK], dtype=tl.float64)
     for start in range(0, chunk_len, BLOCK):
         offs = lo + start + tl.arange(0, BLOCK).to(tl.int64)
         mask = offs < n_el
         x = tl.load(x_ptr + x_base + offs, mask=mask, other=0.0).to(tl.float32)
         c = tl.load(c_ptr + c_base + offs, mask=mask, other=0.0).to(tl.float32)
         u = tl.load(u_ptr + u_base + offs, mask=mask, other=0.0).to(tl.float32)
-        x0c = tl.where(mask, x0_a * x + x0_b * c, 0.0).to(tl.float64)
-        x0g = tl.where(mask, x0_a * x + x0_b * (a_c * c + a_u * u), 0.0).to(tl.float64)
-        s1c += x0c
-        s2c += x0c * x0c
-        s1g += x0g
-        s2g += x0g * x0g
-    out = partial_ptr + (row * n_chunks + chunk) * 4
-    tl.store(out + 0, tl.sum(s1c, axis=0))
-    tl.store(out + 1, tl.sum(s2c, axis=0))
-    tl.store(out + 2, tl.sum(s1g, axis=0))
-    tl.store(out + 3, tl.sum(s2g, axis=0))
+        v = a_c * c + a_u * u
+        g = tl.where(mask, x0_a * x + x0_b * v, 0.0).to(tl.float64)
+        d = tl.where(mask, c - v, 0.0).to(tl.float64)
+        s_g += g
+        s_gg += g * g
+        s_d += d
+        s_dd += d * d
+        s_gd += g * d
+    out = partial_ptr + (row * n_chunks + chunk) * 5
+    tl.store(out + 0, tl.sum(s_g, axis=0))
+    tl.store(out + 1, tl.sum(s_gg, axis=0))
+    tl.store(out + 2, tl.sum(s_d, axis=0))
+    tl.store(out + 3, tl.sum(s_dd, axis=0))
+    tl.store(out + 4, tl.sum(s_gd, axis=0))
 
 
 STEP_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=6)  # Heun's predictor on odd rows: 72 registers
@@ -172,32 +193,44 @@ def _samples(x, offsets) -> int:
     return x.shape[0] if offsets is None else offsets.shape[0] - 1
 
 
-def rescale_factor(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = None,
-                   backend: str = "torch") -> torch.Tensor:
-    """k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, [B] float32 (float64 for fp64 inputs), from float64 sums (the native extension's for
-    dense rows on backend="native", torch ops otherwise): the CPU paths and the tests. The Triton path forms k
-    inside the step kernel."""
+def rescale_slope(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = None,
+                  backend: str = "torch") -> torch.Tensor:
+    """The rescale slope m = (k − 1)/Bq per sample (module docstring), [B] float32 (float64 for fp64 inputs), from
+    float64 sums (the native extension's on backend="native", torch ops otherwise): the CPU paths and the tests.
+    The Triton path forms m inside the step kernel."""
+    c64 = coef.double().tolist() if coef.device.type == "cpu" else coef.double()
+    a_c, a_u, x0_a, b = (c64[i] for i in (A_C, A_U, X0_A, X0_B))
     if backend == "native" and not _has_float64(x, c, u):
         sums = native_cpu.rescale_sums(x, c, u, coef, offsets)
         per_row = x.numel() // x.shape[0] if x.shape[0] else 0
         n = float(per_row) if offsets is None else (offsets[1:] - offsets[:-1]).double() * per_row
     else:
-        c64 = coef.double().tolist() if coef.device.type == "cpu" else coef.double()
-        a_c, a_u, x0_a, x0_b = (c64[i] for i in (A_C, A_U, X0_A, X0_B))
         xf, cf, uf = (z.reshape(x.shape[0], -1).double() for z in (x, c, u))
-        x0c = x0_a * xf + x0_b * cf
-        x0g = x0_a * xf + x0_b * (a_c * cf + a_u * uf)
-        sums = torch.stack([x0c.sum(1), x0c.square().sum(1), x0g.sum(1), x0g.square().sum(1)], dim=1)
+        v = a_c * cf + a_u * uf
+        g, d = x0_a * xf + b * v, cf - v
+        sums = torch.stack([g.sum(1), g.square().sum(1), d.sum(1), d.square().sum(1), (g * d).sum(1)], dim=1)
         n = float(xf.shape[1])
         if offsets is not None:  # ragged: per-sample sums over each sample's rows
             index = _launch.sample_index(offsets, x.shape[0])
-            sums = torch.zeros(_samples(x, offsets), 4, dtype=torch.float64, device=x.device).index_add_(0, index, sums)
+            sums = torch.zeros(_samples(x, offsets), N_STATS, dtype=torch.float64,
+                               device=x.device).index_add_(0, index, sums)
             n = (offsets[1:] - offsets[:-1]).double() * xf.shape[1]
-    # the 1/n or 1/(n - 1) of the two variances cancels in their ratio
-    var_c = (sums[:, 1] - sums[:, 0] * sums[:, 0] / n).clamp_min(0)
-    var_g = (sums[:, 3] - sums[:, 2] * sums[:, 2] / n).clamp_min(0)
-    k = phi * torch.sqrt(var_c / var_g) + (1.0 - phi)
-    return k if _has_float64(x, c, u) else k.float()  # fp64 inputs keep k in fp64
+    # every moment below carries the same 1/n, which cancels in m
+    var_g = (sums[:, S_GG] - sums[:, S_G] * sums[:, S_G] / n).clamp_min(0)
+    var_d = (sums[:, S_DD] - sums[:, S_D] * sums[:, S_D] / n).clamp_min(0)
+    cov = sums[:, S_GD] - sums[:, S_G] * sums[:, S_D] / n
+    std_g = var_g.sqrt()
+    std_c = (var_g + b * (2 * cov + b * var_d)).clamp_min(0).sqrt()
+    m = phi * (2 * cov + b * var_d) / (std_g * (std_c + std_g))
+    return m if _has_float64(x, c, u) else m.float()  # fp64 inputs keep m in fp64
+
+
+def rescale_factor(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = None,
+                   backend: str = "torch") -> torch.Tensor:
+    """k = φ·std(x0_c)/std(x0_cfg) + 1 − φ per sample, as 1 + Bq·m (`rescale_slope`)."""
+    m = rescale_slope(x, c, u, coef, phi, offsets, backend)
+    k = 1.0 + coef[X0_B].double() * m.double()
+    return k.to(m.dtype)
 
 
 def _strided(z, ragged):
@@ -208,13 +241,13 @@ def _strided(z, ragged):
 
 
 def stats_plan(x, c, u, coef, offsets, target=None) -> _plan.LaunchPlan:
-    """The rescale statistics pass; outputs["partial"] is [B, chunks, 4] float64."""
+    """The rescale statistics pass; outputs["partial"] is [B, chunks, N_STATS] float64."""
     target = target or _plan.target_of(x.device)
     ragged = offsets is not None
     B, M = _samples(x, offsets), x[0].numel()
     (x, sx), (c, sc), (u, su) = (_strided(z, ragged) for z in (x, c, u))
     chunks, span, tile = _plan.row_grid(B, _launch.mean_sample_size(x, B, M, ragged), target, STATS_KERNEL)
-    partial = torch.empty((B, chunks, 4), dtype=torch.float64, device=x.device)
+    partial = torch.empty((B, chunks, N_STATS), dtype=torch.float64, device=x.device)
     args = (x, c, u, coef, offsets if ragged else coef, partial, M, span, x.shape[0], chunks, sx, sc, su)
     align = _plan.pow2_alignment(M) if ragged else _plan.pow2_alignment(M, sx, sc, su)
     return _plan.LaunchPlan(_rescale_stats_kernel, (B, chunks), args,
@@ -276,14 +309,14 @@ def _guided_step_impl(x, c, u, coef, out, h, model_in, x0, v_out, offsets, resca
     fp64 = x.dtype is f64 or c.dtype is f64 or out.dtype is f64 or (u is not None and u.dtype is f64)
     if backend != "triton" or fp64:  # CPU paths (and fp64 anywhere): k per sample first, then one per row of x
         backend = "torch" if fp64 else backend  # the native step reads fp32 coefficients: fp64 stays in torch
-        k = rescale_factor(x, c, u, coef, rescale, offsets, backend) if rescale > 0 else None
+        slope = rescale_slope(x, c, u, coef, rescale, offsets, backend) if rescale > 0 else None
         n_model_in = 0 if model_in is None else model_in.shape[0] // rows
-        if backend == "native":  # ragged samples: k per sample, the kernel walks each sample's rows
-            native_cpu.guided_step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out, offsets)
+        if backend == "native":  # ragged samples: m per sample, the kernel walks each sample's rows
+            native_cpu.guided_step(x, c, u, coef, out, slope, h, model_in, n_model_in, x0, v_out, offsets)
             return
-        if k is not None and offsets is not None:
-            k = k[_launch.sample_index(offsets, rows)]
-        _guided_step_torch(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out)
+        if slope is not None and offsets is not None:
+            slope = slope[_launch.sample_index(offsets, rows)]
+        _guided_step_torch(x, c, u, coef, out, slope, h, model_in, n_model_in, x0, v_out)
         return
     stats = None
     if rescale > 0:
@@ -310,7 +343,7 @@ def _has_float64(*tensors) -> bool:
     return any(z is not None and z.dtype == torch.float64 for z in tensors)
 
 
-def _guided_step_torch(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out):
+def _guided_step_torch(x, c, u, coef, out, slope, h, model_in, n_model_in, x0, v_out):
     """The same arithmetic in torch ops, for CPU tensors: fp32, or fp64 when an input or the output is fp64."""
     acc = torch.float64 if _has_float64(x, c, u, out) else torch.float32
     cf = coef.to(acc)
@@ -319,9 +352,9 @@ def _guided_step_torch(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out
     v = cf[A_C] * c.to(acc)
     if u is not None:
         v = v + cf[A_U] * u.to(acc)
-    if k is not None:
-        kk = k.to(acc).view(view)
-        v = kk * v + ((kk - 1.0) * (cf[X0_A] / cf[X0_B])) * xf
+    if slope is not None:
+        m = slope.to(acc).view(view)
+        v = (1.0 + cf[X0_B] * m) * v + (m * cf[X0_A]) * xf
     x_next = xf + cf[DT] * v
     if h is not None:
         x_next = x_next + cf[DT_H] * h

@@ -98,9 +98,9 @@ def scale_rows(grad, row_scale, offsets, out):
     return out
 
 
-def guided_step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out, offsets=None):
-    """The CPU step (see ops/guided_step.py); out, h, model_in, x0 and v_out are contiguous. Ragged (offsets): k is
-    per sample, x, c, u are made contiguous."""
+def guided_step(x, c, u, coef, out, rescale_slope, h, model_in, n_model_in, x0, v_out, offsets=None):
+    """The CPU step (see ops/guided_step.py); out, h, model_in, x0 and v_out are contiguous. rescale_slope (the
+    per-sample m) is None without rescale. Ragged (offsets): x, c, u are made contiguous."""
     lay, ragged = _layout(x, offsets)
     if not (x.is_contiguous() and c.is_contiguous() and (u is None or u.is_contiguous())):
         x, c, u = _sample_rows(x, ragged), _sample_rows(c, ragged), _sample_rows(u, ragged)
@@ -110,18 +110,17 @@ def guided_step(x, c, u, coef, out, k, h, model_in, n_model_in, x0, v_out, offse
     native().guided_step_cpu(
         lay, (x.data_ptr(), DTYPE_CODES[x.dtype], x.stride(0)), (c.data_ptr(), DTYPE_CODES[c.dtype], c.stride(0)),
         ABSENT if u is None else (u.data_ptr(), DTYPE_CODES[u.dtype], u.stride(0)),
-        ABSENT if h is None else arr(h), coef.data_ptr(), ABSENT if k is None else arr(k),
+        ABSENT if h is None else arr(h), coef.data_ptr(), ABSENT if rescale_slope is None else arr(rescale_slope),
         (out.data_ptr(), DTYPE_CODES[out.dtype], out.stride(0)), ABSENT if model_in is None else arr(model_in),
         n_model_in, ABSENT if x0 is None else arr(x0), ABSENT if v_out is None else arr(v_out))
 
 
 def rescale_sums(x, c, u, coef, offsets=None) -> torch.Tensor:
-    """[B, 4] float64 sums of x0 from c, its square, x0 from the guided v, its square (ragged: over each sample's
-    rows)."""
+    """[B, 5] float64 rescale sums (ops/guided_step.py's S_G .. S_GD; ragged: over each sample's rows)."""
     lay, ragged = _layout(x, offsets)
     x, c, u = _sample_rows(x, ragged), _sample_rows(c, ragged), _sample_rows(u, ragged)
     coef = _coef32(coef)
-    sums = torch.empty((lay[0], 4), dtype=torch.float64)
+    sums = torch.empty((lay[0], 5), dtype=torch.float64)
     native().rescale_stats_cpu(lay, arr(x), arr(c), arr(u), coef.data_ptr(), sums.data_ptr())
     return sums
 
