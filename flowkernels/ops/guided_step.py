@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -201,9 +202,14 @@ def rescale_slope(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = N
     c64 = coef.double().tolist() if coef.device.type == "cpu" else coef.double()
     a_c, a_u, x0_a, b = (c64[i] for i in (A_C, A_U, X0_A, X0_B))
     if backend == "native" and not _has_float64(x, c, u):
-        sums = native_cpu.rescale_sums(x, c, u, coef, offsets)
+        # the [B, 5] sums are on the CPU: the dozen [B]-sized steps below in numpy (IEEE float64, the same
+        # operations in the same order as the torch ops, so the same bits) cost a few microseconds, not ~50
+        sums = native_cpu.rescale_sums(x, c, u, coef, offsets).numpy()
         per_row = x.numel() // x.shape[0] if x.shape[0] else 0
-        n = float(per_row) if offsets is None else (offsets[1:] - offsets[:-1]).double() * per_row
+        n = float(per_row) if offsets is None else np.diff(offsets.numpy()).astype(np.float64) * per_row
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = _slope_from_sums(sums, n, phi, b, lambda z: np.maximum(z, 0.0), np.sqrt)
+        return torch.from_numpy(m.astype(np.float32))
     else:
         xf, cf, uf = (z.reshape(x.shape[0], -1).double() for z in (x, c, u))
         v = a_c * cf + a_u * uf
@@ -215,14 +221,19 @@ def rescale_slope(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = N
             sums = torch.zeros(_samples(x, offsets), N_STATS, dtype=torch.float64,
                                device=x.device).index_add_(0, index, sums)
             n = (offsets[1:] - offsets[:-1]).double() * xf.shape[1]
-    # every moment below carries the same 1/n, which cancels in m
-    var_g = (sums[:, S_GG] - sums[:, S_G] * sums[:, S_G] / n).clamp_min(0)
-    var_d = (sums[:, S_DD] - sums[:, S_D] * sums[:, S_D] / n).clamp_min(0)
-    cov = sums[:, S_GD] - sums[:, S_G] * sums[:, S_D] / n
-    std_g = var_g.sqrt()
-    std_c = (var_g + b * (2 * cov + b * var_d)).clamp_min(0).sqrt()
-    m = phi * (2 * cov + b * var_d) / (std_g * (std_c + std_g))
+    m = _slope_from_sums(sums, n, phi, b, lambda z: z.clamp_min(0), torch.sqrt)
     return m if _has_float64(x, c, u) else m.float()  # fp64 inputs keep m in fp64
+
+
+def _slope_from_sums(sums, n, phi, b, clamp0, sqrt):
+    """m per sample from the [B, 5] float64 moment sums (torch or numpy arrays; clamp0 and sqrt of that kind)."""
+    # every moment below carries the same 1/n, which cancels in m
+    var_g = clamp0(sums[:, S_GG] - sums[:, S_G] * sums[:, S_G] / n)
+    var_d = clamp0(sums[:, S_DD] - sums[:, S_D] * sums[:, S_D] / n)
+    cov = sums[:, S_GD] - sums[:, S_G] * sums[:, S_D] / n
+    std_g = sqrt(var_g)
+    std_c = sqrt(clamp0(var_g + b * (2 * cov + b * var_d)))
+    return phi * (2 * cov + b * var_d) / (std_g * (std_c + std_g))
 
 
 def rescale_factor(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = None,
