@@ -4,6 +4,7 @@
 
 #include <array>
 
+#include "distance/lbvh_api.h"
 #include "distance/udf_api.h"
 #include "mc_api.h"
 
@@ -161,6 +162,44 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("points"),
       py::arg("num_points"), py::arg("out"), py::arg("num_threads"));
+  m.def("lbvh_node_bytes", &fk::lbvh_node_bytes);
+  m.def("lbvh_build_scratch_bytes", &fk::lbvh_build_scratch_bytes, py::arg("num_faces"));
+  m.def(
+      "lbvh_keys",
+      [](bool cuda, uintptr_t verts, uintptr_t faces, int64_t num_faces, uintptr_t scene, uintptr_t keys,
+         uintptr_t stream, int num_threads) {
+        py::gil_scoped_release release;
+        if (cuda) fk::lbvh_keys_cuda(verts, faces, num_faces, scene, keys, stream);
+        else fk::lbvh_keys_cpu(verts, faces, num_faces, scene, keys, num_threads);
+      },
+      py::arg("cuda"), py::arg("verts"), py::arg("faces"), py::arg("num_faces"), py::arg("scene"), py::arg("keys"),
+      py::arg("stream"), py::arg("num_threads"));
+  m.def(
+      "lbvh_build",
+      [](bool cuda, uintptr_t verts, uintptr_t faces, int64_t num_faces, uintptr_t sorted_keys, uintptr_t nodes,
+         uintptr_t scratch, uintptr_t stream, int num_threads) {
+        py::gil_scoped_release release;
+        if (cuda) fk::lbvh_build_cuda(verts, faces, num_faces, sorted_keys, nodes, scratch, stream);
+        else fk::lbvh_build_cpu(verts, faces, num_faces, sorted_keys, nodes, scratch, num_threads);
+      },
+      py::arg("cuda"), py::arg("verts"), py::arg("faces"), py::arg("num_faces"), py::arg("sorted_keys"),
+      py::arg("nodes"), py::arg("scratch"), py::arg("stream"), py::arg("num_threads"));
+  m.def(
+      "lbvh_query",
+      [](bool cuda, uintptr_t nodes, uintptr_t verts, uintptr_t faces, int64_t num_faces, uintptr_t points,
+         int64_t num_points, uintptr_t order, uintptr_t mask, uintptr_t out_dist, uintptr_t out_tri, uintptr_t stream,
+         int num_threads) {
+        py::gil_scoped_release release;
+        if (cuda)
+          fk::lbvh_query_cuda(nodes, verts, faces, num_faces, points, num_points, order, mask, out_dist, out_tri,
+                              stream);
+        else
+          fk::lbvh_query_cpu(nodes, verts, faces, num_faces, points, num_points, order, mask, out_dist, out_tri,
+                             num_threads);
+      },
+      py::arg("cuda"), py::arg("nodes"), py::arg("verts"), py::arg("faces"), py::arg("num_faces"), py::arg("points"),
+      py::arg("num_points"), py::arg("order"), py::arg("mask"), py::arg("out_dist"), py::arg("out_tri"),
+      py::arg("stream"), py::arg("num_threads"));
   m.def(
       "mesh_face_normals",
       [](uintptr_t verts, uintptr_t faces, int64_t num_faces, uintptr_t normals, uintptr_t area2, int num_threads) {

@@ -24,7 +24,8 @@ SAMPLES = 499712 // 4
 
 
 class Shell(NamedTuple):
-    """A watertight mesh and the distance grid it was extracted from (kept for labelling points)."""
+    """A watertight mesh and the distance grid it was extracted from (kept for labelling points). From a CUDA
+    pipeline, verts / faces / grid are tensors on the device (origin and step stay numpy)."""
     verts: np.ndarray      # [V, 3] float64
     faces: np.ndarray      # [F, 3] int64
     grid: torch.Tensor     # [R, R, R] float32: distance to the input mesh in the band, `band` outside (0: filled)
@@ -102,20 +103,23 @@ def udf_grid(verts, faces, origin, step, shape, band, *, num_threads=None):
 
 
 def _udf_grid_cuda(verts, faces, frame):
-    if not isinstance(faces, torch.Tensor) or faces.device != verts.device:
-        raise ValueError(f"faces must be a tensor on {verts.device} like verts")
-    if verts.ndim != 2 or verts.shape[1] != 3 or not verts.is_floating_point():
-        raise ValueError(f"verts must be a float [V, 3] tensor, got {tuple(verts.shape)} {verts.dtype}")
-    if faces.ndim != 2 or faces.shape[1] != 3 or faces.is_floating_point():
-        raise ValueError(f"faces must be an integer [F, 3] tensor, got {tuple(faces.shape)} {faces.dtype}")
-    v = verts.detach().to(torch.float32).contiguous()
-    f = faces.to(torch.int64).contiguous()
-    # one scalar each back to the host: bad input must be an error, not an out-of-bounds read on the device
-    if not bool(torch.isfinite(v).all()):
-        raise ValueError("verts holds NaN or inf")
-    if f.numel() and bool((f.min() < 0) | (f.max() >= len(v))):
-        raise ValueError(f"faces index vertices outside [0, {len(v)})")
+    from .data_device import check_mesh
+
+    v, f = check_mesh(verts, faces)  # bad input must be an error, not an out-of-bounds read on the device
+    return _udf_grid_launch(v, f, frame["origin"], frame["step"], frame["shape"], frame["band"], 0)
+
+
+def _udf_grid_launch(v, f, origin, step, shape, band, num_threads):
+    """udf_grid of a checked mesh (float32 / int64 contiguous tensors, data_device.check_mesh) on its device; on
+    CUDA queued on the current stream, nothing read back."""
+    frame = dict(origin=[float(x) for x in origin], step=[float(x) for x in step],
+                 shape=tuple(int(n) for n in shape), band=float(band))
     ext = _native.load()
+    if v.device.type == "cpu":
+        out = torch.empty(frame["shape"], dtype=torch.float32)
+        ext.udf_band_grid(verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
+                          out=out.data_ptr(), num_threads=_threads(num_threads), **frame)
+        return out
     _native.require_cuda_build()
     with torch.cuda.device(v.device):
         out = torch.empty(frame["shape"], dtype=torch.float32, device=v.device)
@@ -173,13 +177,21 @@ def watertight(verts, faces, resolution: int = 256, eps: float = 2.0 / 256, oute
     The double shell (outer and inner surface of the 2 eps band) as the original; outer_only=True keeps only the
     outer surface (flood fill of {d > eps} from the grid boundary). Distances are exact within
     eps + one cell diagonal of the mesh and clamped beyond, which leaves every cut edge as it is.
-    return_shell=True returns a `Shell` (with the grid, for `sdf_samples`) instead of (verts, faces)."""
+    return_shell=True returns a `Shell` (with the grid, for `sdf_samples`) instead of (verts, faces).
+    CUDA tensors run the whole pipeline on their device (data_device: CUDA grid, CUDA marching cubes, flood fill
+    by torch sweeps) and give tensors there."""
     from .marching_cubes import marching_cubes
 
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
         raise ValueError(f"resolution={resolution!r} must be an integer >= 2")
     if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps={eps!r} must be a positive number")
+    if isinstance(verts, torch.Tensor) and verts.device.type == "cuda":
+        from . import data_device
+
+        shell = data_device.watertight(verts, faces, int(resolution), float(eps), outer_only,
+                                       num_threads=_threads(num_threads))
+        return shell if return_shell else (shell.verts, shell.faces)
     v, f = _mesh_arrays(verts, faces)
     if len(f) == 0:
         raise ValueError("faces is empty: nothing to make watertight")
@@ -276,6 +288,11 @@ def shell_labels(shell: Shell, points, *, num_threads=None):
     triangles only by the marching-cubes error of the shell (measured in flowkernels/data.md), and costs a query
     on the input mesh instead of the ~50-100x larger shell. Points in the band of the grid, in the filled
     interior (outer_only), or when the offset surface does not fit the grid are measured exactly."""
+    if isinstance(shell.grid, torch.Tensor) and shell.grid.device.type != "cpu":
+        from . import data_device
+
+        return data_device.shell_labels(shell, torch.as_tensor(points, device=shell.grid.device),
+                                        num_threads=_threads(num_threads))
     pts = np.asarray(points, dtype=np.float32)
     value, on_grid = _grid_value(shell, pts)
     inside = on_grid & (value < shell.eps)
@@ -302,6 +319,10 @@ def sdf_samples(shell: Shell, surface, sharp, seed=None, *, num_threads=None):
     """The original's `sample_sdf`: 2 x len(sharp) volume points in [-1.05, 1.05]^3, surface points offset by
     N(0, 0.005) and N(0, 0.05) (truncated to +-0.25), sharp points offset at six scales; labels -sdf. fp16 arrays
     under the original's keys."""
+    if isinstance(shell.grid, torch.Tensor) and shell.grid.device.type != "cpu":
+        from . import data_device
+
+        return data_device.sdf_samples(shell, surface, sharp, seed, num_threads=_threads(num_threads))
     rng = _rng(seed)
     surface = np.asarray(surface, dtype=np.float64)
     sharp = np.asarray(sharp, dtype=np.float64)
@@ -330,7 +351,12 @@ def sdf_samples(shell: Shell, surface, sharp, seed=None, *, num_threads=None):
 def sample_mesh(shell: Shell, count: int = SAMPLES, seed=None, *, num_threads=None, timings=None):
     """The original's `SampleMesh` on a shell: (surface dict, sdf dict) with its keys, shapes and fp16 dtypes.
     A shell without sharp edges takes its sharp samples from the surface (so every file has the same shapes).
-    `timings`: a dict that receives the seconds of each stage (surface, sharp, labels)."""
+    `timings`: a dict that receives the seconds of each stage (surface, sharp, labels). A shell of tensors (the
+    CUDA pipeline's) is sampled and labelled on its device (fp16 tensors there)."""
+    if isinstance(shell.verts, torch.Tensor):
+        from . import data_device
+
+        return data_device.sample_mesh(shell, count, seed, num_threads=_threads(num_threads), timings=timings)
     rng = _rng(seed)
     timings = {} if timings is None else timings
     t = time.perf_counter()
