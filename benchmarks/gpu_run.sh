@@ -7,7 +7,8 @@
 # Steps, most important first, each under its own `timeout` and all under one deadline (GPU_RUN_BUDGET_S, 460 s):
 # install missing wheels, build the extension for the detected GPU, the test suite on CUDA (pytest-xdist workers),
 # compute-sanitizer memcheck on small targets, then the benchmarks: loss (noise tensor and seeded), the guided step
-# and the TRELLIS.2 rescale step, marching cubes fp16 at 256^3/512^3/1024^3, then the rest while time remains.
+# and the TRELLIS.2 rescale step, marching cubes fp16 at 256^3/512^3/1024^3, the data-preparation pipeline on the
+# bunny at 256^3 (watertight, samples, labels on the GPU), then the rest while time remains.
 # Every benchmark case is added to OUT_DIR/bench.json as soon as it finishes, so a time-out loses nothing finished.
 #
 # Written to OUT_DIR (5 files): summary.txt (one line per step: status, seconds), bench.json, compile-check.json
@@ -19,7 +20,8 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
 #     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl trimesh==5.2.0 pymcubes==0.1.6 \
 #     pymeshfix==0.18.1
-# (trimesh: mesh export tests and the bunny grid; pymcubes, pymeshfix: a marching-cubes peer and the bunny scan.)
+# (trimesh: mesh export tests, the bunny grid and mesh loading; pymcubes, pymeshfix: a marching-cubes peer and the
+# bunny scan.)
 set -uo pipefail
 
 OUT=${1:?usage: benchmarks/gpu_run.sh OUT_DIR [--dry-run]}
@@ -134,6 +136,7 @@ fi
 step bench-loss 70 CUDA bench loss,loss_seeded hunyuan,bandwidth
 step bench-step 60 CUDA bench sampler,trellis2_rescale
 step bench-mc-fp16 70 CUDA bench mc 256-fp16,512-fp16,1024-fp16
+step bench-prepare 60 CUDA bench prepare bunny-256
 step bench-rest 120 CUDA bench mc,trellis_loss,e2e sphere-256,gyroid-256,sphere-512,B8,train,sample50
 
 tar -czf "$OUT/logs.tar.gz" -C "$LOGS" .

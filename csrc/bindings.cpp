@@ -209,15 +209,34 @@ PYBIND11_MODULE(_C, m) {
       py::arg("verts"), py::arg("faces"), py::arg("num_faces"), py::arg("normals"), py::arg("area2"),
       py::arg("num_threads"));
   m.def(
-      "mesh_sharp_weights",
-      [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, double cos_threshold,
-         uintptr_t vertex_normals, uintptr_t edge_weights, int num_threads) {
+      "mesh_merge_like_trimesh",
+      [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, uintptr_t merged_faces,
+         uintptr_t rep, uintptr_t inv) {
         py::gil_scoped_release release;
-        fk::mesh_sharp_weights_cpu(verts, num_verts, faces, num_faces, cos_threshold, vertex_normals, edge_weights,
-                                   num_threads);
+        return fk::mesh_merge_like_trimesh_cpu(verts, num_verts, faces, num_faces, merged_faces, rep, inv);
       },
-      py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("cos_threshold"),
-      py::arg("vertex_normals"), py::arg("edge_weights"), py::arg("num_threads"));
+      py::arg("verts"), py::arg("num_verts"), py::arg("faces"), py::arg("num_faces"), py::arg("merged_faces"),
+      py::arg("rep"), py::arg("inv"));
+  m.def(
+      "mesh_trimesh_face_pass",
+      [](uintptr_t verts, uintptr_t faces, int64_t num_faces, uintptr_t normals, uintptr_t cosines, int num_threads) {
+        py::gil_scoped_release release;
+        fk::mesh_trimesh_face_pass_cpu(verts, faces, num_faces, normals, cosines, num_threads);
+      },
+      py::arg("verts"), py::arg("faces"), py::arg("num_faces"), py::arg("normals"), py::arg("cosines"),
+      py::arg("num_threads"));
+  m.def(
+      "mesh_trimesh_sharp",
+      [](uintptr_t faces, int64_t num_verts, int64_t num_faces, uintptr_t normals, uintptr_t angles,
+         double cos_threshold, uintptr_t vertex_normals, uintptr_t edge_lengths, uintptr_t verts, uintptr_t selected,
+         int num_threads) {
+        py::gil_scoped_release release;
+        fk::mesh_trimesh_sharp_cpu(faces, num_verts, num_faces, normals, angles, cos_threshold, vertex_normals,
+                                   edge_lengths, verts, selected, num_threads);
+      },
+      py::arg("faces"), py::arg("num_verts"), py::arg("num_faces"), py::arg("normals"), py::arg("angles"),
+      py::arg("cos_threshold"), py::arg("vertex_normals"), py::arg("edge_lengths"), py::arg("verts"),
+      py::arg("selected"), py::arg("num_threads"));
   m.def(
       "mesh_write_obj",
       [](const std::string& path, uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,

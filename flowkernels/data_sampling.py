@@ -90,24 +90,10 @@ def _face_normals(v, f):
 
 
 def vertex_normals(verts, faces):
-    """Angle-weighted vertex normals (trimesh's rule, which the original reads through `mesh.vertex_normals`)."""
+    """Angle-weighted vertex normals, trimesh's `vertex_normals` (which the original reads) op for op, on the
+    mesh as given (no vertex merging)."""
     v, f, numpy_in = _as_tensors(verts, faces)
-    if _native_ok(v):
-        return _out(numpy_in, _sharp_weights(v, f, SHARP_COS)[3])
-    return _out(numpy_in, _vertex_normals(v, f, _face_normals(v, f)[0]))
-
-
-def _vertex_normals(v, f, fn):
-    acc = torch.zeros_like(v)
-    for c in range(3):
-        e1 = v[f[:, (c + 1) % 3]] - v[f[:, c]]
-        e2 = v[f[:, (c + 2) % 3]] - v[f[:, c]]
-        l12 = torch.linalg.vector_norm(e1, dim=1) * torch.linalg.vector_norm(e2, dim=1)
-        cos = (e1 * e2).sum(1) / torch.where(l12 > 0, l12, 1.0)
-        angle = torch.arccos(cos.clamp(-1.0, 1.0)) * (l12 > 0)
-        acc.index_add_(0, f[:, c], fn * angle[:, None])
-    norm = torch.linalg.vector_norm(acc, dim=1)
-    return acc / torch.where(norm > 0, norm, 1.0)[:, None]
+    return _out(numpy_in, trimesh_normals(v, f)[1])
 
 
 def _pick(weights, u):
@@ -134,47 +120,164 @@ def sample_surface(verts, faces, count: int, seed=None):
     return _out(numpy_in, pts, fn[face])
 
 
+def _sqrt(x):
+    # torch's vectorised CPU sqrt is not correctly rounded (it differs from IEEE sqrt in the last bit on AVX-512);
+    # numpy's is, as is CUDA's double sqrt
+    return torch.from_numpy(np.sqrt(x.numpy())) if x.device.type == "cpu" else torch.sqrt(x)
+
+
+def _arccos(x):
+    # numpy's arccos on the CPU: the original's own (numpy picks it per CPU: SVML on AVX-512, else its portable
+    # one); on a GPU the device's acos (see flowkernels/data.md: why this one cannot be numpy's bit for bit)
+    return torch.from_numpy(np.arccos(x.numpy())) if x.device.type == "cpu" else torch.arccos(x)
+
+
+def _dot3(a, b):
+    p = a * b
+    return (p[:, 0] + p[:, 1]) + p[:, 2]  # numpy's row dot with ones and sum over 3: left to right
+
+
+def _unitize(x):
+    """trimesh.util.unitize: rows times the reciprocal of their norm where it exceeds 1e-13, else times the norm."""
+    norm = _sqrt(_dot3(x, x))
+    valid = norm > 1e-13
+    return x * torch.where(valid, 1.0 / norm, norm)[:, None], valid
+
+
+def _sequential_sums(index, values, n):
+    """out[i] = sum of values[k] over k with index[k] == i, added one after another in k order (scipy's COO
+    product does this): entries are grouped by their rank among equal indices, and rank r's group (distinct
+    indices) is added in turn. One read-back: the largest rank."""
+    order = torch.argsort(index, stable=True)
+    si = index[order]
+    rank = torch.arange(len(si), device=index.device) - torch.searchsorted(si, si)
+    counts = torch.bincount(rank).tolist() if len(si) else []
+    entries = order[torch.argsort(rank, stable=True)]
+    out = torch.zeros((n,) + values.shape[1:], dtype=values.dtype, device=values.device)
+    k = 0
+    for c in counts:
+        e = entries[k:k + c]
+        out[index[e]] += values[e]
+        k += c
+    return out
+
+
+def trimesh_normals(v, f):
+    """(face normals, vertex normals) as trimesh computes `face_normals` and `vertex_normals` for the original,
+    operation for operation in float64: the cross product of (b - a) and (c - b), unitize, corner angles from
+    arccos of unit-edge dots (the third as pi minus the others, all zero when one is below 1e-8), faces with a
+    valid normal summed per vertex in (face, corner) order, unitize. Bit for bit trimesh's on the CPU."""
+    t0, t1, t2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    e0, e1 = t1 - t0, t2 - t1
+    cr = torch.stack([e0[:, 1] * e1[:, 2] - e0[:, 2] * e1[:, 1], e0[:, 2] * e1[:, 0] - e0[:, 0] * e1[:, 2],
+                      e0[:, 0] * e1[:, 1] - e0[:, 1] * e1[:, 0]], 1)
+    unit, valid = _unitize(cr)
+    fn = torch.where(valid[:, None], unit, 0.0)
+    u, w, x = _unitize(e0)[0], _unitize(e1)[0], _unitize(t2 - t0)[0]
+    a0 = _arccos(_dot3(u, x).clamp(-1.0, 1.0))
+    a1 = _arccos(_dot3(-u, w).clamp(-1.0, 1.0))
+    ang = torch.stack([a0, a1, (np.pi - a0) - a1], 1)
+    ang = torch.where((ang < 1e-8).any(1, keepdim=True), 0.0, ang)
+    sq = fn * fn
+    ok = ((sq[:, 0] + sq[:, 1]) + sq[:, 2]) > 0.5
+    keep = ok.repeat_interleave(3)
+    idx = f.reshape(-1)[keep]
+    vals = (ang[:, :, None] * fn[:, None, :]).reshape(-1, 3)[keep]
+    return fn, _unitize(_sequential_sums(idx, vals, len(v)))[0]
+
+
+def merge_like_trimesh(v, f):
+    """trimesh.Trimesh(V, F)'s processing (merge_vertices), which the original's mesh goes through: referenced
+    vertices whose coordinates agree to 8 decimals (round(v * 1e8)) become one, at the position of the first.
+    Returns (merged verts, merged faces, rep: the input index of each merged vertex, inv: the merged index of each
+    input vertex, -1 where unreferenced). Marching-cubes shells have such pairs where the surface pinches."""
+    n = len(v)
+    referenced = torch.zeros(n, dtype=torch.bool, device=v.device)
+    referenced[f.reshape(-1)] = True
+    ids = torch.nonzero(referenced).reshape(-1)
+    key = torch.round(v[ids] * 1e8).to(torch.int64)
+    uniq, group = torch.unique(key, dim=0, return_inverse=True)  # its output size: a read-back on a GPU
+    first = torch.full((len(uniq),), len(ids), dtype=torch.int64, device=v.device)
+    first.scatter_reduce_(0, group, torch.arange(len(ids), device=v.device), reduce="amin")
+    # merged vertices in order of first occurrence (trimesh's keep_order), so merged faces read the same
+    order = torch.argsort(first)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=v.device)
+    rep = ids[first[order]]
+    inv = torch.full((n,), -1, dtype=torch.int64, device=v.device)
+    inv[ids] = rank[group]
+    return v[rep], inv[f], rep, inv
+
+
 def _sharp_weights(v, f, cos_threshold):
-    """Per face edge (slot-major: edges (f0, f1), then (f1, f2), then (f2, f0)): its endpoints and its length if
-    both ends are sharp by the original's rule, else 0; and the vertex normals.
+    """Per face edge (slot-major: edges (f0, f1), then (f1, f2), then (f2, f0)): its endpoints, its length if
+    both ends are sharp by the original's rule, else 0, whether it is selected (both ends sharp: also the
+    zero-length edges of faces that merging made degenerate, which the original selects with weight 0); and the
+    vertex normals.
 
     The original's rule: vertex `sharpness` starts at 1 and, per corner slot of the faces in order, becomes
     min(itself, vn . fn) through numpy's repeated-index assignment, so among the faces holding a vertex in that
     slot the last one wins. Here that face is found deterministically (the largest face index per vertex, a
-    scatter max) rather than by the order of colliding writes."""
-    a = torch.cat([f[:, 0], f[:, 1], f[:, 2]])
-    b = torch.cat([f[:, 1], f[:, 2], f[:, 0]])
+    scatter max) rather than by the order of colliding writes. vn and fn are trimesh's (trimesh_normals) on the
+    mesh as trimesh processes it (merge_like_trimesh)."""
     if _native_ok(v):
-        from . import _native
-
-        v, f = v.contiguous(), f.contiguous()
-        vn = torch.empty(len(v), 3, dtype=torch.float64)
-        length = torch.empty(3 * len(f), dtype=torch.float64)
-        _native.load().mesh_sharp_weights(verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=len(f),
-                                          cos_threshold=float(cos_threshold), vertex_normals=vn.data_ptr(),
-                                          edge_weights=length.data_ptr(), num_threads=_threads())
-        return a, b, length, vn
-    fn, _ = _face_normals(v, f)
-    vn = _vertex_normals(v, f, fn)
-    sharpness = torch.ones(len(v), dtype=v.dtype, device=v.device)
+        return _sharp_weights_native(v, f, cos_threshold)
+    mv, mf, rep, inv = merge_like_trimesh(v, f)
+    a = torch.cat([mf[:, 0], mf[:, 1], mf[:, 2]])
+    b = torch.cat([mf[:, 1], mf[:, 2], mf[:, 0]])
+    fn, vn = trimesh_normals(mv, mf)
+    sharpness = torch.ones(len(mv), dtype=v.dtype, device=v.device)
     face_ids = torch.arange(len(f), device=v.device)
     for c in range(3):
-        last = torch.full((len(v),), -1, dtype=torch.int64, device=v.device)
-        last.scatter_reduce_(0, f[:, c], face_ids, reduce="amax")
+        last = torch.full((len(mv),), -1, dtype=torch.int64, device=v.device)
+        last.scatter_reduce_(0, mf[:, c], face_ids, reduce="amax")
         held = last >= 0
-        dots = (vn * fn[last.clamp_min(0)]).sum(1)
+        dots = _dot3(vn, fn[last.clamp_min(0)])
         sharpness = torch.where(held, torch.minimum(sharpness, dots), sharpness)
     sharp = sharpness < cos_threshold
-    length = torch.linalg.vector_norm(v[b] - v[a], dim=1) * (sharp[a] & sharp[b])
-    return a, b, length, vn
+    selected = sharp[a] & sharp[b]
+    length = torch.linalg.vector_norm(mv[b] - mv[a], dim=1) * selected
+    # back to the input's vertex indices (a merged vertex is its first input vertex)
+    return rep[a], rep[b], length, selected, _to_input(v, inv, vn)
+
+
+def _to_input(v, inv, vn):
+    """Vertex normals of the merged mesh for every input vertex (0 where unreferenced: trimesh drops those)."""
+    return torch.where((inv >= 0)[:, None], vn[inv.clamp_min(0)], 0.0) if len(vn) else torch.zeros_like(v)
+
+
+def _sharp_weights_native(v, f, cos_threshold):
+    """_sharp_weights in the native core (the same operations; numpy's arccos between its two passes)."""
+    from . import _native
+
+    ext = _native.load()
+    v, f = v.contiguous(), f.contiguous()
+    n_f = len(f)
+    mf, rep, inv = torch.empty_like(f), torch.empty(len(v), dtype=torch.int64), torch.empty(len(v), dtype=torch.int64)
+    n_m = ext.mesh_merge_like_trimesh(verts=v.data_ptr(), num_verts=len(v), faces=f.data_ptr(), num_faces=n_f,
+                                      merged_faces=mf.data_ptr(), rep=rep.data_ptr(), inv=inv.data_ptr())
+    rep = rep[:n_m]
+    mv = v[rep].contiguous()
+    fn, cos = torch.empty(n_f, 3, dtype=torch.float64), torch.empty(n_f, 2, dtype=torch.float64)
+    ext.mesh_trimesh_face_pass(verts=mv.data_ptr(), faces=mf.data_ptr(), num_faces=n_f, normals=fn.data_ptr(),
+                               cosines=cos.data_ptr(), num_threads=_threads())
+    ang = np.ascontiguousarray(np.arccos(cos.numpy()))
+    vn = torch.empty(n_m, 3, dtype=torch.float64)
+    length, sel = torch.empty(3 * n_f, dtype=torch.float64), torch.empty(3 * n_f, dtype=torch.uint8)
+    ext.mesh_trimesh_sharp(faces=mf.data_ptr(), num_verts=n_m, num_faces=n_f, normals=fn.data_ptr(),
+                           angles=ang.ctypes.data, cos_threshold=float(cos_threshold), vertex_normals=vn.data_ptr(),
+                           edge_lengths=length.data_ptr(), verts=mv.data_ptr(), selected=sel.data_ptr(),
+                           num_threads=_threads())
+    a = torch.cat([mf[:, 0], mf[:, 1], mf[:, 2]])
+    b = torch.cat([mf[:, 1], mf[:, 2], mf[:, 0]])
+    return rep[a], rep[b], length, sel.bool(), _to_input(v, inv, vn)
 
 
 def sharp_edges(verts, faces, cos_threshold: float = SHARP_COS):
     """The original's sharp edges: (a, b) vertex indices of the face edges taken (an edge shared by two faces
     appears twice, weighting as there) and the vertex normals."""
     v, f, numpy_in = _as_tensors(verts, faces)
-    a, b, length, vn = _sharp_weights(v, f, cos_threshold)
-    keep = length > 0
+    a, b, _, keep, vn = _sharp_weights(v, f, cos_threshold)
     return _out(numpy_in, a[keep], b[keep], vn)
 
 
@@ -183,7 +286,7 @@ def sample_sharp_edges(verts, faces, count: int, seed=None):
     renormalised, as in the original). A mesh without sharp edges gives empty [0, 3] arrays (the original
     raised IndexError)."""
     v, f, numpy_in = _as_tensors(verts, faces)
-    a, b, length, vn = _sharp_weights(v, f, SHARP_COS)
+    a, b, length, _, vn = _sharp_weights(v, f, SHARP_COS)
     if len(a) == 0 or not bool(length.sum() > 0):
         empty = torch.zeros(0, 3, dtype=torch.float64, device=v.device)
         return _out(numpy_in, empty, empty.clone())

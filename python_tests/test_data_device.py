@@ -51,7 +51,7 @@ def test_lbvh_queries_match_float64_brute_force(n_faces):
     own = per[np.arange(len(p)), t.numpy()]
     assert np.abs(own - want).max() <= 4e-7 + 1e-7, f"seed {seed}"
     # the same answer as the CPU BVH of the labels (different trees, same distances up to float rounding)
-    assert np.abs(d.numpy() - data.point_distance(p, v, f)).max() <= 2e-7, f"seed {seed}"
+    assert (np.abs(d.numpy() - data.point_distance(p, v, f)) <= 3e-7 * np.maximum(want, 1.0)).all(), f"seed {seed}"
 
 
 def test_lbvh_ties_go_to_the_smallest_triangle_index():

@@ -21,7 +21,8 @@ def test_dry_run_writes_the_results_and_at_most_six_files(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) <= 6 and {"summary.txt", "bench.json", "logs.tar.gz"} <= set(files), files
     summary = (tmp_path / "summary.txt").read_text()
-    for name in ("wheels", "environment", "build", "tests", "memcheck", "bench-loss", "bench-step", "bench-mc-fp16"):
+    for name in ("wheels", "environment", "build", "tests", "memcheck", "bench-loss", "bench-step", "bench-mc-fp16",
+                 "bench-prepare"):
         assert re.search(rf"^{name} ", summary, re.M), name
     assert "build skipped (dry run)" in summary and "bench-smoke ok" in summary
     report = json.loads((tmp_path / "bench.json").read_text())

@@ -42,11 +42,21 @@ namespace fk {
 void mesh_face_normals_cpu(uintptr_t verts, uintptr_t faces, int64_t num_faces, uintptr_t normals, uintptr_t area2,
                            int num_threads);
 
-// Angle-weighted vertex normals (float64 [V, 3]) and, per face edge in slot-major order ([3F]: edges (f0, f1),
-// then (f1, f2), then (f2, f0)), its length if both ends are sharp by Hunyuan3D's rule, else 0.
-void mesh_sharp_weights_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
-                            double cos_threshold, uintptr_t vertex_normals, uintptr_t edge_weights,
-                            int num_threads);
+// Hunyuan3D's sharp-edge rule on the mesh as trimesh processes it, in three steps around numpy's arccos.
+// Merge: referenced vertices with equal round(v * 1e8) become one (first occurrence, numbered in order of first
+// occurrence): merged_faces [F, 3], rep [<= V] (input index of each merged vertex), inv [V] (merged index, -1 if
+// unreferenced); returns the merged count.
+int64_t mesh_merge_like_trimesh_cpu(uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces,
+                                    uintptr_t merged_faces, uintptr_t rep, uintptr_t inv);
+// Face pass: trimesh's face normals [F, 3] (0 where invalid) and the clipped cosines of the corner angles at
+// corners 0 and 1 [F, 2] (the caller takes their arccos).
+void mesh_trimesh_face_pass_cpu(uintptr_t verts, uintptr_t faces, int64_t num_faces, uintptr_t normals,
+                                uintptr_t cosines, int num_threads);
+// From the angles [F, 2]: trimesh's vertex normals [V, 3], and per face edge in slot-major order ([3F]: edges
+// (f0, f1), then (f1, f2), then (f2, f0)) whether both ends are sharp (uint8) and its length if so, else 0.
+void mesh_trimesh_sharp_cpu(uintptr_t faces, int64_t num_verts, int64_t num_faces, uintptr_t normals,
+                            uintptr_t angles, double cos_threshold, uintptr_t vertex_normals, uintptr_t edge_lengths,
+                            uintptr_t verts, uintptr_t selected, int num_threads);
 
 // A plain OBJ file (v lines %.9g, then 1-based f lines) of verts float64 [V, 3], faces int64 [F, 3].
 void mesh_write_obj_cpu(const std::string& path, uintptr_t verts, int64_t num_verts, uintptr_t faces,
