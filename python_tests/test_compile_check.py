@@ -134,6 +134,12 @@ def test_cuda_sources_compile_for_sm90_without_spills():
     assert all(r.ok for r in results), [(r.kernel, r.problems) for r in results if not r.ok]
     ours = [r for r in results if r.threads is not None and "brick" in r.kernel]
     assert ours and all(r.occupancy >= compile_check.MIN_CUDA_OCCUPANCY for r in ours)
+    # the distance grid and the point queries' linear BVH (build and query kernels)
+    for source, kernels in {"udf_cuda.cu": ("count_kernel", "scatter_kernel", "fill_kernel"),
+                            "lbvh_cuda.cu": ("keys_kernel", "internal_kernel", "leaf_kernel", "query_kernel")}.items():
+        rows = {r.kernel: r for r in results if r.config == source}
+        assert set(kernels) <= set(rows), (source, sorted(rows))
+        assert all(rows[k].occupancy >= compile_check.MIN_CUDA_OCCUPANCY for k in kernels), source
 
 
 def _dense(B, M):
