@@ -124,3 +124,33 @@ def test_inside_a_torch_parallel_region_and_between_torch_ops():
     loop()
     th.join(timeout=120)
     assert not th.is_alive() and len(results) == 40 and all(results)
+
+
+FORK_SCRIPT = r"""
+import os, numpy as np, torch
+import flowkernels as fk
+from flowkernels._native import load
+x1 = torch.randn(8, 1 << 17); t = torch.rand(8); n = torch.randn_like(x1)
+want = fk.flow_interpolate(x1, t, n).numpy().copy()   # 2 threads in the parent: OpenMP's pool is started
+want2 = fk.flow_interpolate(x1, t, seed=3).numpy().copy()
+pid = os.fork()
+if pid == 0:  # no torch parallel op here: those wait forever in a child of an OpenMP parent
+    info = load().flow_threading()
+    ok = np.array_equal(fk.flow_interpolate(x1, t, n).numpy(), want)
+    ok = ok and np.array_equal(fk.flow_interpolate(x1, t, seed=3).numpy(), want2)
+    os._exit(0 if ok and not info["uses_openmp"] else 3)
+_, status = os.waitpid(pid, 0)
+raise SystemExit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_forked_child_runs_the_kernels_on_its_own_pool():
+    """GNU libgomp's threads do not survive fork(): a forked child's kernels use the extension's own pool (2
+    threads, the same bits) instead of waiting forever for the parent's OpenMP workers."""
+    import os
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, "-c", FORK_SCRIPT], env=env, timeout=120, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]

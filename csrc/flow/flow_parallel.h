@@ -183,18 +183,28 @@ inline std::atomic<int>& openmp_mode() {  // -1: not decided yet, 0: FlowPool, 1
   return mode;
 }
 
+// The process that decided to use OpenMP. GNU libgomp's threads do not survive fork(): a child that enters a
+// parallel region after its parent has used one waits forever (torch's own ops too, unless the child calls
+// torch.set_num_threads(1), as DataLoader workers do), so a forked child runs the kernels on FlowPool.
+inline std::atomic<long>& openmp_pid() {
+  static std::atomic<long> pid{0};
+  return pid;
+}
+
 // Whether run_items uses OpenMP (the default when available) or FlowPool.
 inline bool uses_openmp() {
   int mode = openmp_mode().load(std::memory_order_relaxed);
   if (mode < 0) {
     mode = openmp_available() ? 1 : 0;
+    openmp_pid().store(long(::getpid()));
     openmp_mode().store(mode);
   }
-  return mode == 1;
+  return mode == 1 && openmp_pid().load(std::memory_order_relaxed) == long(::getpid());
 }
 
 // Tests and measurements: OpenMP (when available) or FlowPool from the next call on; returns what is used.
 inline bool set_uses_openmp(bool on) {
+  openmp_pid().store(long(::getpid()));
   openmp_mode().store(on && openmp_available() ? 1 : 0);
   return uses_openmp();
 }
