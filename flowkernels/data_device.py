@@ -9,6 +9,7 @@ whether the shell has any sharp edge. See flowkernels/data.md.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -67,7 +68,7 @@ def build_lbvh(verts, faces, *, num_threads=0) -> Lbvh:
     nodes = torch.empty(max(2 * n - 1, 0) * ext.lbvh_node_bytes(), dtype=torch.uint8, device=dev)
     if n == 0:
         return Lbvh(verts, faces, nodes)
-    with torch.cuda.device(dev) if cuda else _nullcontext():
+    with torch.cuda.device(dev) if cuda else contextlib.nullcontext():
         cen = (verts[faces[:, 0]] + verts[faces[:, 1]] + verts[faces[:, 2]]) * (1.0 / 3.0)
         scene = torch.cat([cen.amin(0), cen.amax(0)]).contiguous()
         keys = torch.empty(n, dtype=torch.int64, device=dev)
@@ -79,14 +80,6 @@ def build_lbvh(verts, faces, *, num_threads=0) -> Lbvh:
                        sorted_keys=keys.data_ptr(), nodes=nodes.data_ptr(), scratch=scratch.data_ptr(),
                        stream=_stream(dev), num_threads=num_threads)
     return Lbvh(verts, faces, nodes)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _spread10(x):
@@ -121,7 +114,7 @@ def query_lbvh(bvh: Lbvh, points, mask=None, *, num_threads=0):
         return dist, tri
     m = mask.to(torch.uint8).contiguous() if mask is not None else None
     order = morton_order(p) if cuda else None  # the CPU driver's threads take contiguous chunks as they come
-    with torch.cuda.device(dev) if cuda else _nullcontext():
+    with torch.cuda.device(dev) if cuda else contextlib.nullcontext():
         ext.lbvh_query(cuda=cuda, nodes=bvh.nodes.data_ptr(), verts=bvh.verts.data_ptr(),
                        faces=bvh.faces.data_ptr(), num_faces=len(bvh.faces), points=p.data_ptr(), num_points=len(p),
                        order=order.data_ptr() if order is not None else 0, mask=m.data_ptr() if m is not None else 0,
