@@ -72,10 +72,10 @@ PYBIND11_MODULE(_C, m) {
       "mc_emit",
       [](int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides, double level,
          uintptr_t offsets, uintptr_t spans, uintptr_t verts, uintptr_t faces, uintptr_t normals,
-         std::array<double, 3> origin, std::array<double, 3> scale, bool flip, uintptr_t scratch, int method,
-         int num_threads) {
+         std::array<double, 3> origin, std::array<double, 3> scale, bool flip, int64_t centre_first,
+         uintptr_t scratch, int method, int num_threads) {
         fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
-        fk::EmitDesc d{offsets, spans, verts, faces, normals, {}, {}, flip};
+        fk::EmitDesc d{offsets, spans, verts, faces, normals, {}, {}, flip, centre_first};
         for (int a = 0; a < 3; ++a) {
           d.origin[a] = origin[a];
           d.scale[a] = scale[a];
@@ -85,7 +85,7 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"), py::arg("offsets"),
       py::arg("spans"), py::arg("verts"), py::arg("faces"), py::arg("normals"), py::arg("origin"), py::arg("scale"),
-      py::arg("flip"), py::arg("scratch"), py::arg("method"), py::arg("num_threads"));
+      py::arg("flip"), py::arg("centre_first"), py::arg("scratch"), py::arg("method"), py::arg("num_threads"));
   // The brick algorithm: the CUDA driver, and the CPU method "bricks" (cuda=false) that runs the same logic.
   m.def(
       "mc_brick_scratch_bytes",
@@ -106,9 +106,10 @@ PYBIND11_MODULE(_C, m) {
       "mc_brick_emit",
       [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
          double level, uintptr_t scratch, int64_t n_active, uintptr_t verts, uintptr_t faces, uintptr_t normals,
-         std::array<double, 3> origin, std::array<double, 3> scale, bool flip, uintptr_t stream, int num_threads) {
+         std::array<double, 3> origin, std::array<double, 3> scale, bool flip, int64_t centre_first,
+         uintptr_t stream, int num_threads) {
         fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
-        fk::EmitDesc d{0, 0, verts, faces, normals, {}, {}, flip};
+        fk::EmitDesc d{0, 0, verts, faces, normals, {}, {}, flip, centre_first};
         for (int a = 0; a < 3; ++a) {
           d.origin[a] = origin[a];
           d.scale[a] = scale[a];
@@ -119,7 +120,8 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
       py::arg("scratch"), py::arg("n_active"), py::arg("verts"), py::arg("faces"), py::arg("normals"),
-      py::arg("origin"), py::arg("scale"), py::arg("flip"), py::arg("stream"), py::arg("num_threads"));
+      py::arg("origin"), py::arg("scale"), py::arg("flip"), py::arg("centre_first"), py::arg("stream"),
+      py::arg("num_threads"));
   m.def(
       "udf_band_grid",
       [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, std::array<double, 3> origin,

@@ -1,8 +1,9 @@
 // CPU marching cubes on bit planes: the grid is classified once into two bits per point (inside = value < level,
 // finite), 64 points of a row per word, and every later decision — which edges carry a vertex, which cells emit,
 // vertex ids — is word-wide bit logic on those planes. This is what makes the CPU path Flying-Edges class: the
-// float grid is read once, by a compare loop the compiler turns into SIMD; the count pass never touches it; the
-// emit pass reads values only at the crossed edges it interpolates.
+// float grid is read once, by a compare loop the compiler turns into SIMD; the count pass touches it only in cells
+// with an ambiguous face (found 64 at a time from the bits), whose values decide it; the emit pass reads values
+// only at the crossed edges it interpolates and in those cells.
 //
 // The mesh is the one the row walk in mc_core.h and the CUDA driver's bricks give: the same vertex rule (an edge crossing
 // the level that borders at least one all-finite cell), the same vertex order (grid point in C order, then axis)
@@ -266,9 +267,12 @@ inline int cell_config_bits(const uint64_t corner[8], int bit) {
   return config;
 }
 
-// Count pass for one row: vertices it owns, triangles its cells emit, and the span of points with a vertex.
-inline RowCounts count_row_bits(const BitPlanes& bp, int64_t i, int64_t j) {
-  RowCounts c{0, 0, bp.nz, -1};
+// Count pass for one row: vertices it owns, triangles its cells emit, the span of points with a vertex, and the
+// centre vertices. Values are read only in the cells with an ambiguous face, found 64 at a time from the bits.
+template <typename T>
+RowCounts count_row_bits(const Volume<T>& vol, const BitPlanes& bp, int64_t i, int64_t j) {
+  using R = typename Volume<T>::R;
+  RowCounts c{0, 0, bp.nz, -1, 0};
   if (bp.quiet_cell_row(i, j)) return c;
   const BitPlanes::PointRows points = bp.point_rows(i, j);
   const BitPlanes::CellRows cells = bp.cell_rows(i, j);
@@ -283,8 +287,21 @@ inline RowCounts count_row_bits(const BitPlanes& bp, int64_t i, int64_t j) {
       if (c.kmax < 0) c.kmin = 64 * w + lowest_bit(any);
       c.kmax = 64 * w + highest_bit(any);
     }
-    for (uint64_t emit = bp.emitting_cells(cells, w, mixed); emit; emit &= emit - 1)
-      c.tris += tri_count(cell_config_bits(corner, lowest_bit(emit)));
+    const uint64_t emit = bp.emitting_cells(cells, w, mixed);
+    if (!emit) continue;
+    const uint64_t decided = emit & ambiguous_cells(corner);
+    for (uint64_t plain = emit & ~decided; plain; plain &= plain - 1)
+      c.tris += tri_count(cell_config_bits(corner, lowest_bit(plain)));
+    for (uint64_t left = decided; left; left &= left - 1) {
+      const int bit = lowest_bit(left);
+      R v[8];
+      double d[8];
+      vol.cell_values(i, j, 64 * w + bit, v);
+      level_offsets(v, vol.level, d);
+      const int variant = cell_variant(cell_config_bits(corner, bit), d);
+      c.tris += variant_tri_count(variant);
+      c.centres += variant_centre(variant);
+    }
   }
   return c;
 }
@@ -339,6 +356,29 @@ constexpr TriCorners make_tri_corners() {
 }
 static constexpr TriCorners kTriCorners = make_tri_corners();
 
+// The same for the variants of cells with an ambiguous face; kCentreCorner marks the cell's centre vertex.
+constexpr uint8_t kCentreCorner = 0xff;
+struct VariantCorners {
+  uint8_t slot[FK_VARIANTS][3 * FK_MAX_VARIANT_TRIANGLES];
+};
+constexpr VariantCorners make_variant_corners() {
+  VariantCorners t{};
+  for (int v = 0; v < FK_VARIANTS; ++v) {
+    for (int n = 0; n < 3 * FK_MAX_VARIANT_TRIANGLES; ++n) {
+      const int e = tables::kVariantTriEdges[v][n];
+      if (e < 0) continue;
+      if (e == FK_CENTRE_SLOT) {
+        t.slot[v][n] = kCentreCorner;
+        continue;
+      }
+      const int owner = tables::kEdgeCorner[e];
+      t.slot[v][n] = uint8_t((owner & 3) | (3 * (owner >> 2) + tables::kEdgeAxis[e]) << 2);
+    }
+  }
+  return t;
+}
+static constexpr VariantCorners kVariantCorners = make_variant_corners();
+
 // Words [begin, end) holding the points of a row that own a vertex, from the count pass's span (empty if none).
 inline void span_words(const EmitTarget& out, int64_t row, int64_t& begin, int64_t& end) {
   const int64_t kmin = out.spans[2 * row], kmax = out.spans[2 * row + 1];
@@ -392,7 +432,8 @@ template <typename T>
 void emit_row_bits(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& out, int64_t i, int64_t j,
                    RowVertexIds ids[4]) {
   const int64_t row = i * bp.ny + j;
-  int64_t v_id = out.offsets[2 * row], w_begin, w_end;
+  using R = typename Volume<T>::R;
+  int64_t v_id = out.offsets[3 * row], w_begin, w_end;
   span_words(out, row, w_begin, w_end);
   prefetch_vertex_values(vol, bp, out, i, j + kPrefetchRows);
   const BitPlanes::PointRows points = bp.point_rows(i, j);
@@ -415,7 +456,7 @@ void emit_row_bits(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& 
     klast = std::max(klast, out.spans[2 * rows[r] + 1]);
   }
   if (klast < 0) return;
-  int64_t t = out.offsets[2 * row + 1];
+  int64_t t = out.offsets[3 * row + 1], centre = out.centre_first + out.offsets[3 * row + 2];
   bool numbered = false;
   const uint32_t* local[4] = {};  // ids[r]'s numbering, once built
   int64_t first[4] = {};
@@ -432,7 +473,7 @@ void emit_row_bits(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& 
         if (ids[r].row == rows[r]) continue;
         int64_t b, e;
         span_words(out, rows[r], b, e);
-        ids[r].build(bp, i + (r & 1), j + (r >> 1), out.offsets[2 * rows[r]], b, e);
+        ids[r].build(bp, i + (r & 1), j + (r >> 1), out.offsets[3 * rows[r]], b, e);
       }
       for (int r = 0; r < 4; ++r) {
         local[r] = ids[r].local.data();
@@ -440,9 +481,31 @@ void emit_row_bits(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& 
       }
       numbered = true;
     }
+    const uint64_t decided = cells ? cells & ambiguous_cells(corner) : 0;
     for (; cells; cells &= cells - 1) {
       const int bit = lowest_bit(cells), config = cell_config_bits(corner, bit);
       const int64_t slot0 = 3 * (64 * w + bit);
+      if (decided >> bit & 1u) {  // rare: values decide the faces, and the variant may use a centre vertex
+        R v[8];
+        double d[8];
+        vol.cell_values(i, j, 64 * w + bit, v);
+        level_offsets(v, vol.level, d);
+        const int variant = cell_variant(config, d);
+        if (variant_centre(variant)) store_centre(out, vol.level, centre, i, j, 64 * w + bit, v);
+        const uint8_t* slots = kVariantCorners.slot[variant];
+        for (int n = 0; n < variant_tri_count(variant); ++n, ++t) {
+          int64_t tri[3];
+          for (int c = 0; c < 3; ++c) {
+            const int s = slots[3 * n + c], r = s & 3;
+            tri[c] = s == kCentreCorner ? centre : first[r] + local[r][slot0 + (s >> 2)];
+          }
+          out.faces[3 * t] = tri[0];
+          out.faces[3 * t + 1] = out.flip ? tri[2] : tri[1];
+          out.faces[3 * t + 2] = out.flip ? tri[1] : tri[2];
+        }
+        centre += variant_centre(variant);
+        continue;
+      }
       const uint8_t* slots = kTriCorners.slot[config];
       for (int n = 0; n < tri_count(config); ++n, ++t) {
         int64_t tri[3];

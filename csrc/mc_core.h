@@ -3,14 +3,17 @@
 // one grid row (fixed i, j; k walks the last axis), the CPU method "rowwalk".
 //
 // Output order, identical on every driver: vertices by (grid point in C order, axis x<y<z) of the edge they lie
-// on; triangles by cell in C order, then table order. Each crossed edge is owned by its lower grid point, so a
-// vertex is produced once and shared by every face that uses it (welded by construction).
+// on, then the cell-centre vertices by cell in C order; triangles by cell in C order, then table order. Each
+// crossed edge is owned by its lower grid point, so a vertex is produced once and shared by every face that uses
+// it (welded by construction). A cell with an ambiguous face (mc_variants.h) takes its triangles from the variant
+// its face decisions select; every other cell from the 256-case table, which is those cases' only variant.
 #pragma once
 #include <cstdint>
 #include <cstring>
 #include <math.h>  // sqrt overloads for float and double, host and device
 
 #include "mc_tables.h"
+#include "mc_variants.h"
 
 #if defined(__CUDACC__)
 #define FK_HD __host__ __device__ __forceinline__
@@ -50,7 +53,18 @@ static constexpr int8_t kEdgeCorner[12] = FK_EDGE_CORNER;
 static constexpr int8_t kEdgeAxis[12] = FK_EDGE_AXIS;
 static constexpr int8_t kTriCount[256] = FK_TRI_COUNT;
 static constexpr int8_t kTriEdges[256][3 * FK_MAX_TRIANGLES] = FK_TRI_EDGES;
+static constexpr uint8_t kAmbiguousFaces[256] = FK_AMBIGUOUS_FACES;
+static constexpr int16_t kVariantBase[256] = FK_VARIANT_BASE;
+static constexpr int8_t kVariantTriCount[FK_VARIANTS] = FK_VARIANT_TRI_COUNT;
+static constexpr int8_t kVariantCentre[FK_VARIANTS] = FK_VARIANT_CENTRE;
+static constexpr int8_t kVariantTriEdges[FK_VARIANTS][3 * FK_MAX_VARIANT_TRIANGLES] = FK_VARIANT_TRI_EDGES;
+static constexpr int8_t kFaceCorners[6][4] = FK_FACE_CORNERS;
 #if defined(__CUDACC__)
+__constant__ uint8_t dAmbiguousFaces[256] = FK_AMBIGUOUS_FACES;
+__constant__ int16_t dVariantBase[256] = FK_VARIANT_BASE;
+__constant__ int8_t dVariantTriCount[FK_VARIANTS] = FK_VARIANT_TRI_COUNT;
+__constant__ int8_t dVariantCentre[FK_VARIANTS] = FK_VARIANT_CENTRE;
+__constant__ int8_t dVariantTriEdges[FK_VARIANTS][3 * FK_MAX_VARIANT_TRIANGLES] = FK_VARIANT_TRI_EDGES;
 __constant__ int8_t dEdgeCorner[12] = FK_EDGE_CORNER;
 __constant__ int8_t dEdgeAxis[12] = FK_EDGE_AXIS;
 __constant__ int8_t dTriCount[256] = FK_TRI_COUNT;
@@ -69,9 +83,105 @@ FK_HD int edge_axis(int e) { return FK_TABLE(kEdgeAxis, dEdgeAxis)[e]; }
 FK_HD int tri_count(int config) { return FK_TABLE(kTriCount, dTriCount)[config]; }
 FK_HD int tri_edge(int config, int n) { return FK_TABLE(kTriEdges, dTriEdges)[config][n]; }
 
+FK_HD unsigned ambiguous_faces(int config) { return FK_TABLE(kAmbiguousFaces, dAmbiguousFaces)[config]; }
+FK_HD int variant_base(int config) { return FK_TABLE(kVariantBase, dVariantBase)[config]; }
+FK_HD int variant_tri_count(int v) { return FK_TABLE(kVariantTriCount, dVariantTriCount)[v]; }
+FK_HD bool variant_centre(int v) { return FK_TABLE(kVariantCentre, dVariantCentre)[v] != 0; }
+FK_HD int variant_tri_edge(int v, int n) { return FK_TABLE(kVariantTriEdges, dVariantTriEdges)[v][n]; }
+
 FK_HD int popcount3(unsigned m) { return (m & 1u) + ((m >> 1) & 1u) + ((m >> 2) & 1u); }
 
 template <typename R> FK_HD bool is_finite(R v) { return v - v == R(0); }  // false for NaN and +-inf
+
+// ---- ambiguous faces, decided from values ------------------------------------------------------------------
+
+// Corner c of face f in the face's fixed order a, b, c, d = (0,0), (1,0), (1,1), (0,1) of its (u, v) axes
+// (FK_FACE_CORNERS, which a host check below ties to this formula): computed, not looked up, so that with the
+// face loops unrolled every corner index is a constant and a GPU keeps the values in registers.
+FK_HD constexpr int face_corner(int f, int n) {
+  return ((f & 1) << (f >> 1)) | ((n == 1 || n == 2) << ((f / 2 + 1) % 3)) | ((n >= 2) << ((f / 2 + 2) % 3));
+}
+
+constexpr bool face_corners_match_table() {
+  for (int f = 0; f < 6; ++f)
+    for (int n = 0; n < 4; ++n)
+      if (tables::kFaceCorners[f][n] != face_corner(f, n)) return false;
+  return true;
+}
+static_assert(face_corners_match_table(), "mc_variants.h's face corner order is not face_corner's");
+
+// Cells with an ambiguous face, 32 or 64 at a time: corner[c] holds bit l = corner c of cell l is inside. A face
+// is ambiguous where its diagonal corners agree and adjacent ones differ.
+template <typename W>
+FK_HD W ambiguous_cells(const W corner[8]) {
+  W any = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int f = 0; f < 6; ++f) {
+    const W a = corner[face_corner(f, 0)], b = corner[face_corner(f, 1)];
+    const W c = corner[face_corner(f, 2)], d = corner[face_corner(f, 3)];
+    any |= ~(a ^ c) & ~(b ^ d) & (a ^ b);
+  }
+  return any;
+}
+
+// The asymptotic decider for one ambiguous face, from its corners' values minus the level in the face's order
+// (exactly one of the pairs (a, c), (b, d) lies below 0): are the inside corners joined? Two products and a
+// comparison, no sum, in double: a product of two floats is exact there, so float grids decide exactly, and with
+// nothing to contract into an FMA every driver and both cells sharing the face get the same answer. A tie (the
+// saddle on the level) or an overflowing product (double grids only) keeps the sign rule: not joined.
+FK_HD bool face_joins(double a, double b, double c, double d) {
+  const bool a_in = a < 0;
+  const double p_in = fabs(a_in ? a * c : b * d), p_out = fabs(a_in ? b * d : a * c);
+  return p_in > p_out && p_in <= 1.7976931348623157e308;
+}
+
+// Variant of a cell with an ambiguous face: its case's first variant plus its decisions, bit n for the n-th
+// ambiguous face. d[c]: corner c's value minus the level, in double.
+FK_HD int cell_variant(int config, const double d[8]) {
+  const unsigned faces = ambiguous_faces(config);
+  int bits = 0, n = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int f = 0; f < 6; ++f) {
+    if (!(faces >> f & 1u)) continue;
+    const bool joins = face_joins(d[face_corner(f, 0)], d[face_corner(f, 1)], d[face_corner(f, 2)],
+                                  d[face_corner(f, 3)]);
+    bits |= int(joins) << n;
+    ++n;
+  }
+  return variant_base(config) + bits;
+}
+
+// cell_variant with each ambiguous face's 4 values read from the grid when it is decided: the same decisions,
+// holding 4 values at a time instead of 8 (the GPU face kernel has no registers to spare).
+template <typename V>
+FK_HD int cell_variant_at(const V& vol, int config, int64_t i, int64_t j, int64_t k) {
+  const unsigned faces = ambiguous_faces(config);
+  int bits = 0, n = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int f = 0; f < 6; ++f) {
+    if (!(faces >> f & 1u)) continue;
+    double d[4];
+    for (int q = 0; q < 4; ++q) {
+      const int c = face_corner(f, q);
+      d[q] = double(vol.at(i + (c & 1), j + (c >> 1 & 1), k + (c >> 2))) - double(vol.level);
+    }
+    bits |= int(face_joins(d[0], d[1], d[2], d[3])) << n;
+    ++n;
+  }
+  return variant_base(config) + bits;
+}
+
+// The 8 corner values of a cell (corner c = dx | dy << 1 | dz << 2) minus the level, widened to double.
+template <typename R>
+FK_HD void level_offsets(const R v[8], R level, double d[8]) {
+  for (int c = 0; c < 8; ++c) d[c] = double(v[c]) - double(level);
+}
 
 // The gradient's arithmetic, from a point's value c and its neighbours lo / hi along one axis (has_lo / has_hi:
 // inside the grid; their values are not read otherwise). Drivers that obtain the neighbours by other means (the
@@ -96,6 +206,11 @@ struct Volume {
   R level;
 
   FK_HD R at(int64_t i, int64_t j, int64_t k) const { return to_compute(data[i * sx + j * sy + k * sz]); }
+
+  // The 8 corner values of cell (i, j, k), corner c = dx | dy << 1 | dz << 2.
+  FK_HD void cell_values(int64_t i, int64_t j, int64_t k, R v[8]) const {
+    for (int c = 0; c < 8; ++c) v[c] = at(i + (c & 1), j + ((c >> 1) & 1), k + ((c >> 2) & 1));
+  }
 
   // A cell (lower corner i, j, k) takes part only if all 8 corners are finite: NaN holes emit nothing.
   FK_HD int cell_config(int64_t i, int64_t j, int64_t k) const {
@@ -154,11 +269,12 @@ struct Volume {
   }
 };
 
-// Per row: vertices it owns, triangles its cells emit, and the span [kmin, kmax] of points with a vertex
-// (kmin > kmax when none). The emit pass walks only the spans, as Flying Edges does.
-struct RowCounts { int64_t verts, tris, kmin, kmax; };
+// Per row: vertices it owns, triangles its cells emit, the span [kmin, kmax] of points with a vertex (kmin > kmax
+// when none), and the centre vertices of its cells. The emit pass walks only the spans, as Flying Edges does.
+struct RowCounts { int64_t verts, tris, kmin, kmax, centres; };
 
-// Where outputs go. offsets[2 * row] / [2 * row + 1]: first vertex / triangle of each row (exclusive scan);
+// Where outputs go. offsets[3 * row + {0, 1, 2}]: first edge vertex / triangle / centre vertex of each row
+// (exclusive scans; centre ids start at centre_first, the number of edge vertices);
 // spans[2 * row] / [2 * row + 1]: the row's kmin / kmax from the count pass.
 struct EmitTarget {
   const int64_t* offsets;
@@ -168,12 +284,13 @@ struct EmitTarget {
   float* normals;   // [V, 3] or nullptr
   double origin[3], scale[3];  // world = origin + index * scale
   bool flip;        // reverse winding (gradient_direction="ascent")
+  int64_t centre_first;  // id of the first centre vertex: the number of edge vertices
 };
 
 template <typename T>
 FK_HD RowCounts count_row(const Volume<T>& vol, int64_t i, int64_t j) {
   using R = typename Volume<T>::R;
-  RowCounts c{0, 0, vol.nz, -1};
+  RowCounts c{0, 0, vol.nz, -1, 0};
   auto add_verts = [&](int64_t k, unsigned mask) {
     if (!mask) return;
     c.verts += popcount3(mask);
@@ -208,7 +325,20 @@ FK_HD RowCounts count_row(const Volume<T>& vol, int64_t i, int64_t j) {
         finite = finite && is_finite(lo[r]) && is_finite(hi[r]);
         config |= int(lo[r] < vol.level) << r | int(hi[r] < vol.level) << (r + 4);
       }
-      if (finite && config > 0) c.tris += tri_count(config);
+      if (finite && config > 0 && ambiguous_faces(config)) {
+        R v[8];
+        double d[8];
+        for (int r = 0; r < 4; ++r) {
+          v[r] = lo[r];
+          v[r + 4] = hi[r];
+        }
+        level_offsets(v, vol.level, d);
+        const int variant = cell_variant(config, d);
+        c.tris += variant_tri_count(variant);
+        c.centres += variant_centre(variant);
+      } else if (finite && config > 0) {
+        c.tris += tri_count(config);
+      }
       for (int r = 0; r < 4; ++r) lo[r] = hi[r];
     }
   }
@@ -266,10 +396,47 @@ FK_HD void emit_vertex(const Volume<T>& vol, const EmitTarget& out, int64_t id, 
   });
 }
 
+// A cell's centre vertex, which the loops of 8 or more vertices that joined faces make are fanned from: at the
+// mean of the cell's edge vertices (as Lewiner places it), with the trilinear interpolant's gradient at the
+// cell's centre as its normal. v: the 8 corner values (all finite: the cell emits).
+template <typename R>
+FK_HD void store_centre(const EmitTarget& out, R level, int64_t id, int64_t i, int64_t j, int64_t k, const R v[8]) {
+  double sum[3] = {0.0, 0.0, 0.0};
+  int n = 0;
+  R g[3] = {R(0), R(0), R(0)};
+  for (int a = 0; a < 3; ++a) {
+    for (int c = 0; c < 8; ++c) {
+      if (c >> a & 1) continue;
+      const int c1 = c | 1 << a;
+      g[a] += v[c1] - v[c];
+      if ((v[c] < level) == (v[c1] < level)) continue;
+      const double frac = double(edge_fraction(v[c], v[c1], level));
+      for (int d = 0; d < 3; ++d) sum[d] += d == a ? frac : double(c >> d & 1);
+      ++n;
+    }
+  }
+  const int64_t at[3] = {i, j, k};
+  for (int d = 0; d < 3; ++d)
+    out.verts[3 * id + d] = float(out.origin[d] + (double(at[d]) + sum[d] / double(n)) * out.scale[d]);
+  if (!out.normals) return;
+  R norm2 = R(0);
+  for (int d = 0; d < 3; ++d) {
+    g[d] = g[d] / R(4) / R(out.scale[d]);
+    norm2 += g[d] * g[d];
+  }
+  if (!(norm2 > R(0)) || !is_finite(norm2)) {  // flat or overflowing gradient: a fixed axis
+    for (int d = 0; d < 3; ++d) g[d] = R(d == 0);
+    norm2 = R(1);
+  }
+  const R sign = out.flip ? R(-1) : R(1), inv = R(1) / sqrt(norm2);
+  for (int d = 0; d < 3; ++d) out.normals[3 * id + d] = float(sign * g[d] * inv);
+}
+
 template <typename T>
 FK_HD void emit_row(const Volume<T>& vol, const EmitTarget& out, int64_t i, int64_t j) {
+  using R = typename Volume<T>::R;
   const int64_t row = i * vol.ny + j;
-  int64_t v = out.offsets[2 * row];
+  int64_t v = out.offsets[3 * row];
   for (int64_t k = out.spans[2 * row]; k <= out.spans[2 * row + 1]; ++k) {
     unsigned m = vol.edge_mask(i, j, k);
     for (int axis = 0; axis < 3; ++axis)
@@ -284,7 +451,7 @@ FK_HD void emit_row(const Volume<T>& vol, const EmitTarget& out, int64_t i, int6
   unsigned mask_k[4], mask_k1[4];
   for (int r = 0; r < 4; ++r) {
     int64_t rr = (i + (r & 1)) * vol.ny + j + (r >> 1);
-    base[r] = out.offsets[2 * rr];
+    base[r] = out.offsets[3 * rr];
     kfirst = out.spans[2 * rr] < kfirst ? out.spans[2 * rr] : kfirst;
     klast = out.spans[2 * rr + 1] > klast ? out.spans[2 * rr + 1] : klast;
   }
@@ -292,15 +459,29 @@ FK_HD void emit_row(const Volume<T>& vol, const EmitTarget& out, int64_t i, int6
   kfirst = kfirst > 0 ? kfirst - 1 : 0;
   klast = klast < vol.nz - 2 ? klast : vol.nz - 2;
   for (int r = 0; r < 4; ++r) mask_k[r] = vol.edge_mask(i + (r & 1), j + (r >> 1), kfirst);
-  int64_t t = out.offsets[2 * row + 1];
+  int64_t t = out.offsets[3 * row + 1], centre = out.centre_first + out.offsets[3 * row + 2];
   for (int64_t k = kfirst; k <= klast; ++k) {
     for (int r = 0; r < 4; ++r) mask_k1[r] = vol.edge_mask(i + (r & 1), j + (r >> 1), k + 1);
     int config = vol.cell_config(i, j, k);
-    int ntri = config > 0 ? tri_count(config) : 0;
+    int variant = -1;  // -1: the case table
+    if (config > 0 && ambiguous_faces(config)) {
+      R vals[8];
+      double d[8];
+      vol.cell_values(i, j, k, vals);
+      level_offsets(vals, vol.level, d);
+      variant = cell_variant(config, d);
+      if (variant_centre(variant)) store_centre(out, vol.level, centre, i, j, k, vals);
+    }
+    int ntri = variant >= 0 ? variant_tri_count(variant) : config > 0 ? tri_count(config) : 0;
     for (int n = 0; n < ntri; ++n, ++t) {
       int64_t ids[3];
       for (int c = 0; c < 3; ++c) {
-        int e = tri_edge(config, 3 * n + c), corner = edge_corner(e), axis = edge_axis(e);
+        int e = variant >= 0 ? variant_tri_edge(variant, 3 * n + c) : tri_edge(config, 3 * n + c);
+        if (e == FK_CENTRE_SLOT) {
+          ids[c] = centre;
+          continue;
+        }
+        int corner = edge_corner(e), axis = edge_axis(e);
         int r = (corner & 1) | ((corner >> 1) & 1) << 1;
         bool upper = (corner >> 2) & 1;  // the edge's owner point sits at k + 1
         unsigned m = upper ? mask_k1[r] : mask_k[r];
@@ -311,6 +492,7 @@ FK_HD void emit_row(const Volume<T>& vol, const EmitTarget& out, int64_t i, int6
       out.faces[3 * t + 1] = out.flip ? ids[2] : ids[1];
       out.faces[3 * t + 2] = out.flip ? ids[1] : ids[2];
     }
+    if (variant >= 0 && variant_centre(variant)) ++centre;
     for (int r = 0; r < 4; ++r) {
       base[r] += popcount3(mask_k[r]);
       mask_k[r] = mask_k1[r];

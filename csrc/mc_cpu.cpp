@@ -49,8 +49,9 @@ void classify_slab(const Volume<T>& vol, const BitScratch& s, int64_t i) {
   s.slice_finite[i] = slice_finite;
 }
 
-void count_slab(const BitPlanes& bp, int64_t i, int64_t* counts, int64_t* spans) {
-  for (int64_t j = 0; j < bp.ny; ++j) store_row(count_row_bits(bp, i, j), i * bp.ny + j, counts, spans);
+template <typename T>
+void count_slab(const Volume<T>& vol, const BitPlanes& bp, int64_t i, int64_t* counts, int64_t* spans) {
+  for (int64_t j = 0; j < bp.ny; ++j) store_row(count_row_bits(vol, bp, i, j), i * bp.ny + j, counts, spans);
 }
 
 // Pass 1: classify the grid and count every row. Counting slab i needs slabs i - 1 .. i + 1 classified. Each
@@ -73,7 +74,7 @@ void classify_and_count(const Volume<T>& vol, const BitScratch& s, int64_t* coun
       for (int64_t i = lo; i < hi; ++i) classify_slab(vol, s, i);
     });
     for_each_row<int>(vol, num_threads, [&](int64_t i, int64_t j, int) {
-      store_row(count_row_bits(bp, i, j), i * vol.ny + j, counts, spans);
+      store_row(count_row_bits(vol, bp, i, j), i * vol.ny + j, counts, spans);
     });
     return;
   }
@@ -83,15 +84,15 @@ void classify_and_count(const Volume<T>& vol, const BitScratch& s, int64_t* coun
       const int64_t first = b * block, end = std::min(vol.nx, first + block);
       for (int64_t i = first; i < end; ++i) {
         classify_slab(vol, s, i);
-        if (i - 1 > first) count_slab(bp, i - 1, counts, spans);
+        if (i - 1 > first) count_slab(vol, bp, i - 1, counts, spans);
       }
     }
   });
   parallel_chunks(blocks, 1, num_threads, [&](int64_t lo, int64_t hi, int) {
     for (int64_t b = lo; b < hi; ++b) {
       const int64_t first = b * block, last = std::min(vol.nx, first + block) - 1;
-      count_slab(bp, first, counts, spans);
-      if (last > first) count_slab(bp, last, counts, spans);
+      count_slab(vol, bp, first, counts, spans);
+      if (last > first) count_slab(vol, bp, last, counts, spans);
     }
   });
 }
@@ -105,17 +106,19 @@ void check_method(int method) {
 
 void set_fail_thread_start(int nth) { parallel::fail_thread_start.store(nth); }
 
-std::array<int64_t, 2> mc_offsets_cpu(uintptr_t counts_ptr, uintptr_t offsets_ptr, int64_t rows) {
+std::array<int64_t, 3> mc_offsets_cpu(uintptr_t counts_ptr, uintptr_t offsets_ptr, int64_t rows) {
   const auto* counts = reinterpret_cast<const int64_t*>(counts_ptr);
   auto* offsets = reinterpret_cast<int64_t*>(offsets_ptr);
-  int64_t verts = 0, tris = 0;
+  int64_t verts = 0, tris = 0, centres = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    offsets[2 * r] = verts;
-    offsets[2 * r + 1] = tris;
-    verts += counts[2 * r];
-    tris += counts[2 * r + 1];
+    offsets[3 * r] = verts;
+    offsets[3 * r + 1] = tris;
+    offsets[3 * r + 2] = centres;
+    verts += counts[3 * r];
+    tris += counts[3 * r + 1];
+    centres += counts[3 * r + 2];
   }
-  return {verts, tris};
+  return {verts, tris, centres};
 }
 
 int64_t mc_scratch_words_cpu(const GridDesc& grid, int method) {

@@ -14,7 +14,8 @@ Volume<T> make_volume(const GridDesc& g) {
 inline EmitTarget make_target(const EmitDesc& d) {
   EmitTarget t{reinterpret_cast<const int64_t*>(d.offsets), reinterpret_cast<const int64_t*>(d.spans),
                reinterpret_cast<float*>(d.verts),
-               reinterpret_cast<int64_t*>(d.faces), reinterpret_cast<float*>(d.normals), {}, {}, d.flip};
+               reinterpret_cast<int64_t*>(d.faces), reinterpret_cast<float*>(d.normals), {}, {}, d.flip,
+               d.centre_first};
   for (int a = 0; a < 3; ++a) {
     t.origin[a] = d.origin[a];
     t.scale[a] = d.scale[a];
@@ -22,10 +23,11 @@ inline EmitTarget make_target(const EmitDesc& d) {
   return t;
 }
 
-// Both drivers store a row's count-pass results the same way.
+// Both drivers store a row's count-pass results the same way: counts [rows, 3], spans [rows, 2].
 FK_HD void store_row(const RowCounts& c, int64_t row, int64_t* counts, int64_t* spans) {
-  counts[2 * row] = c.verts;
-  counts[2 * row + 1] = c.tris;
+  counts[3 * row] = c.verts;
+  counts[3 * row + 1] = c.tris;
+  counts[3 * row + 2] = c.centres;
   spans[2 * row] = c.kmin;
   spans[2 * row + 1] = c.kmax;
 }

@@ -178,26 +178,28 @@ def _extract_one(grid: _Grid, level: float, origin, scale, flip: bool, return_no
     # CPU bit planes (1 bit per grid point, plus finite bits for rows with a NaN/inf): written by the count pass,
     # read by the emit pass.
     scratch_words = ext.mc_scratch_words(shape=(nx, ny, nz), method=method)
-    work = _cpu_work_buffer(6 * rows + scratch_words)
-    counts, spans, offsets = work[:6 * rows].view(3, rows, 2).unbind(0)
-    common["scratch"] = work[6 * rows:].data_ptr()
+    # per row: counts (edge vertices, triangles, centre vertices), span (kmin, kmax), offsets (as counts)
+    work = _cpu_work_buffer(8 * rows + scratch_words)
+    counts, spans, offsets = work[:3 * rows], work[3 * rows:5 * rows], work[5 * rows:8 * rows]
+    common["scratch"] = work[8 * rows:].data_ptr()
     ext.mc_count(counts=counts.data_ptr(), spans=spans.data_ptr(), **common)
     # a plain loop in the extension: torch's CPU ops would wake its thread pool for 65k rows
-    n_verts, n_faces = ext.mc_offsets_cpu(counts=counts.data_ptr(), offsets=offsets.data_ptr(), rows=rows)
+    n_edge, n_faces, n_centres = ext.mc_offsets_cpu(counts=counts.data_ptr(), offsets=offsets.data_ptr(), rows=rows)
     if n_faces == 0:
         return empty()
+    n_verts = n_edge + n_centres  # centre vertices follow the edge vertices
     verts = torch.empty((n_verts, 3), dtype=torch.float32)
     faces = torch.empty((n_faces, 3), dtype=torch.int64)
     normals = torch.empty((n_verts, 3), dtype=torch.float32) if return_normals else None
     ext.mc_emit(offsets=offsets.data_ptr(), spans=spans.data_ptr(), verts=verts.data_ptr(), faces=faces.data_ptr(),
                 normals=normals.data_ptr() if normals is not None else 0, origin=origin, scale=scale,
-                flip=flip, **common)
+                flip=flip, centre_first=n_edge, **common)
     return Mesh(verts, faces, normals)
 
 
 def _extract_bricks(grid: _Grid, level: float, origin, scale, flip: bool, return_normals: bool, threads: int):
     """The brick algorithm (csrc/marching_cubes/brick.h): the CUDA driver, or the CPU method "bricks".
-    Scratch (~0.58 byte per grid point) and the 3 totals live on the grid's device; reading the totals back is the
+    Scratch (~0.64 byte per grid point) and the 4 totals live on the grid's device; reading the totals back is the
     one sync. Returns None for an empty mesh."""
     ext = _native.load()
     device = grid.device
@@ -211,17 +213,18 @@ def _extract_bricks(grid: _Grid, level: float, origin, scale, flip: bool, return
         scratch = torch.empty(ext.mc_brick_scratch_bytes(cuda=cuda, shape=tuple(grid.shape)), dtype=torch.uint8,
                               device=device)
         common["scratch"] = scratch.data_ptr()
-        totals = torch.empty(3, dtype=torch.int64, device=device)
+        totals = torch.empty(4, dtype=torch.int64, device=device)
         ext.mc_brick_count(totals=totals.data_ptr(), **common)
-        n_verts, n_faces, n_active = totals.tolist()  # the one read-back: output sizes
+        n_edge, n_faces, n_active, n_centres = totals.tolist()  # the one read-back: output sizes
         if n_faces == 0:
             return None
+        n_verts = n_edge + n_centres
         verts = torch.empty((n_verts, 3), dtype=torch.float32, device=device)
         faces = torch.empty((n_faces, 3), dtype=torch.int64, device=device)
         normals = torch.empty((n_verts, 3), dtype=torch.float32, device=device) if return_normals else None
         ext.mc_brick_emit(n_active=n_active, verts=verts.data_ptr(), faces=faces.data_ptr(),
                           normals=normals.data_ptr() if normals is not None else 0, origin=origin, scale=scale,
-                          flip=flip, **common)
+                          flip=flip, centre_first=n_edge, **common)
     return Mesh(verts, faces, normals)
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from flowkernels.reference.marching_cubes import marching_cubes_reference
-from flowkernels.reference.mc_ambiguity import (AMBIGUOUS, CENTRE, VARIANTS, cell_triangles, in_face,
-                                                marching_cubes_decided)
+from flowkernels.reference.mc_ambiguity import (AMBIGUOUS, CENTRE, CENTRE_FAN_MIN, VARIANTS, _loops, cell_triangles,
+                                                in_face, marching_cubes_decided)
 from flowkernels.reference.mc_tables import CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, TRIANGLES
 
 from test_mc_watertight import check_watertight, smooth_field
@@ -32,7 +32,11 @@ def test_every_variant_keeps_its_edges_off_the_cube_faces():
         if bits == 0:  # the sign rule's loops: same vertices and number of triangles as mc_tables
             assert sorted({e for t in tris for e in t}) == sorted({e for t in TRIANGLES[config] for e in t})
             assert len(tris) == len(TRIANGLES[config])
-    assert 0 < centre < len(VARIANTS) // 4  # only some joined variants need a centre vertex
+    assert 0 < centre < len(VARIANTS) // 3  # only some joined variants have a centre vertex
+    for (config, bits), tris in VARIANTS.items():  # exactly those with a loop of CENTRE_FAN_MIN or more vertices
+        joined = {f for n, f in enumerate(AMBIGUOUS[config]) if bits >> n & 1}
+        long_loop = any(len(loop) >= CENTRE_FAN_MIN for loop in _loops(config, joined))
+        assert long_loop == any(CENTRE in t for t in tris), (config, bits)
 
 
 def _pair_triangles(values, axis):

@@ -1,6 +1,6 @@
 """Marching cubes is watertight on every closed field: the table (every case next to every neighbour across a
-shared face), then smooth random fields full of saddles on every CPU method, checked against an Euler
-characteristic counted from the grid's signs alone."""
+shared face, with random and tie-prone values for the decided faces), then smooth random fields full of saddles on
+every CPU method, checked against an Euler characteristic counted from the grid alone."""
 import numpy as np
 import pytest
 import torch
@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import flowkernels as fk
 from flowkernels.marching_cubes import CPU_METHODS
 from flowkernels.reference.marching_cubes import inside_euler_characteristic, marching_cubes_reference
+from flowkernels.reference.mc_ambiguity import decided_euler_characteristic, marching_cubes_decided
 from flowkernels.reference.mc_tables import CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, TRIANGLES
 
 
@@ -21,9 +22,10 @@ def seed():
     return value
 
 
-def check_watertight(verts, faces, level_grid=None, level=0.0):
+def check_watertight(verts, faces, level_grid=None, level=0.0, decided=True):
     """Every undirected edge used exactly twice, each direction once; no degenerate, duplicate or zero-area face;
-    positive enclosed volume; and, given the grid, Euler characteristic 2 * chi(inside)."""
+    positive enclosed volume; and, given the grid, Euler characteristic 2 * chi(inside), the inside as the
+    value-decided faces join it (decided=False: as the sign rule's table does)."""
     verts, faces = np.asarray(verts, dtype=np.float64), np.asarray(faces)
     assert len(faces) > 0 and np.isfinite(verts).all() and faces.min() >= 0 and faces.max() < len(verts)
     assert len(np.unique(faces)) == len(verts), "unreferenced vertices"
@@ -40,7 +42,8 @@ def check_watertight(verts, faces, level_grid=None, level=0.0):
     assert np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6 > 0, "faces wind inward"
     euler = len(verts) - len(undirected) + len(faces)
     if level_grid is not None:
-        assert euler == 2 * inside_euler_characteristic(level_grid, level)
+        chi = decided_euler_characteristic if decided else inside_euler_characteristic
+        assert euler == 2 * chi(level_grid, level)
     return euler
 
 
@@ -98,9 +101,10 @@ def test_table_every_case_next_to_every_neighbour(axis):
             assert sum(k in directed for k in ((a, b), (b, a))) <= 2
 
 
-def pair_tiling(axis, seed):
+def pair_tiling(axis, seed, ties=False):
     """All 2^12 sign patterns of two cells sharing a face normal to `axis`, each in its own block with an outside
-    margin, in one grid (values inside: -1..-0.2, outside: 0.2..1)."""
+    margin, in one grid (values inside: -1..-0.2, outside: 0.2..1; ties: magnitudes from {0.25, 0.5, 1}, whose
+    products on an ambiguous face often tie, i.e. the saddle lies exactly on the level)."""
     rng = np.random.default_rng(seed)
     block = [4, 4, 4]
     block[axis] = 5
@@ -111,18 +115,26 @@ def pair_tiling(axis, seed):
     bits = (patterns[:, None] >> np.arange(12)) & 1  # corner order: C order over the pair's 2 x 2 x 3 points
     signs = np.where(bits == 1, -1.0, 1.0).reshape(16, 16, 16, *pair).transpose(0, 3, 1, 4, 2, 5)
     blocks = grid.reshape(16, block[0], 16, block[1], 16, block[2])  # a view: writes land in grid
-    blocks[:, 1:1 + pair[0], :, 1:1 + pair[1], :, 1:1 + pair[2]] = signs * rng.uniform(0.2, 1.0, size=signs.shape)
+    mags = rng.choice([0.25, 0.5, 1.0], size=signs.shape) if ties else rng.uniform(0.2, 1.0, size=signs.shape)
+    blocks[:, 1:1 + pair[0], :, 1:1 + pair[1], :, 1:1 + pair[2]] = signs * mags
     return grid
 
 
+@pytest.mark.parametrize("ties", [False, True], ids=["random", "ties"])
 @pytest.mark.parametrize("axis", [0, 1, 2])
-def test_every_case_next_to_every_neighbour_on_each_cpu_method(axis, seed):
-    grid = pair_tiling(axis, seed)
-    meshes = [fk.marching_cubes(grid, 0.0, cpu_method=m) for m in CPU_METHODS]
-    check_watertight(meshes[0].verts, meshes[0].faces, grid)
-    for m in meshes[1:]:
-        np.testing.assert_array_equal(m.faces, meshes[0].faces)
-        np.testing.assert_array_equal(m.verts, meshes[0].verts)
+def test_every_case_next_to_every_neighbour_on_each_cpu_method(axis, ties, seed):
+    """Every variant next to every neighbour it can have: both cells decide their shared face from the same four
+    values, ties included (fp32 and fp64 grids: the products are exact in double either way)."""
+    grid = pair_tiling(axis, seed, ties)
+    for dtype in (np.float64, np.float32):
+        meshes = [fk.marching_cubes(grid.astype(dtype), 0.0, return_normals=True, cpu_method=m) for m in CPU_METHODS]
+        check_watertight(meshes[0].verts, meshes[0].faces, grid)
+        for m in meshes[1:]:
+            np.testing.assert_array_equal(m.faces, meshes[0].faces)
+            np.testing.assert_array_equal(m.verts, meshes[0].verts)
+            np.testing.assert_array_equal(m.normals, meshes[0].normals)
+    if ties:  # the tie rule is exercised: some ambiguous faces have equal products
+        assert len(meshes[0].verts) > 0
 
 
 def test_issue_reproducer_is_watertight():
@@ -131,7 +143,9 @@ def test_issue_reproducer_is_watertight():
     for method in CPU_METHODS:
         mesh = fk.marching_cubes(g, 0.0, cpu_method=method)
         check_watertight(mesh.verts, mesh.faces, g)
-    v, f = marching_cubes_reference(g, 0.0)
+    v, f = marching_cubes_reference(g, 0.0)  # the sign rule's table alone is watertight too
+    check_watertight(v, f, g, decided=False)
+    v, f = marching_cubes_decided(g, 0.0)
     check_watertight(v, f, g)
 
 
@@ -194,7 +208,7 @@ def test_smooth_random_fields_are_watertight_with_the_known_topology(kind, shape
         np.testing.assert_array_equal(m.faces, want.faces)
         np.testing.assert_array_equal(m.verts, want.verts)
     if grid.size <= 2000:
-        v, f = marching_cubes_reference(grid, 0.0)
+        v, f = marching_cubes_decided(grid, 0.0)
         np.testing.assert_array_equal(f, want.faces)
 
 

@@ -17,7 +17,9 @@
 // those totals follows (CUB), then a compaction lists the active segments (owning a vertex or emitting a
 // triangle) of the whole grid in order. 3 emit: one warp per entry of that list writes the segment's vertices
 // (values along z passed between lanes by shuffles), then resolves triangle corners through a per-warp table of
-// vertex ids of the 4 rows x 33 points around its cells.
+// vertex ids of the 4 rows x 33 points around its cells, then writes its cells' centre vertices. Cells with an ambiguous face read their 8 values in
+// the count and face passes (the decider, mc_core.h); centre vertices take ids after every edge vertex, in cell
+// order: per scan block and per segment a third count, scanned alongside the other two.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -35,9 +37,12 @@ constexpr int kSegsPerBlock = 32;                      // a scan block: 32 conse
 static_assert(kSegsPerBlock == kLanes, "a scan block is scanned by one warp, one lane per segment");
 constexpr int kTableRows = 4;                         // rows (i + dx, j + dy) around a cell row, r = dx | dy << 1
 constexpr int kTablePoints = kLanes + 1;              // the segment's 32 points and the first of the next one
-// Within a block a segment's first vertex and triangle are packed in one word: 32 segments own at most
-// 32 * 32 * 3 = 3072 vertices and emit at most 32 * 32 * 5 = 5120 triangles, both below 2^16.
+// Within a block a segment's first vertex, triangle and centre vertex are packed in one 64-bit word (the first
+// two stored as one 32-bit word, the third as 16 bits): 32 segments own at most 32 * 32 * 3 = 3072 vertices, emit
+// at most 32 * 32 * 12 = 12288 triangles and 1024 centre vertices, all below 2^16.
 constexpr uint32_t kTriShift = 16;
+constexpr uint32_t kCentreShift = 32;
+static_assert(32 * 32 * FK_MAX_VARIANT_TRIANGLES < 65536 && FK_MAX_VARIANT_TRIANGLES < 16, "16-bit block counts");
 
 FK_HD int popc(uint32_t x) {
 #if defined(__CUDA_ARCH__)
@@ -110,18 +115,22 @@ inline void check_brick_grid(const SegGrid& sg) {
 
 // Per-scan-block totals and, after the scan, bases (first vertex / triangle / active segment of the block).
 struct Totals {
-  int64_t verts, tris, active;
-  FK_HD Totals operator+(const Totals& o) const { return {verts + o.verts, tris + o.tris, active + o.active}; }
+  int64_t verts, tris, active, centres;
+  FK_HD Totals operator+(const Totals& o) const {
+    return {verts + o.verts, tris + o.tris, active + o.active, centres + o.centres};
+  }
 };
 struct AddTotals {
   FK_HD Totals operator()(const Totals& a, const Totals& b) const { return a + b; }
 };
 
 // The caller-allocated scratch, carved into aligned pieces. Per grid point: 3 bit planes (inside, finite, valid
-// cells: 3/8 byte), the packed segment offsets (1/8), active slots (1/32) and 48 bytes per scan block of 1024
-// points: ~0.58 byte when nz is a multiple of 32 (rows shorter than a segment pay for a whole one).
+// cells: 3/8 byte), the packed segment offsets (1/8) and centre offsets (1/16), active slots (1/32) and 64 bytes
+// per scan block of 1024 points: ~0.64 byte when nz is a multiple of 32 (rows shorter than a segment pay for a
+// whole one).
 struct Layout {
-  size_t inside, finite, valid, slab_bad, seg_offsets, active_slots, block_totals, block_bases, scan_temp, bytes;
+  size_t inside, finite, valid, slab_bad, seg_offsets, seg_centres, active_slots, block_totals, block_bases,
+      scan_temp, bytes;
 };
 inline size_t align_up(size_t n) { return (n + 255) & ~size_t(255); }
 inline Layout make_layout(const SegGrid& sg, size_t scan_temp_bytes) {
@@ -134,6 +143,7 @@ inline Layout make_layout(const SegGrid& sg, size_t scan_temp_bytes) {
   l.valid = take(4 * segs);
   l.slab_bad = take(4 * size_t(sg.nx));
   l.seg_offsets = take(4 * segs);
+  l.seg_centres = take(2 * segs);
   l.active_slots = take(blocks * kSegsPerBlock);
   l.block_totals = take(sizeof(Totals) * (blocks + 1));
   l.block_bases = take(sizeof(Totals) * (blocks + 1));
@@ -148,6 +158,7 @@ struct Scratch {
   uint32_t* valid;         // [segments]: bit l = cell (i, j, 32 s + l) has 8 finite corners; near NaN slabs only
   uint32_t* slab_bad;      // [nx]: nonzero when slab i holds a NaN / inf
   uint32_t* seg_offsets;   // [segments]: first vertex | first triangle << 16, relative to the block's
+  uint16_t* seg_centres;   // [segments]: first centre vertex, relative to the block's
   uint8_t* active_slots;   // [blocks][32]: the block's active segments, in order
   // [segments]: after the scan, active segment number a (global, in order) -> its segment index. It reuses the
   // finite plane's words, dead once pass 1b has run, so the list costs no scratch.
@@ -161,7 +172,8 @@ inline Scratch carve(void* base, const Layout& l) {
   char* p = static_cast<char*>(base);
   return {reinterpret_cast<uint32_t*>(p + l.inside), reinterpret_cast<uint32_t*>(p + l.finite),
           reinterpret_cast<uint32_t*>(p + l.valid), reinterpret_cast<uint32_t*>(p + l.slab_bad),
-          reinterpret_cast<uint32_t*>(p + l.seg_offsets), reinterpret_cast<uint8_t*>(p + l.active_slots),
+          reinterpret_cast<uint32_t*>(p + l.seg_offsets), reinterpret_cast<uint16_t*>(p + l.seg_centres),
+          reinterpret_cast<uint8_t*>(p + l.active_slots),
           reinterpret_cast<uint32_t*>(p + l.finite),  // active_list: the finite plane, reused
           reinterpret_cast<Totals*>(p + l.block_totals), reinterpret_cast<Totals*>(p + l.block_bases),
           p + l.scan_temp, l.bytes - l.scan_temp};
@@ -314,15 +326,17 @@ FK_HD uint32_t segment_corners(const Planes& p, int64_t i, int64_t j, int64_t s,
   return any & ~all;
 }
 
-// The cells of segment (i, j, s): corner words and the cells that emit (corners on both sides, all finite).
+// The cells of segment (i, j, s): corner words, the cells that emit (corners on both sides, all finite) and those
+// of them with an ambiguous face, decided from values.
 struct SegmentCells {
   uint32_t corner[8];
-  uint32_t emitting;
+  uint32_t emitting, decided;
 };
 FK_HD SegmentCells segment_cells(const Planes& p, int64_t i, int64_t j, int64_t s) {
   SegmentCells c;
   const uint32_t mixed = segment_corners(p, i, j, s, c.corner);
   c.emitting = mixed ? mixed & p.valid_cells(i, j, s) : 0u;
+  c.decided = c.emitting ? c.emitting & ambiguous_cells(c.corner) : 0u;
   return c;
 }
 
@@ -338,6 +352,16 @@ FK_HD int lane_case(const SegmentCells& c, int lane) {
   for (int corner = 0; corner < 8; ++corner) config |= int(c.corner[corner] >> lane & 1u) << corner;
   return config;
 }
+// The variant of the lane's cell (case `config`) when it has an ambiguous face, else -1 (the case table). The
+// values are read only then, face by face, and not kept: on the GPU the face kernel has no registers to spare for
+// eight doubles, and the few lanes that place a centre vertex read them again.
+template <typename T>
+FK_HD int lane_variant(const Volume<T>& vol, const SegmentCells& c, int config, int64_t i, int64_t j, int64_t s,
+                       int lane) {
+  if (!(c.decided >> lane & 1u)) return -1;
+  return cell_variant_at(vol, config, i, j, 32 * s + lane);
+}
+
 // Vertices owned by the segment's points below the lane: popcounts of the 3 edge words.
 FK_HD int vertex_prefix(const uint32_t v[3], int lane) {
   const uint32_t below = lanes_below(lane);
@@ -347,14 +371,16 @@ FK_HD int vertex_total(const uint32_t v[3]) { return popc(v[0]) + popc(v[1]) + p
 // A point's vertex on `axis` comes after its vertices on lower axes.
 FK_HD int axis_rank(unsigned edges, int axis) { return popc(edges & ((1u << axis) - 1u)); }
 
-// Triangle counts are 0..5, three bits: bit_words[b] is the warp's ballot of bit b, so the triangles of the
+// Triangle counts are 0..12, four bits: bit_words[b] is the warp's ballot of bit b, so the triangles of the
 // lanes below are a weighted sum of popcounts (no shuffle scan needed within a warp).
-FK_HD int tri_prefix(const uint32_t bit_words[3], int lane) {
+constexpr int kTriBits = 4;
+FK_HD int tri_prefix(const uint32_t bit_words[kTriBits], int lane) {
   const uint32_t below = lanes_below(lane);
-  return popc(bit_words[0] & below) + 2 * popc(bit_words[1] & below) + 4 * popc(bit_words[2] & below);
+  return popc(bit_words[0] & below) + 2 * popc(bit_words[1] & below) + 4 * popc(bit_words[2] & below) +
+         8 * popc(bit_words[3] & below);
 }
-FK_HD int tri_total(const uint32_t bit_words[3]) {
-  return popc(bit_words[0]) + 2 * popc(bit_words[1]) + 4 * popc(bit_words[2]);
+FK_HD int tri_total(const uint32_t bit_words[kTriBits]) {
+  return popc(bit_words[0]) + 2 * popc(bit_words[1]) + 4 * popc(bit_words[2]) + 8 * popc(bit_words[3]);
 }
 FK_HD int lowest_lane(uint32_t word) {
 #if defined(__CUDA_ARCH__)
@@ -363,17 +389,25 @@ FK_HD int lowest_lane(uint32_t word) {
   return __builtin_ctz(word);
 #endif
 }
-FK_HD uint32_t pack_counts(int verts, int tris) { return uint32_t(verts) | uint32_t(tris) << kTriShift; }
+FK_HD uint64_t pack_counts(int verts, int tris, int centres) {
+  return uint64_t(verts) | uint64_t(tris) << kTriShift | uint64_t(centres) << kCentreShift;
+}
 
 // One step of the block scan (Hillis-Steele over 32 lanes): lane l adds the value lane l - d held before the
 // step. After steps d = 1, 2, 4, 8, 16 each lane holds the inclusive sum of lanes 0..l.
-FK_HD uint32_t scan_step(uint32_t own, uint32_t from_below, int lane, int d) {
+FK_HD uint64_t scan_step(uint64_t own, uint64_t from_below, int lane, int d) {
   return lane >= d ? own + from_below : own;
 }
 // Slot of an active segment in its block's list: the active segments before it.
 FK_HD int active_slot(uint32_t active_word, int lane) { return popc(active_word & lanes_below(lane)); }
-FK_HD Totals block_total(uint32_t inclusive_last, uint32_t active_word) {
-  return {int64_t(inclusive_last & 0xffffu), int64_t(inclusive_last >> kTriShift), int64_t(popc(active_word))};
+FK_HD Totals block_total(uint64_t inclusive_last, uint32_t active_word) {
+  return {int64_t(inclusive_last & 0xffffu), int64_t(inclusive_last >> kTriShift & 0xffffu), int64_t(popc(active_word)),
+          int64_t(inclusive_last >> kCentreShift & 0xffffu)};
+}
+// What a segment stores of its exclusive offset within the block.
+FK_HD void store_segment_offsets(const Scratch& sc, int64_t g, uint64_t exclusive) {
+  sc.seg_offsets[g] = uint32_t(exclusive);
+  sc.seg_centres[g] = uint16_t(exclusive >> kCentreShift);
 }
 
 // ---- pass 3: emit --------------------------------------------------------------------------------------------
@@ -394,6 +428,10 @@ FK_HD int64_t segment_vertex_base(const Scratch& sc, int64_t g) {
 }
 FK_HD int64_t segment_tri_base(const Scratch& sc, int64_t g) {
   return sc.block_bases[g / kSegsPerBlock].tris + int64_t(sc.seg_offsets[g] >> kTriShift);
+}
+// First centre vertex of segment g, counted from the first centre vertex of the mesh.
+FK_HD int64_t segment_centre_base(const Scratch& sc, int64_t g) {
+  return sc.block_bases[g / kSegsPerBlock].centres + int64_t(sc.seg_centres[g]);
 }
 
 // Vertex ids, relative to the warp's first vertex (int32: the 4 rows around a cell row lie within one slab and a
@@ -440,12 +478,27 @@ struct CaseTables {
   const int8_t* edge_axis;    // [12]
 };
 
-// Vertex id (relative to the warp's first) of corner c of triangle n of the lane's cell (case `config`).
-FK_HD int32_t corner_id(const EdgeIdTable& t, const CaseTables& ct, int config, int n, int c, int lane) {
-  const int e = ct.tri_edges[config * 3 * FK_MAX_TRIANGLES + 3 * n + c];
+// Vertex id (relative to the warp's first) of cube edge e of the lane's cell.
+FK_HD int32_t edge_id(const EdgeIdTable& t, const CaseTables& ct, int e, int lane) {
   const int owner = ct.edge_corner[e], axis = ct.edge_axis[e];
   const int r = owner & 3, point = lane + (owner >> 2);
   return t.first[r][point] + axis_rank(t.edges[r][point], axis);
+}
+
+// ---- centre vertices ------------------------------------------------------------------------------------------
+
+// Id of the lane's centre vertex, `centres` the warp's ballot of lanes whose cell has one.
+FK_HD int64_t lane_centre_id(const EmitTarget& out, const Scratch& sc, int64_t g, uint32_t centres, int lane) {
+  return out.centre_first + segment_centre_base(sc, g) + popc(centres & lanes_below(lane));
+}
+// Writes the lane's centre vertex (a kernel of its own on the GPU: inlined into the face kernel, its arithmetic
+// made that kernel spill).
+template <typename T>
+FK_HD void emit_lane_centre(const Volume<T>& vol, const EmitTarget& out, int64_t i, int64_t j, int64_t s, int lane,
+                            int64_t id) {
+  typename Volume<T>::R vals[8];
+  vol.cell_values(i, j, 32 * s + lane, vals);
+  store_centre(out, vol.level, id, i, j, 32 * s + lane, vals);
 }
 
 // ---- vertices: values along z from the neighbouring lanes ----------------------------------------------------
@@ -513,12 +566,17 @@ FK_HD void emit_lane_vertex(const Volume<T>& vol, const EmitTarget& out, const u
   });
 }
 
-// The lane's triangles: ntri of case `config`, the first numbered tbase + the triangles of the lanes below.
-FK_HD void emit_lane_faces(const EdgeIdTable& t, const CaseTables& ct, const EmitTarget& out, int config, int ntri,
-                           int64_t vbase, int64_t first_tri, int lane) {
+// The lane's triangles: ntri of case `config` (variant < 0) or of `variant` (from __constant__ memory on the
+// device: few lanes take that path), the first numbered first_tri; slot FK_CENTRE_SLOT is vertex `centre`.
+FK_HD void emit_lane_faces(const EdgeIdTable& t, const CaseTables& ct, const EmitTarget& out, int config, int variant,
+                           int ntri, int64_t vbase, int64_t first_tri, int64_t centre, int lane) {
   for (int n = 0; n < ntri; ++n) {
     int64_t ids[3];
-    for (int c = 0; c < 3; ++c) ids[c] = vbase + corner_id(t, ct, config, n, c, lane);
+    for (int c = 0; c < 3; ++c) {
+      const int e = variant >= 0 ? variant_tri_edge(variant, 3 * n + c)
+                                 : ct.tri_edges[config * 3 * FK_MAX_TRIANGLES + 3 * n + c];
+      ids[c] = e == FK_CENTRE_SLOT ? centre : vbase + edge_id(t, ct, e, lane);
+    }
     int64_t* f = out.faces + 3 * (first_tri + n);
     f[0] = ids[0];
     f[1] = out.flip ? ids[2] : ids[1];

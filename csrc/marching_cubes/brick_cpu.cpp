@@ -51,9 +51,15 @@ void classify_slabs(const Volume<T>& vol, const SegGrid& sg, const Scratch& sc, 
   }
 }
 
+// The 4 ballots of the lanes' triangle-count bits.
+void tri_ballots(const int ntri[kLanes], uint32_t bits[kTriBits]) {
+  for (int b = 0; b < kTriBits; ++b) bits[b] = ballot([&](int l) { return ntri[l] >> b & 1; });
+}
+
 // Pass 2 for scan block b (32 segments, one warp): lane l tests segment l for mixed cells, then the warp counts
 // each busy segment with a lane per point; lane l keeps segment l's counts for the scan.
-void count_block(const Planes& p, const Scratch& sc, int64_t b) {
+template <typename T>
+void count_block(const Volume<T>& vol, const Planes& p, const Scratch& sc, int64_t b) {
   const SegGrid& sg = p.grid;
   const int64_t first = b * kSegsPerBlock;
   const uint32_t busy = ballot([&](int lane) {
@@ -62,7 +68,7 @@ void count_block(const Planes& p, const Scratch& sc, int64_t b) {
     uint32_t corner[8];
     return segment_corners(p, x.i, x.j, x.s, corner) != 0u;
   });
-  uint32_t seg_counts[kLanes] = {};
+  uint64_t seg_counts[kLanes] = {};
   for (uint32_t work = busy; work; work &= work - 1) {
     const int ls = lowest_lane(work);
     const SegIndex x = sg.decode(first + ls);
@@ -70,22 +76,27 @@ void count_block(const Planes& p, const Scratch& sc, int64_t b) {
     owned_edges(p, x.i, x.j, x.s, v);
     const SegmentCells cells = segment_cells(p, x.i, x.j, x.s);
     int ntri[kLanes];
-    for (int lane = 0; lane < kLanes; ++lane) ntri[lane] = kHostTables.tri_count[lane_case(cells, lane)];
-    const uint32_t tri_bits[3] = {ballot([&](int l) { return ntri[l] & 1; }),
-                                  ballot([&](int l) { return ntri[l] & 2; }),
-                                  ballot([&](int l) { return ntri[l] & 4; })};
-    seg_counts[ls] = pack_counts(vertex_total(v), tri_total(tri_bits));
+    bool centre[kLanes];
+    for (int lane = 0; lane < kLanes; ++lane) {
+      const int config = lane_case(cells, lane), variant = lane_variant(vol, cells, config, x.i, x.j, x.s, lane);
+      ntri[lane] = variant >= 0 ? variant_tri_count(variant) : kHostTables.tri_count[config];
+      centre[lane] = variant >= 0 && variant_centre(variant);
+    }
+    uint32_t tri_bits[kTriBits];
+    tri_ballots(ntri, tri_bits);
+    const uint32_t centres = ballot([&](int l) { return centre[l]; });
+    seg_counts[ls] = pack_counts(vertex_total(v), tri_total(tri_bits), popc(centres));
   }
   // The scan, lane l = segment l. __shfl_up_sync(v, d) hands lanes below d their own value; going down from lane
   // 31 reads each lower lane before it is overwritten, as the simultaneous shuffle does.
-  uint32_t inclusive[kLanes];
+  uint64_t inclusive[kLanes];
   std::copy(seg_counts, seg_counts + kLanes, inclusive);
   for (int d = 1; d < kLanes; d <<= 1)
     for (int lane = kLanes - 1; lane >= 0; --lane)
       inclusive[lane] = scan_step(inclusive[lane], inclusive[lane >= d ? lane - d : lane], lane, d);
   const uint32_t active = ballot([&](int l) { return seg_counts[l] != 0; });
   for (int lane = 0; lane < kLanes; ++lane) {
-    if (first + lane < sg.count()) sc.seg_offsets[first + lane] = inclusive[lane] - seg_counts[lane];
+    if (first + lane < sg.count()) store_segment_offsets(sc, first + lane, inclusive[lane] - seg_counts[lane]);
     if (seg_counts[lane]) sc.active_slots[first + active_slot(active, lane)] = uint8_t(lane);
   }
   sc.block_totals[b] = block_total(inclusive[kLanes - 1], active);
@@ -158,17 +169,23 @@ void emit_segment(const Volume<T>& vol, const Planes& p, const Scratch& sc, cons
   for (int q = 0; q < 2 * kTableRows; ++q) sources[q] = edge_table_source(p, sc, x.i, x.j, x.s, vbase, q);
   for (int r = 0; r < kTableRows; ++r)
     for (int lane = 0; lane < kLanes; ++lane) edge_table_entry(table, r, sources[r], sources[r + kTableRows], lane);
-  int config[kLanes], ntri[kLanes];
+  int config[kLanes], variant[kLanes], ntri[kLanes];
   for (int lane = 0; lane < kLanes; ++lane) {
     config[lane] = lane_case(cells, lane);
-    ntri[lane] = kHostTables.tri_count[config[lane]];
+    variant[lane] = lane_variant(vol, cells, config[lane], x.i, x.j, x.s, lane);
+    ntri[lane] = variant[lane] >= 0 ? variant_tri_count(variant[lane]) : kHostTables.tri_count[config[lane]];
   }
-  const uint32_t tri_bits[3] = {ballot([&](int l) { return ntri[l] & 1; }), ballot([&](int l) { return ntri[l] & 2; }),
-                                ballot([&](int l) { return ntri[l] & 4; })};
+  uint32_t tri_bits[kTriBits];
+  tri_ballots(ntri, tri_bits);
+  const uint32_t centres = ballot([&](int l) { return variant[l] >= 0 && variant_centre(variant[l]); });
   const int64_t tbase = segment_tri_base(sc, g);
   for (int lane = 0; lane < kLanes; ++lane)
-    emit_lane_faces(table, kHostTables, out, config[lane], ntri[lane], vbase, tbase + tri_prefix(tri_bits, lane),
-                    lane);
+    emit_lane_faces(table, kHostTables, out, config[lane], variant[lane], ntri[lane], vbase,
+                    tbase + tri_prefix(tri_bits, lane), lane_centre_id(out, sc, g, centres, lane), lane);
+  // The centre vertices (their own kernel on the GPU).
+  if (!centres) return;
+  for (int lane = 0; lane < kLanes; ++lane)
+    if (centres >> lane & 1u) emit_lane_centre(vol, out, x.i, x.j, x.s, lane, lane_centre_id(out, sc, g, centres, lane));
 }
 
 }  // namespace
@@ -193,19 +210,22 @@ void mc_brick_count_cpu(const GridDesc& grid, uintptr_t scratch, uintptr_t total
     parallel_chunks(sg.nx, 3, num_threads, [&](int64_t lo, int64_t hi) { classify_slabs(vol, sg, sc, lo, hi); });
   });
   const Planes p = planes_of(sg, sc);
+  const int64_t blocks = sg.blocks();
   parallel_chunks(sg.count(), 4096, num_threads, [&](int64_t lo, int64_t hi) {
     for (int64_t g = lo; g < hi; ++g) {
       const SegIndex x = sg.decode(g);
       if (p.needs_valid_word(x.i, x.j, x.s)) sc.valid[g] = p.compute_valid_cells(x.i, x.j, x.s);
     }
   });
-  const int64_t blocks = sg.blocks();
-  parallel_chunks(blocks, 64, num_threads, [&](int64_t lo, int64_t hi) {
-    for (int64_t b = lo; b < hi; ++b) count_block(p, sc, b);
+  dispatch_dtype(grid.dtype, [&](auto tag) {
+    const auto vol = make_volume<decltype(tag)>(grid);
+    parallel_chunks(blocks, 64, num_threads, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) count_block(vol, p, sc, b);
+    });
   });
   // The device-wide exclusive scan of block totals (CUB on the GPU).
-  sc.block_totals[blocks] = Totals{0, 0, 0};
-  Totals run{0, 0, 0};
+  sc.block_totals[blocks] = Totals{0, 0, 0, 0};
+  Totals run{0, 0, 0, 0};
   for (int64_t b = 0; b <= blocks; ++b) {
     sc.block_bases[b] = run;
     run = run + sc.block_totals[b];

@@ -81,8 +81,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) valid_cells_kernel(
 // Pass 2: one warp per scan block of 32 segments. Lane l tests segment l for mixed cells (a word test: a
 // segment far from the surface costs its warp 1/32 of the work); then the warp counts each busy segment with a
 // lane per point, warp totals by popcounts of edge words and of the ballots of triangle-count bits; then the
-// 32 segment counts, one per lane, are scanned with shuffles and the active segments listed.
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) count_kernel(Planes p, Scratch sc) {
+// 32 segment counts, one per lane, are scanned with shuffles and the active segments listed. Lanes whose cell has
+// an ambiguous face read its 8 values to decide it; the others read no value.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) count_kernel(Volume<T> vol, Planes p, Scratch sc) {
   __shared__ int8_t tri_count[256];
   for (int c = threadIdx.x; c < 256; c += kThreads) tri_count[c] = tables::dTriCount[c];
   __syncthreads();
@@ -95,24 +97,33 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) count_kernel(Planes
     uint32_t corner[8];
     mixed = segment_corners(p, x.i, x.j, x.s, corner) != 0u;
   }
-  uint32_t own = 0;
+  uint64_t own = 0;
   for (uint32_t work = __ballot_sync(kFullWarp, mixed); work; work &= work - 1) {  // uniform across the warp
     const int ls = lowest_lane(work);
     const SegIndex x = p.grid.decode(first + ls);
     uint32_t v[3];
     owned_edges(p, x.i, x.j, x.s, v);
-    const int ntri = tri_count[lane_case(segment_cells(p, x.i, x.j, x.s), lane)];
-    const uint32_t tri_bits[3] = {__ballot_sync(kFullWarp, ntri & 1), __ballot_sync(kFullWarp, ntri & 2),
-                                  __ballot_sync(kFullWarp, ntri & 4)};
-    if (lane == ls) own = pack_counts(vertex_total(v), tri_total(tri_bits));
+    const SegmentCells cells = segment_cells(p, x.i, x.j, x.s);
+    const int config = lane_case(cells, lane);
+    int ntri = tri_count[config];
+    bool centre = false;
+    if (cells.decided >> lane & 1u) {
+      const int variant = lane_variant(vol, cells, config, x.i, x.j, x.s, lane);
+      ntri = variant_tri_count(variant);
+      centre = variant_centre(variant);
+    }
+    const uint32_t tri_bits[kTriBits] = {__ballot_sync(kFullWarp, ntri & 1), __ballot_sync(kFullWarp, ntri & 2),
+                                         __ballot_sync(kFullWarp, ntri & 4), __ballot_sync(kFullWarp, ntri & 8)};
+    const uint32_t centres = __ballot_sync(kFullWarp, centre);
+    if (lane == ls) own = pack_counts(vertex_total(v), tri_total(tri_bits), popc(centres));
   }
-  uint32_t inclusive = own;
+  uint64_t inclusive = own;
   for (int d = 1; d < kLanes; d <<= 1) inclusive = scan_step(inclusive, __shfl_up_sync(kFullWarp, inclusive, d), lane, d);
   const uint32_t active = __ballot_sync(kFullWarp, own != 0);
-  if (first + lane < segments) sc.seg_offsets[first + lane] = inclusive - own;
+  if (first + lane < segments) store_segment_offsets(sc, first + lane, inclusive - own);
   if (own) sc.active_slots[first + active_slot(active, lane)] = uint8_t(lane);
   if (lane == kLanes - 1) sc.block_totals[b] = block_total(inclusive, active);
-  if (b == 0 && lane == 0) sc.block_totals[p.grid.blocks()] = Totals{0, 0, 0};
+  if (b == 0 && lane == 0) sc.block_totals[p.grid.blocks()] = Totals{0, 0, 0, 0};
 }
 
 // Lane `from`'s table source.
@@ -175,10 +186,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
   }
 }
 
-// Pass 3b: one warp per active segment writes its cells' triangles through the warp's edge -> id table. The
-// grid is not read: one kernel serves every dtype.
+// Pass 3b: one warp per active segment writes its cells' triangles through the warp's edge -> id table. The grid
+// is read only by lanes whose cell has an ambiguous face (its 8 values decide it and place a centre vertex).
+template <typename T>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
-    emit_faces_kernel(Planes p, Scratch sc, EmitTarget out, int64_t n_active) {
+    emit_faces_kernel(Volume<T> vol, Planes p, Scratch sc, EmitTarget out, int64_t n_active) {
   __shared__ int8_t tri_count[256], tri_edges[kCornerTable], edge_corner[12], edge_axis[12];
   __shared__ EdgeIdTable edge_tables[kWarps];
   for (int c = threadIdx.x; c < kCornerTable; c += kThreads) tri_edges[c] = (&tables::dTriEdges[0][0])[c];
@@ -200,11 +212,36 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
   for (int r = 0; r < kTableRows; ++r)
     edge_table_entry(table, r, shfl_source(mine, r), shfl_source(mine, r + kTableRows), lane);
   __syncwarp();
-  const int config = lane_case(cells, lane), ntri = tri_count[config];
-  const uint32_t tri_bits[3] = {__ballot_sync(kFullWarp, ntri & 1), __ballot_sync(kFullWarp, ntri & 2),
-                                __ballot_sync(kFullWarp, ntri & 4)};
+  const int config = lane_case(cells, lane);
+  int ntri = tri_count[config], variant = -1;
+  if (cells.decided >> lane & 1u) {
+    variant = lane_variant(vol, cells, config, x.i, x.j, x.s, lane);
+    ntri = variant_tri_count(variant);
+  }
+  const bool has_centre = variant >= 0 && variant_centre(variant);
+  const uint32_t tri_bits[kTriBits] = {__ballot_sync(kFullWarp, ntri & 1), __ballot_sync(kFullWarp, ntri & 2),
+                                       __ballot_sync(kFullWarp, ntri & 4), __ballot_sync(kFullWarp, ntri & 8)};
+  const uint32_t centres = __ballot_sync(kFullWarp, has_centre);
   const CaseTables ct{tri_count, tri_edges, edge_corner, edge_axis};
-  emit_lane_faces(table, ct, out, config, ntri, vbase, segment_tri_base(sc, g) + tri_prefix(tri_bits, lane), lane);
+  emit_lane_faces(table, ct, out, config, variant, ntri, vbase, segment_tri_base(sc, g) + tri_prefix(tri_bits, lane),
+                  lane_centre_id(out, sc, g, centres, lane), lane);
+}
+
+// Pass 3c: one warp per active segment writes the centre vertices of its cells (most segments have none and
+// return after the word test).
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
+    emit_centres_kernel(Volume<T> vol, Planes p, Scratch sc, EmitTarget out, int64_t n_active) {
+  const int lane = threadIdx.x % kLanes, warp = threadIdx.x / kLanes;
+  int64_t g;
+  if (!active_segment(sc, n_active, warp, g)) return;
+  const SegIndex x = p.grid.decode(g);
+  const SegmentCells cells = segment_cells(p, x.i, x.j, x.s);
+  if (!cells.decided) return;  // uniform across the warp
+  const int variant = lane_variant(vol, cells, lane_case(cells, lane), x.i, x.j, x.s, lane);
+  const bool has_centre = variant >= 0 && variant_centre(variant);
+  const uint32_t centres = __ballot_sync(kFullWarp, has_centre);
+  if (has_centre) emit_lane_centre(vol, out, x.i, x.j, x.s, lane, lane_centre_id(out, sc, g, centres, lane));
 }
 
 void check(cudaError_t err, const char* what) {
@@ -214,7 +251,7 @@ void check(cudaError_t err, const char* what) {
 size_t scan_temp_bytes(int64_t blocks) {
   size_t bytes = 0;
   check(cub::DeviceScan::ExclusiveScan(nullptr, bytes, static_cast<const Totals*>(nullptr),
-                                       static_cast<Totals*>(nullptr), AddTotals{}, Totals{0, 0, 0}, blocks + 1),
+                                       static_cast<Totals*>(nullptr), AddTotals{}, Totals{0, 0, 0, 0}, blocks + 1),
         "marching cubes scan (temp size)");
   return bytes;
 }
@@ -246,11 +283,14 @@ void mc_brick_count_cuda(const GridDesc& grid, uintptr_t scratch, uintptr_t tota
   const Planes p = planes_of(sg, sc);
   valid_cells_kernel<<<unsigned((sg.count() + kThreads - 1) / kThreads), kThreads, 0, stream>>>(p, sc);
   check(cudaGetLastError(), "marching cubes valid-cell kernel");
-  count_kernel<<<unsigned((blocks + kWarps - 1) / kWarps), kThreads, 0, stream>>>(p, sc);
+  dispatch_dtype(grid.dtype, [&](auto tag) {
+    count_kernel<<<unsigned((blocks + kWarps - 1) / kWarps), kThreads, 0, stream>>>(make_volume<decltype(tag)>(grid),
+                                                                                      p, sc);
+  });
   check(cudaGetLastError(), "marching cubes count kernel");
   size_t temp_bytes = sc.scan_temp_bytes;
   check(cub::DeviceScan::ExclusiveScan(sc.scan_temp, temp_bytes, sc.block_totals, sc.block_bases, AddTotals{},
-                                       Totals{0, 0, 0}, blocks + 1, stream),
+                                       Totals{0, 0, 0, 0}, blocks + 1, stream),
         "marching cubes block scan");
   check(cudaMemcpyAsync(reinterpret_cast<void*>(totals), sc.block_bases + blocks, sizeof(Totals),
                         cudaMemcpyDeviceToDevice, stream),
@@ -274,8 +314,15 @@ void mc_brick_emit_cuda(const GridDesc& grid, const EmitDesc& desc, uintptr_t sc
                                                                n_active);
   });
   check(cudaGetLastError(), "marching cubes vertex kernel");
-  emit_faces_kernel<<<grid_blocks, kThreads, 0, stream>>>(p, sc, out, n_active);
+  dispatch_dtype(grid.dtype, [&](auto tag) {
+    emit_faces_kernel<<<grid_blocks, kThreads, 0, stream>>>(make_volume<decltype(tag)>(grid), p, sc, out, n_active);
+  });
   check(cudaGetLastError(), "marching cubes face kernel");
+  dispatch_dtype(grid.dtype, [&](auto tag) {
+    emit_centres_kernel<<<grid_blocks, kThreads, 0, stream>>>(make_volume<decltype(tag)>(grid), p, sc, out,
+                                                              n_active);
+  });
+  check(cudaGetLastError(), "marching cubes centre-vertex kernel");
 }
 
 }  // namespace fk

@@ -1,6 +1,7 @@
-"""Marching cubes with ambiguities decided from values, as Lewiner's (scikit-image's) method does: a slow float64
-reference and the tables it reads, derived here (not copied), to measure how far each decision moves the area from
-scikit-image's before any of it goes into the native drivers (marching_cubes.md, "Toward Lewiner's area").
+"""Marching cubes with ambiguous faces decided from values, as Lewiner's (scikit-image's) method does: a slow
+float64 reference, and the variant tables every native driver reads, derived here (not copied).
+`python -m flowkernels.reference.mc_ambiguity > csrc/mc_variants.h` writes the C++ header (a test checks it is
+current); marching_cubes.md says how this differs from Lewiner and what each choice is worth in area.
 
 Face rule. A face whose diagonal corners share a side (four crossings) is ambiguous. The asymptotic decider joins
 its inside corners when the bilinear interpolant's saddle lies inside (value < level): with the face's corner
@@ -8,13 +9,16 @@ values relative to the level taken in an order fixed by the face, a = (0,0), b =
 face's own (u, v) axes (the same four grid points, in the same order, for both cells sharing the face), the inside
 pair is joined iff |product of the inside pair| > |product of the outside pair|. A tie (saddle exactly at the
 level) counts as outside, like a grid point exactly at the level: inside corners cut off separately, the sign rule
-of `mc_tables`. Both cells evaluate the same two products of the same four numbers, so they agree.
+of `mc_tables`; so does a product that overflows (float64 grids only), where the comparison means nothing. Both
+cells evaluate the same two products of the same four numbers, so they agree.
 
 Cube rule. With the faces decided, the surface on the cube's boundary is a set of closed loops (as in `mc_tables`,
 each face linking its crossings per its decision). A loop is triangulated with no edge between two vertices of one
 cube face other than its segments (watertight whatever the neighbour does), choosing among those triangulations the
-one of largest area at the edge midpoints (a measured choice: marching_cubes.md); a loop that has no such
-triangulation is fanned from a vertex at the cell centre (the mean of the cell's vertices, as Lewiner places his).
+one of largest area at the edge midpoints (a measured choice: marching_cubes.md). A loop of 8 or more vertices (only
+a joined face makes one: the sign rule's loops have at most 7) is fanned from a vertex at the cell centre (the mean
+of the cell's edge vertices, as Lewiner places his), whether or not a triangulation off the faces exists: 116 such
+loops have none, and where one exists Lewiner fans from the centre too and the fan measured closer to his area.
 Interior ambiguities (Lewiner's cases 4, 6, 7, 10, 12, 13: tubes through the cell) are not decided here.
 """
 from __future__ import annotations
@@ -53,7 +57,9 @@ def face_joins_inside(a: float, b: float, c: float, d: float) -> bool:
     """Asymptotic decider for one ambiguous face, values relative to the level in the face's fixed order: are the
     two inside corners joined (saddle value < level)? Exactly one of the pairs (a, c), (b, d) is inside."""
     inside, outside = ((a, c), (b, d)) if a < 0 else ((b, d), (a, c))
-    return abs(inside[0] * inside[1]) > abs(outside[0] * outside[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        p_in, p_out = abs(inside[0] * inside[1]), abs(outside[0] * outside[1])
+    return p_in > p_out and p_in < np.inf
 
 
 def _loops(config: int, joined):
@@ -80,8 +86,11 @@ def _loops(config: int, joined):
     return loops
 
 
+CENTRE_FAN_MIN = 8  # loops this long are fanned from the cell centre
+
+
 def _loop_triangles(loop):
-    tris = largest_area_triangulation(loop)
+    tris = largest_area_triangulation(loop) if len(loop) < CENTRE_FAN_MIN else None
     if tris is None:  # fan from the cell centre: every edge from it crosses the cell's interior
         tris = [(CENTRE, loop[i], loop[(i + 1) % len(loop)]) for i in range(len(loop))]
     return tris
@@ -127,10 +136,12 @@ def marching_cubes_decided(grid, level: float = 0.0):
     g = np.asarray(grid, dtype=np.float64)
     keys, tris = {}, []
     for i, j, k in itertools.product(*(range(n - 1) for n in g.shape)):
-        vals = [g[i + dx, j + dy, k + dz] - level for dx, dy, dz in CORNER_POS]
-        if not np.isfinite(vals).all():
+        raw = [g[i + dx, j + dy, k + dz] for dx, dy, dz in CORNER_POS]
+        if not np.isfinite(raw).all():
             continue
-        config = sum(1 << c for c, v in enumerate(vals) if v < 0)
+        with np.errstate(over="ignore"):
+            vals = [v - level for v in raw]  # the decider's input (an overflow to inf compares as a tie)
+        config = sum(1 << c for c, v in enumerate(raw) if v < level)
         cell = cell_triangles(vals, config) if 0 < config < 255 else []
         pos = {}
         for e in range(12):
@@ -138,7 +149,11 @@ def marching_cubes_decided(grid, level: float = 0.0):
             c1 = c0 | 1 << EDGE_AXIS[e]
             if (config >> c0 & 1) != (config >> c1 & 1):
                 p = np.array((i, j, k), dtype=float) + CORNER_POS[c0]
-                p[EDGE_AXIS[e]] += vals[c0] / (vals[c0] - vals[c1])
+                v0, v1 = raw[c0], raw[c1]
+                with np.errstate(over="ignore"):
+                    d = v1 - v0
+                # values further apart than float64 holds: interpolate their halves, as the drivers do
+                p[EDGE_AXIS[e]] += (level - v0) / d if np.isfinite(d) else (level / 2 - v0 / 2) / (v1 / 2 - v0 / 2)
                 pos[e] = ((i + CORNER_POS[c0][0], j + CORNER_POS[c0][1], k + CORNER_POS[c0][2], EDGE_AXIS[e]), p)
         if any(CENTRE in t for t in cell):
             pos[CENTRE] = ((i, j, k, 3), np.mean([p for _, p in pos.values()], axis=0))
@@ -156,3 +171,150 @@ def marching_cubes_decided(grid, level: float = 0.0):
 def in_face(tri) -> bool:
     """Do all three vertices of a triangle (edge slots) lie on one cube face?"""
     return CENTRE not in tri and any(set(tri) <= face for face in FACE_EDGES)
+
+
+def _cube_pieces(config: int, joined_mask: int) -> int:
+    """Inside pieces of a cube: inside corners joined along its edges and across its joined faces (bit f)."""
+    links = [(c, c | 1 << a) for a in range(3) for c in range(8) if not (c >> a) & 1]
+    for f in range(6):
+        if joined_mask >> f & 1:
+            a, b, c, d = _face_grid_order(f)
+            links += [(a, c), (b, d)]  # only the inside pair links: the outside pair's corners are outside
+    parent = list(range(8))
+
+    def root(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in links:
+        if config >> a & 1 and config >> b & 1:
+            parent[root(a)] = root(b)
+    return len({root(c) for c in range(8) if config >> c & 1})
+
+
+_CUBE_PIECES = np.array([[_cube_pieces(c, m) for m in range(64)] for c in range(256)])
+
+
+def decided_euler_characteristic(grid, level: float = 0.0) -> int:
+    """Euler characteristic of the region {value < level} that the value-decided mesh encloses, from the grid
+    alone (no triangles), as `marching_cubes.inside_euler_characteristic` counts it for the sign rule: a joined
+    face holds one inside piece instead of two, and links its two inside corners in both cubes sharing it."""
+    g = np.asarray(grid, dtype=np.float64) - level
+    inside = g < 0
+    if inside[[0, -1]].any() or inside[:, [0, -1]].any() or inside[:, :, [0, -1]].any():
+        raise ValueError("the inside region touches the grid boundary: the surface is not closed")
+    n = inside.shape
+    config = np.zeros(tuple(m - 1 for m in n), dtype=np.int64)
+    for c, (dx, dy, dz) in enumerate(CORNER_POS):
+        config |= inside[dx:n[0] - 1 + dx, dy:n[1] - 1 + dy, dz:n[2] - 1 + dz].astype(np.int64) << c
+    mask = np.zeros_like(config)
+    chi = 0
+    for axis in range(3):
+        u, v = (axis + 1) % 3, (axis + 2) % 3
+        moved = np.moveaxis(g, (axis, u, v), (0, 1, 2))  # a, b, c, d = (0,0), (1,0), (1,1), (0,1) in (u, v)
+        a, b, c, d = moved[:, :-1, :-1], moved[:, 1:, :-1], moved[:, 1:, 1:], moved[:, :-1, 1:]
+        ambiguous = ((a < 0) == (c < 0)) & ((b < 0) == (d < 0)) & ((a < 0) != (b < 0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            p_in = np.abs(np.where(a < 0, a * c, b * d))
+            p_out = np.abs(np.where(a < 0, b * d, a * c))
+        joined = ambiguous & (p_in > p_out) & (p_in < np.inf)
+        square = (a < 0).astype(np.int64) + (b < 0) + (c < 0) + (d < 0)  # corners inside; pieces below
+        pieces = np.where(ambiguous, 2 - joined, square.clip(0, 1))
+        chi -= int(pieces.sum())
+        back = np.moveaxis(joined, (0, 1, 2), (axis, u, v))  # [face position along axis, cell, cell]
+        for side in (0, 1):
+            sl = [slice(None)] * 3
+            sl[axis] = slice(side, n[axis] - 1 + side)
+            mask |= back[tuple(sl)].astype(np.int64) << (2 * axis + side)
+        along = np.moveaxis(inside, axis, 0)
+        chi += int((along[:-1] | along[1:]).sum())
+    chi += int(_CUBE_PIECES[config, mask].sum())
+    return chi - int(inside.sum())
+
+
+def body_diagonal_pair(config: int):
+    """Lewiner's case 4: the corners (c, 7 - c) when they are the only two on their side of the level (the cell's
+    interior then decides whether they are joined by a tube), else None."""
+    for side in (config, 255 - config):
+        if bin(side).count("1") == 2:
+            c = (side & -side).bit_length() - 1
+            if side == (1 << c | 1 << (7 - c)):
+                return c, 7 - c
+    return None
+
+
+def trilinear_joins(vals, c0: int, c1: int, n: int = 41) -> bool:
+    """Does the trilinear interpolant of a cell (vals: corner values minus the level) connect corners c0 and c1
+    through the region on their side of the level? Flood fill of that region sampled on an n^3 lattice of the cell:
+    a slow check (the drivers do not decide cell interiors), used to tell a real tube from a missing one."""
+    from scipy import ndimage
+    t = np.linspace(0.0, 1.0, n)
+    x, y, z = np.meshgrid(t, t, t, indexing="ij")
+    f = sum(vals[c] * (x if c & 1 else 1 - x) * (y if c >> 1 & 1 else 1 - y) * (z if c >> 2 & 1 else 1 - z)
+            for c in range(8))
+    region = f < 0 if vals[c0] < 0 else f >= 0
+    labels, _ = ndimage.label(region)
+    at = [tuple((n - 1) * p for p in CORNER_POS[c]) for c in (c0, c1)]
+    return labels[at[0]] != 0 and labels[at[0]] == labels[at[1]]
+
+
+def body_diagonal_cells(grid, level: float = 0.0):
+    """Cells of Lewiner's case 4 in a grid, with whether the trilinear interpolant joins their two corners:
+    [((i, j, k), joined)]. Where it does not, scikit-image may still draw a tube (marching_cubes.md: its interior
+    test for this case falls through), and its area differs from ours there."""
+    g = np.asarray(grid, dtype=np.float64) - level
+    n = g.shape
+    config = np.zeros(tuple(m - 1 for m in n), dtype=np.int64)
+    finite = np.ones(config.shape, dtype=bool)
+    for c, (dx, dy, dz) in enumerate(CORNER_POS):
+        corner = g[dx:n[0] - 1 + dx, dy:n[1] - 1 + dy, dz:n[2] - 1 + dz]
+        config |= (corner < 0).astype(np.int64) << c
+        finite &= np.isfinite(corner)
+    case4 = np.array([body_diagonal_pair(c) is not None for c in range(256)])
+    out = []
+    for i, j, k in zip(*np.nonzero(case4[config] & finite)):
+        vals = [g[i + dx, j + dy, k + dz] for dx, dy, dz in CORNER_POS]
+        out.append(((int(i), int(j), int(k)), trilinear_joins(vals, *body_diagonal_pair(int(config[i, j, k])))))
+    return out
+
+
+def header() -> str:
+    """csrc/mc_variants.h: the variant tables in the layout the native drivers read."""
+    keys = sorted(VARIANTS)
+    base, at = [], 0
+    for config in range(256):
+        base.append(at)
+        at += 1 << len(AMBIGUOUS[config])
+    most = max(len(t) for t in VARIANTS.values())
+    rows = []
+    for n, (config, bits) in enumerate(keys):
+        assert n == base[config] + bits
+        flat = [e for t in VARIANTS[config, bits] for e in t]
+        flat += [-1] * (3 * most - len(flat))
+        rows.append("    {" + ",".join(f"{e:2d}" for e in flat) + "},  /* " + f"{config:3d} {bits:2d} */")
+    faces = ", ".join("{" + ", ".join(map(str, _face_grid_order(f))) + "}" for f in range(6))
+    masks = ", ".join(str(sum(1 << f for f in AMBIGUOUS[c])) for c in range(256))
+    counts = ", ".join(str(len(VARIANTS[k])) for k in keys)
+    centre = ", ".join(str(int(any(CENTRE in t for t in VARIANTS[k]))) for k in keys)
+    return f"""// Generated by `python -m flowkernels.reference.mc_ambiguity`; do not edit (see that module for the derivation).
+#pragma once
+
+// Variant v = FK_VARIANT_BASE[case] + decisions: bit n of the decisions set when the n-th ambiguous face of the
+// case (faces in order, FK_AMBIGUOUS_FACES: bit f) joins its inside corners. Edge slot {CENTRE} is the cell-centre vertex.
+#define FK_VARIANTS {len(keys)}
+#define FK_MAX_VARIANT_TRIANGLES {most}
+#define FK_CENTRE_SLOT {CENTRE}
+// Face f's corners a, b, c, d at (0,0), (1,0), (1,1), (0,1) of its (u, v) axes: the same grid points, in the
+// same order, for the two cells sharing the face.
+#define FK_FACE_CORNERS {{{faces}}}
+#define FK_AMBIGUOUS_FACES {{{masks}}}
+#define FK_VARIANT_BASE {{{", ".join(map(str, base))}}}
+#define FK_VARIANT_TRI_COUNT {{{counts}}}
+#define FK_VARIANT_CENTRE {{{centre}}}
+#define FK_VARIANT_TRI_EDGES {{ \\
+""" + " \\\n".join(rows) + " \\\n}\n"
+
+
+if __name__ == "__main__":
+    print(header(), end="")
