@@ -2,8 +2,8 @@
 // finite), 64 points of a row per word, and every later decision — which edges carry a vertex, which cells emit,
 // vertex ids — is word-wide bit logic on those planes. This is what makes the CPU path Flying-Edges class: the
 // float grid is read once, by a compare loop the compiler turns into SIMD; the count pass touches it only in cells
-// with an ambiguous face (found 64 at a time from the bits), whose values decide it; the emit pass reads values
-// only at the crossed edges it interpolates and in those cells.
+// with an ambiguous face or of case 4 (found 64 at a time from the bits), whose values decide them; the emit pass
+// reads values only at the crossed edges it interpolates and in those cells.
 //
 // The mesh is the one the row walk in mc_core.h and the CUDA driver's bricks give: the same vertex rule (an edge crossing
 // the level that borders at least one all-finite cell), the same vertex order (grid point in C order, then axis)
@@ -268,7 +268,7 @@ inline int cell_config_bits(const uint64_t corner[8], int bit) {
 }
 
 // Count pass for one row: vertices it owns, triangles its cells emit, the span of points with a vertex, and the
-// centre vertices. Values are read only in the cells with an ambiguous face, found 64 at a time from the bits.
+// centre vertices. Values are read only in cells with an ambiguous face or of case 4, found 64 at a time.
 template <typename T>
 RowCounts count_row_bits(const Volume<T>& vol, const BitPlanes& bp, int64_t i, int64_t j) {
   using R = typename Volume<T>::R;
@@ -289,7 +289,7 @@ RowCounts count_row_bits(const Volume<T>& vol, const BitPlanes& bp, int64_t i, i
     }
     const uint64_t emit = bp.emitting_cells(cells, w, mixed);
     if (!emit) continue;
-    const uint64_t decided = emit & ambiguous_cells(corner);
+    const uint64_t decided = emit & decided_cells(corner);
     for (uint64_t plain = emit & ~decided; plain; plain &= plain - 1)
       c.tris += tri_count(cell_config_bits(corner, lowest_bit(plain)));
     for (uint64_t left = decided; left; left &= left - 1) {
@@ -356,7 +356,7 @@ constexpr TriCorners make_tri_corners() {
 }
 static constexpr TriCorners kTriCorners = make_tri_corners();
 
-// The same for the variants of cells with an ambiguous face; kCentreCorner marks the cell's centre vertex.
+// The same for the variants of the decided cases; kCentreCorner marks the cell's centre vertex.
 constexpr uint8_t kCentreCorner = 0xff;
 struct VariantCorners {
   uint8_t slot[FK_VARIANTS][3 * FK_MAX_VARIANT_TRIANGLES];
@@ -481,7 +481,7 @@ void emit_row_bits(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& 
       }
       numbered = true;
     }
-    const uint64_t decided = cells ? cells & ambiguous_cells(corner) : 0;
+    const uint64_t decided = cells ? cells & decided_cells(corner) : 0;
     for (; cells; cells &= cells - 1) {
       const int bit = lowest_bit(cells), config = cell_config_bits(corner, bit);
       const int64_t slot0 = 3 * (64 * w + bit);

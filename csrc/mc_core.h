@@ -54,6 +54,8 @@ static constexpr int8_t kEdgeAxis[12] = FK_EDGE_AXIS;
 static constexpr int8_t kTriCount[256] = FK_TRI_COUNT;
 static constexpr int8_t kTriEdges[256][3 * FK_MAX_TRIANGLES] = FK_TRI_EDGES;
 static constexpr uint8_t kAmbiguousFaces[256] = FK_AMBIGUOUS_FACES;
+static constexpr int8_t kInteriorPair[256] = FK_INTERIOR_PAIR;
+static constexpr uint8_t kDecidedCase[256] = FK_DECIDED_CASE;
 static constexpr int16_t kVariantBase[256] = FK_VARIANT_BASE;
 static constexpr int8_t kVariantTriCount[FK_VARIANTS] = FK_VARIANT_TRI_COUNT;
 static constexpr int8_t kVariantCentre[FK_VARIANTS] = FK_VARIANT_CENTRE;
@@ -61,6 +63,8 @@ static constexpr int8_t kVariantTriEdges[FK_VARIANTS][3 * FK_MAX_VARIANT_TRIANGL
 static constexpr int8_t kFaceCorners[6][4] = FK_FACE_CORNERS;
 #if defined(__CUDACC__)
 __constant__ uint8_t dAmbiguousFaces[256] = FK_AMBIGUOUS_FACES;
+__constant__ int8_t dInteriorPair[256] = FK_INTERIOR_PAIR;
+__constant__ uint8_t dDecidedCase[256] = FK_DECIDED_CASE;
 __constant__ int16_t dVariantBase[256] = FK_VARIANT_BASE;
 __constant__ int8_t dVariantTriCount[FK_VARIANTS] = FK_VARIANT_TRI_COUNT;
 __constant__ int8_t dVariantCentre[FK_VARIANTS] = FK_VARIANT_CENTRE;
@@ -84,6 +88,9 @@ FK_HD int tri_count(int config) { return FK_TABLE(kTriCount, dTriCount)[config];
 FK_HD int tri_edge(int config, int n) { return FK_TABLE(kTriEdges, dTriEdges)[config][n]; }
 
 FK_HD unsigned ambiguous_faces(int config) { return FK_TABLE(kAmbiguousFaces, dAmbiguousFaces)[config]; }
+FK_HD int interior_pair(int config) { return FK_TABLE(kInteriorPair, dInteriorPair)[config]; }
+// The case has more than one variant (an ambiguous face, or case 4's interior): its cells read their values.
+FK_HD bool decided_case(int config) { return FK_TABLE(kDecidedCase, dDecidedCase)[config] != 0; }
 FK_HD int variant_base(int config) { return FK_TABLE(kVariantBase, dVariantBase)[config]; }
 FK_HD int variant_tri_count(int v) { return FK_TABLE(kVariantTriCount, dVariantTriCount)[v]; }
 FK_HD bool variant_centre(int v) { return FK_TABLE(kVariantCentre, dVariantCentre)[v] != 0; }
@@ -126,6 +133,44 @@ FK_HD W ambiguous_cells(const W corner[8]) {
   return any;
 }
 
+// Cells of case 4 (two body-diagonal corners alone on their side), whose interior is decided from values.
+template <typename W>
+FK_HD W body_diagonal_cells(const W corner[8]) {
+  W out = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int p = 0; p < 4; ++p) {
+    W differ = ~(corner[p] ^ corner[7 - p]);  // the pair agrees, and every other corner differs from it
+    for (int n = 0; n < 8; ++n)
+      if (n != p && n != 7 - p) differ &= corner[n] ^ corner[p];
+    out |= differ;
+  }
+  return out;
+}
+// The cells that read their values: an ambiguous face, or case 4.
+template <typename W>
+FK_HD W decided_cells(const W corner[8]) {
+  return ambiguous_cells(corner) | body_diagonal_cells(corner);
+}
+
+// Case 4's interior: in the frame where the pair is corners 0 and 7 and negative (e: the values minus the level,
+// corners renumbered n ^ c and negated when the pair lies outside), does the trilinear interpolant join them? The
+// slice z = t is bilinear with corners A, B, C, D (the z edges at t; B, D >= 0), whose A and C are joined where
+// A < 0, C < 0 and A C > B D; A C - B D is quadratic in t and <= 0 where A or C reaches 0, so the pair is joined
+// iff it is concave, its vertex t* lies in (0, 1), and there A < 0, C < 0, A C > B D (the z edges at corners 0 and
+// 7 then carry the path to t*). The reference evaluates the same operations in the same order.
+FK_HD bool interior_joins(double e0, double e1, double e2, double e3, double e4, double e5, double e6, double e7) {
+  const double da = e4 - e0, db = e5 - e1, dc = e7 - e3, dd = e6 - e2;
+  const double q2 = da * dc - db * dd;
+  const double q1 = e0 * dc + e3 * da - e1 * dd - e2 * db;
+  if (!(q2 < 0.0)) return false;
+  const double t = -q1 / (2.0 * q2);
+  if (!(0.0 < t && t < 1.0)) return false;
+  const double a = e0 + da * t, b = e1 + db * t, c = e3 + dc * t, d = e2 + dd * t;
+  return a < 0.0 && c < 0.0 && a * c > b * d;
+}
+
 // The asymptotic decider for one ambiguous face, from its corners' values minus the level in the face's order
 // (exactly one of the pairs (a, c), (b, d) lies below 0): are the inside corners joined? Two products and a
 // comparison, no sum, in double: a product of two floats is exact there, so float grids decide exactly, and with
@@ -152,6 +197,13 @@ FK_HD int cell_variant(int config, const double d[8]) {
     bits |= int(joins) << n;
     ++n;
   }
+  const int pair = interior_pair(config);
+  if (pair >= 0) {  // case 4 has no ambiguous face: its interior is decision bit 0
+    const int c = pair & 3;
+    const double s = pair & 4 ? -1.0 : 1.0;
+    bits |= int(interior_joins(s * d[0 ^ c], s * d[1 ^ c], s * d[2 ^ c], s * d[3 ^ c], s * d[4 ^ c], s * d[5 ^ c],
+                               s * d[6 ^ c], s * d[7 ^ c]));
+  }
   return variant_base(config) + bits;
 }
 
@@ -173,6 +225,17 @@ FK_HD int cell_variant_at(const V& vol, int config, int64_t i, int64_t j, int64_
     }
     bits |= int(face_joins(d[0], d[1], d[2], d[3])) << n;
     ++n;
+  }
+  const int pair = interior_pair(config);
+  if (pair >= 0) {
+    const int c = pair & 3;
+    const double s = pair & 4 ? -1.0 : 1.0;
+    double e[8];
+    for (int q = 0; q < 8; ++q) {
+      const int r = q ^ c;
+      e[q] = s * (double(vol.at(i + (r & 1), j + (r >> 1 & 1), k + (r >> 2))) - double(vol.level));
+    }
+    bits |= int(interior_joins(e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]));
   }
   return variant_base(config) + bits;
 }
@@ -325,7 +388,7 @@ FK_HD RowCounts count_row(const Volume<T>& vol, int64_t i, int64_t j) {
         finite = finite && is_finite(lo[r]) && is_finite(hi[r]);
         config |= int(lo[r] < vol.level) << r | int(hi[r] < vol.level) << (r + 4);
       }
-      if (finite && config > 0 && ambiguous_faces(config)) {
+      if (finite && config > 0 && decided_case(config)) {
         R v[8];
         double d[8];
         for (int r = 0; r < 4; ++r) {
@@ -464,7 +527,7 @@ FK_HD void emit_row(const Volume<T>& vol, const EmitTarget& out, int64_t i, int6
     for (int r = 0; r < 4; ++r) mask_k1[r] = vol.edge_mask(i + (r & 1), j + (r >> 1), k + 1);
     int config = vol.cell_config(i, j, k);
     int variant = -1;  // -1: the case table
-    if (config > 0 && ambiguous_faces(config)) {
+    if (config > 0 && decided_case(config)) {
       R vals[8];
       double d[8];
       vol.cell_values(i, j, k, vals);

@@ -17,9 +17,10 @@
 // those totals follows (CUB), then a compaction lists the active segments (owning a vertex or emitting a
 // triangle) of the whole grid in order. 3 emit: one warp per entry of that list writes the segment's vertices
 // (values along z passed between lanes by shuffles), then resolves triangle corners through a per-warp table of
-// vertex ids of the 4 rows x 33 points around its cells, then writes its cells' centre vertices. Cells with an ambiguous face read their 8 values in
-// the count and face passes (the decider, mc_core.h); centre vertices take ids after every edge vertex, in cell
-// order: per scan block and per segment a third count, scanned alongside the other two.
+// vertex ids of the 4 rows x 33 points around its cells, then writes its cells' centre vertices. Cells with an
+// ambiguous face (or case 4) read their values in the count and face passes (the deciders, mc_core.h); centre
+// vertices take ids after every edge vertex, in cell order: per scan block and per segment a third count,
+// scanned alongside the other two.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -327,7 +328,7 @@ FK_HD uint32_t segment_corners(const Planes& p, int64_t i, int64_t j, int64_t s,
 }
 
 // The cells of segment (i, j, s): corner words, the cells that emit (corners on both sides, all finite) and those
-// of them with an ambiguous face, decided from values.
+// of them with an ambiguous face or of case 4, decided from values.
 struct SegmentCells {
   uint32_t corner[8];
   uint32_t emitting, decided;
@@ -336,7 +337,7 @@ FK_HD SegmentCells segment_cells(const Planes& p, int64_t i, int64_t j, int64_t 
   SegmentCells c;
   const uint32_t mixed = segment_corners(p, i, j, s, c.corner);
   c.emitting = mixed ? mixed & p.valid_cells(i, j, s) : 0u;
-  c.decided = c.emitting ? c.emitting & ambiguous_cells(c.corner) : 0u;
+  c.decided = c.emitting ? c.emitting & decided_cells(c.corner) : 0u;
   return c;
 }
 
@@ -352,7 +353,7 @@ FK_HD int lane_case(const SegmentCells& c, int lane) {
   for (int corner = 0; corner < 8; ++corner) config |= int(c.corner[corner] >> lane & 1u) << corner;
   return config;
 }
-// The variant of the lane's cell (case `config`) when it has an ambiguous face, else -1 (the case table). The
+// The variant of the lane's cell (case `config`) when it is decided from values, else -1 (the case table). The
 // values are read only then, face by face, and not kept: on the GPU the face kernel has no registers to spare for
 // eight doubles, and the few lanes that place a centre vertex read them again.
 template <typename T>

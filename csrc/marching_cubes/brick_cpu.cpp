@@ -185,7 +185,8 @@ void emit_segment(const Volume<T>& vol, const Planes& p, const Scratch& sc, cons
   // The centre vertices (their own kernel on the GPU).
   if (!centres) return;
   for (int lane = 0; lane < kLanes; ++lane)
-    if (centres >> lane & 1u) emit_lane_centre(vol, out, x.i, x.j, x.s, lane, lane_centre_id(out, sc, g, centres, lane));
+    if (centres >> lane & 1u)
+      emit_lane_centre(vol, out, x.i, x.j, x.s, lane, lane_centre_id(out, sc, g, centres, lane));
 }
 
 }  // namespace

@@ -101,6 +101,55 @@ def _orient(tris):
     return [(t[0], t[2], t[1]) for t in tris]
 
 
+def body_diagonal_pair(config: int):
+    """Lewiner's case 4: the corners (c, 7 - c) when they are the only two on their side of the level (the cell's
+    interior then decides whether they are joined by a tube), else None."""
+    for side in (config, 255 - config):
+        if bin(side).count("1") == 2:
+            c = (side & -side).bit_length() - 1
+            if side == (1 << c | 1 << (7 - c)):
+                return c, 7 - c
+    return None
+
+
+def _tube(tris):
+    """Case 4's tube: the two corners' triangles (p, q, r), (u, v, w) replaced by a band of 6 triangles joining
+    them. Each triangle keeps one of the 6 face segments in its direction (the neighbours still draw them the other
+    way) and takes the vertex of the other loop whose edge is along the third axis, the one between the segment's
+    ends around the diagonal; every other edge of the band crosses the cell's interior."""
+    a, b = tris
+    band = []
+    for loop, other in ((a, b), (b, a)):
+        for n in range(3):
+            p, q = loop[n], loop[(n + 1) % 3]
+            third = 3 - EDGE_AXIS[p] - EDGE_AXIS[q]
+            band.append((p, q, next(e for e in other if EDGE_AXIS[e] == third)))
+    return band
+
+
+def interior_joins(vals, config: int) -> bool:
+    """Case 4 (corners c, 7 - c alone on their side): does the trilinear interpolant join them through the cell?
+    In the frame where they are corners 0 and 7 and negative, the slice z = t is bilinear with corner values A, B,
+    C, D (the linear interpolations of the cube's four z edges at t; B, D >= 0); its A and C corners are joined
+    where A < 0, C < 0 and A C > B D. A C - B D is quadratic in t and <= 0 where A or C reaches 0, so the corners
+    are joined iff it is concave with its vertex t* in (0, 1) and there A < 0, C < 0 and A C > B D (then the
+    cube's z edges at corners 0 and 7 carry the path to t*). The drivers evaluate the same operations in the same
+    order in double (a test checks it against a flood fill of the interpolant)."""
+    c0, c1 = body_diagonal_pair(config)
+    sign = 1.0 if config >> c0 & 1 else -1.0
+    e = [sign * vals[n ^ c0] for n in range(8)]
+    da, db, dc, dd = e[4] - e[0], e[5] - e[1], e[7] - e[3], e[6] - e[2]
+    q2 = da * dc - db * dd
+    q1 = e[0] * dc + e[3] * da - e[1] * dd - e[2] * db
+    if not q2 < 0.0:
+        return False
+    t = -q1 / (2.0 * q2)
+    if not 0.0 < t < 1.0:
+        return False
+    a, b, c, d = e[0] + da * t, e[1] + db * t, e[3] + dc * t, e[2] + dd * t
+    return a < 0.0 and c < 0.0 and a * c > b * d
+
+
 def _build():
     table = {}
     for config in range(256):
@@ -109,19 +158,21 @@ def _build():
             joined = {f for n, f in enumerate(faces) if bits >> n & 1}
             loops = _loops(config, joined)
             table[config, bits] = _orient([t for loop in loops for t in _loop_triangles(loop)])
+        if body_diagonal_pair(config) is not None:  # case 4: its interior decides a second variant, the tube
+            table[config, 1] = _tube(table[config, 0])
     return table
-
-
 VARIANTS = _build()
 
 
 def face_bits(vals, config: int) -> int:
     """Bit n set: the n-th ambiguous face of `config` joins its inside corners (vals: the 8 corner values minus the
-    level, in corner order)."""
+    level, in corner order); for case 4 (no ambiguous face), bit 0: its interior joins its two corners."""
     bits = 0
     for n, f in enumerate(AMBIGUOUS[config]):
         if face_joins_inside(*(vals[c] for c in _face_grid_order(f))):
             bits |= 1 << n
+    if body_diagonal_pair(config) is not None and interior_joins(vals, config):
+        bits |= 1
     return bits
 
 
@@ -199,7 +250,8 @@ _CUBE_PIECES = np.array([[_cube_pieces(c, m) for m in range(64)] for c in range(
 def decided_euler_characteristic(grid, level: float = 0.0) -> int:
     """Euler characteristic of the region {value < level} that the value-decided mesh encloses, from the grid
     alone (no triangles), as `marching_cubes.inside_euler_characteristic` counts it for the sign rule: a joined
-    face holds one inside piece instead of two, and links its two inside corners in both cubes sharing it."""
+    face holds one inside piece instead of two, and links its two inside corners in both cubes sharing it; a
+    case-4 cube whose interior is joined counts one less."""
     g = np.asarray(grid, dtype=np.float64) - level
     inside = g < 0
     if inside[[0, -1]].any() or inside[:, [0, -1]].any() or inside[:, :, [0, -1]].any():
@@ -230,18 +282,13 @@ def decided_euler_characteristic(grid, level: float = 0.0) -> int:
         along = np.moveaxis(inside, axis, 0)
         chi += int((along[:-1] | along[1:]).sum())
     chi += int(_CUBE_PIECES[config, mask].sum())
+    # a case-4 cell whose interior joins its pair: one piece instead of two (pair inside), or the inside pierced
+    # by the outside tube, a solid torus (chi 0 instead of 1): one less either way
+    case4 = np.array([body_diagonal_pair(c) is not None for c in range(256)])
+    for i, j, k in zip(*np.nonzero(case4[config])):
+        vals = [g[i + dx, j + dy, k + dz] for dx, dy, dz in CORNER_POS]
+        chi -= int(interior_joins(vals, int(config[i, j, k])))
     return chi - int(inside.sum())
-
-
-def body_diagonal_pair(config: int):
-    """Lewiner's case 4: the corners (c, 7 - c) when they are the only two on their side of the level (the cell's
-    interior then decides whether they are joined by a tube), else None."""
-    for side in (config, 255 - config):
-        if bin(side).count("1") == 2:
-            c = (side & -side).bit_length() - 1
-            if side == (1 << c | 1 << (7 - c)):
-                return c, 7 - c
-    return None
 
 
 def trilinear_joins(vals, c0: int, c1: int, n: int = 41) -> bool:
@@ -282,11 +329,14 @@ def body_diagonal_cells(grid, level: float = 0.0):
 def header() -> str:
     """csrc/mc_variants.h: the variant tables in the layout the native drivers read."""
     keys = sorted(VARIANTS)
-    base, at = [], 0
+    base, at, pairs = [], 0, []
     for config in range(256):
         base.append(at)
-        at += 1 << len(AMBIGUOUS[config])
+        pair = body_diagonal_pair(config)
+        at += 2 if pair else 1 << len(AMBIGUOUS[config])
+        pairs.append(-1 if pair is None else pair[0] | (0 if config >> pair[0] & 1 else 4))
     most = max(len(t) for t in VARIANTS.values())
+    decided = ", ".join(str(int(n > 1)) for n in np.diff(base + [at]))
     rows = []
     for n, (config, bits) in enumerate(keys):
         assert n == base[config] + bits
@@ -301,7 +351,8 @@ def header() -> str:
 #pragma once
 
 // Variant v = FK_VARIANT_BASE[case] + decisions: bit n of the decisions set when the n-th ambiguous face of the
-// case (faces in order, FK_AMBIGUOUS_FACES: bit f) joins its inside corners. Edge slot {CENTRE} is the cell-centre vertex.
+// case (faces in order, FK_AMBIGUOUS_FACES: bit f) joins its inside corners. Edge slot {CENTRE} is the cell-centre
+// vertex.
 #define FK_VARIANTS {len(keys)}
 #define FK_MAX_VARIANT_TRIANGLES {most}
 #define FK_CENTRE_SLOT {CENTRE}
@@ -309,6 +360,11 @@ def header() -> str:
 // same order, for the two cells sharing the face.
 #define FK_FACE_CORNERS {{{faces}}}
 #define FK_AMBIGUOUS_FACES {{{masks}}}
+// Case 4 (two body-diagonal corners alone on their side; no ambiguous face): its lower corner c (0..3), plus 4 when
+// the pair lies outside; -1 for other cases. Decision bit 0: the interior joins the pair (a tube).
+#define FK_INTERIOR_PAIR {{{", ".join(map(str, pairs))}}}
+// 1 where the case has more than one variant: its cells read their values.
+#define FK_DECIDED_CASE {{{decided}}}
 #define FK_VARIANT_BASE {{{", ".join(map(str, base))}}}
 #define FK_VARIANT_TRI_COUNT {{{counts}}}
 #define FK_VARIANT_CENTRE {{{centre}}}
