@@ -2,8 +2,8 @@
 // finite), 64 points of a row per word, and every later decision — which edges carry a vertex, which cells emit,
 // vertex ids — is word-wide bit logic on those planes. This is what makes the CPU path Flying-Edges class: the
 // float grid is read once, by a compare loop the compiler turns into SIMD; the count pass touches it only in cells
-// with an ambiguous face or of case 4 (found 64 at a time from the bits), whose values decide them; the emit pass
-// reads values only at the crossed edges it interpolates and in those cells.
+// with an ambiguous face or of case 4, whose values decide them; the emit pass reads values only at the crossed
+// edges it interpolates and in those cells.
 //
 // The mesh is the one the row walk in mc_core.h and the CUDA driver's bricks give: the same vertex rule (an edge crossing
 // the level that borders at least one all-finite cell), the same vertex order (grid point in C order, then axis)
@@ -267,8 +267,24 @@ inline int cell_config_bits(const uint64_t corner[8], int bit) {
   return config;
 }
 
+// Triangles of a case decided by its corners' signs alone, or -1 where the values decide (an ambiguous face, case
+// 4): the table load the count already made per emitting cell tells the two apart. The word-parallel test
+// (decided_cells, which the bricks use) costs ~100 word operations per word holding an emitting cell, which holds
+// only a few: more operations than this, and no faster measured (marching_cubes.md).
+struct PlainTriCount {
+  int8_t n[256];
+};
+constexpr PlainTriCount make_plain_tri_count() {
+  PlainTriCount t{};
+  for (int config = 0; config < 256; ++config)
+    t.n[config] = tables::kDecidedCase[config] ? int8_t(-1) : tables::kTriCount[config];
+  return t;
+}
+static constexpr PlainTriCount kPlainTriCountTable = make_plain_tri_count();
+static constexpr const int8_t* kPlainTriCount = kPlainTriCountTable.n;
+
 // Count pass for one row: vertices it owns, triangles its cells emit, the span of points with a vertex, and the
-// centre vertices. Values are read only in cells with an ambiguous face or of case 4, found 64 at a time.
+// centre vertices. Values are read only in cells with an ambiguous face or of case 4.
 template <typename T>
 RowCounts count_row_bits(const Volume<T>& vol, const BitPlanes& bp, int64_t i, int64_t j) {
   using R = typename Volume<T>::R;
@@ -287,18 +303,17 @@ RowCounts count_row_bits(const Volume<T>& vol, const BitPlanes& bp, int64_t i, i
       if (c.kmax < 0) c.kmin = 64 * w + lowest_bit(any);
       c.kmax = 64 * w + highest_bit(any);
     }
-    const uint64_t emit = bp.emitting_cells(cells, w, mixed);
-    if (!emit) continue;
-    const uint64_t decided = emit & decided_cells(corner);
-    for (uint64_t plain = emit & ~decided; plain; plain &= plain - 1)
-      c.tris += tri_count(cell_config_bits(corner, lowest_bit(plain)));
-    for (uint64_t left = decided; left; left &= left - 1) {
-      const int bit = lowest_bit(left);
+    for (uint64_t emit = bp.emitting_cells(cells, w, mixed); emit; emit &= emit - 1) {
+      const int bit = lowest_bit(emit), config = cell_config_bits(corner, bit), plain = kPlainTriCount[config];
+      if (plain >= 0) {
+        c.tris += plain;
+        continue;
+      }
       R v[8];
       double d[8];
       vol.cell_values(i, j, 64 * w + bit, v);
       level_offsets(v, vol.level, d);
-      const int variant = cell_variant(cell_config_bits(corner, bit), d);
+      const int variant = cell_variant(config, d);
       c.tris += variant_tri_count(variant);
       c.centres += variant_centre(variant);
     }
@@ -481,11 +496,10 @@ void emit_row_bits(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& 
       }
       numbered = true;
     }
-    const uint64_t decided = cells ? cells & decided_cells(corner) : 0;
     for (; cells; cells &= cells - 1) {
       const int bit = lowest_bit(cells), config = cell_config_bits(corner, bit);
       const int64_t slot0 = 3 * (64 * w + bit);
-      if (decided >> bit & 1u) {  // rare: values decide the faces, and the variant may use a centre vertex
+      if (kPlainTriCount[config] < 0) {  // rare: values decide the faces, and the variant may use a centre vertex
         R v[8];
         double d[8];
         vol.cell_values(i, j, 64 * w + bit, v);

@@ -235,7 +235,9 @@ def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction:
     grid: torch tensor (CPU or CUDA) or numpy array, float16/bfloat16/float32/float64, [X, Y, Z] or [B, X, Y, Z].
     Returns a `Mesh(verts [V, 3] float32, faces [F, 3] int64, normals or None)` on the grid's device (numpy in,
     numpy out); a batch gives a list of meshes. Vertices follow the array axes (i, j, k), in index space or in
-    world space given `bounds` (see `resolve_bounds`). gradient_direction="descent" (scikit-image's default)
+    world space given `bounds` (see `resolve_bounds`): one per crossed grid edge, then a few cell-centre vertices
+    (cells whose faces, decided from values as scikit-image's Lewiner method decides them, join into loops of 8 or
+    more vertices). gradient_direction="descent" (scikit-image's default)
     winds faces counter-clockwise seen from the side where values >= level: outward for an SDF that is
     negative inside. Cells with a non-finite corner emit nothing. Outputs carry no autograd history.
     cpu_method: the CPU algorithm, one of CPU_METHODS (all give the same mesh; ignored for CUDA grids).
