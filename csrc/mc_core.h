@@ -159,7 +159,8 @@ FK_HD W decided_cells(const W corner[8]) {
 // slice z = t is bilinear with corners A, B, C, D (the z edges at t; B, D >= 0), whose A and C are joined where
 // A < 0, C < 0 and A C > B D; A C - B D is quadratic in t and <= 0 where A or C reaches 0, so the pair is joined
 // iff it is concave, its vertex t* lies in (0, 1), and there A < 0, C < 0, A C > B D (the z edges at corners 0 and
-// 7 then carry the path to t*). The reference evaluates the same operations in the same order.
+// 7 then carry the path to t*). The reference evaluates the same operations in the same order. Values near the
+// double range overflow to inf / NaN, which compare false: not joined, in every driver alike.
 FK_HD bool interior_joins(double e0, double e1, double e2, double e3, double e4, double e5, double e6, double e7) {
   const double da = e4 - e0, db = e5 - e1, dc = e7 - e3, dd = e6 - e2;
   const double q2 = da * dc - db * dd;

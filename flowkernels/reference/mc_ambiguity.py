@@ -138,16 +138,17 @@ def interior_joins(vals, config: int) -> bool:
     c0, c1 = body_diagonal_pair(config)
     sign = 1.0 if config >> c0 & 1 else -1.0
     e = [sign * vals[n ^ c0] for n in range(8)]
-    da, db, dc, dd = e[4] - e[0], e[5] - e[1], e[7] - e[3], e[6] - e[2]
-    q2 = da * dc - db * dd
-    q1 = e[0] * dc + e[3] * da - e[1] * dd - e[2] * db
-    if not q2 < 0.0:
-        return False
-    t = -q1 / (2.0 * q2)
-    if not 0.0 < t < 1.0:
-        return False
-    a, b, c, d = e[0] + da * t, e[1] + db * t, e[3] + dc * t, e[2] + dd * t
-    return a < 0.0 and c < 0.0 and a * c > b * d
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 grids near its range: inf / NaN compare false
+        da, db, dc, dd = e[4] - e[0], e[5] - e[1], e[7] - e[3], e[6] - e[2]
+        q2 = da * dc - db * dd
+        q1 = e[0] * dc + e[3] * da - e[1] * dd - e[2] * db
+        if not q2 < 0.0:
+            return False
+        t = -q1 / (2.0 * q2)
+        if not 0.0 < t < 1.0:
+            return False
+        a, b, c, d = e[0] + da * t, e[1] + db * t, e[3] + dc * t, e[2] + dd * t
+        return a < 0.0 and c < 0.0 and a * c > b * d
 
 
 def _build():
