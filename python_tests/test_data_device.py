@@ -168,7 +168,8 @@ def test_device_sampling_laws_and_seeding_on_cpu_tensors():
     cpu_shell = data.watertight(verts, faces, 33, 2.0 / 33, False, return_shell=True)
     pts = sdf["vol_points"].float().numpy()
     np.testing.assert_allclose(sdf["vol_label"].float().numpy(),
-                               data.shell_labels(cpu_shell, pts).astype(np.float16).astype(np.float32), atol=1e-3)
+                               data.shell_labels(cpu_shell, pts).astype(np.float16).astype(np.float32),
+                               atol=4e-3)  # fp16 points (<= 8.5e-4 moved) and labels (<= 9.8e-4 below 2)
 
 
 @needs_cuda
@@ -201,6 +202,6 @@ def test_cuda_pipeline_matches_the_cpu_pipeline(outer_only):
     assert torch.equal(data_device.shell_labels(cpu, pts), data_device.shell_labels(gpu, pts.cuda()).cpu())
     surf, sdf = data.sample_mesh(gpu, 20000, seed)
     assert all(x.device.type == "cuda" for x in list(surf.values()) + list(sdf.values()))
-    np.testing.assert_allclose(sdf["vol_label"].float().cpu().numpy(),
-                               data.shell_labels(cpu, sdf["vol_points"].float().cpu()).numpy().astype(np.float16),
-                               atol=1e-3)
+    want = data_device.shell_labels(cpu, sdf["vol_points"].float().cpu()).numpy().astype(np.float16)
+    np.testing.assert_allclose(sdf["vol_label"].float().cpu().numpy(), want,
+                               atol=4e-3)  # fp16 points (<= 8.5e-4 moved) and labels (<= 9.8e-4 below 2)
