@@ -124,17 +124,25 @@ def pair_tiling(axis, seed, ties=False):
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_every_case_next_to_every_neighbour_on_each_cpu_method(axis, ties, seed):
     """Every variant next to every neighbour it can have: both cells decide their shared face from the same four
-    values, ties included (fp32 and fp64 grids: the products are exact in double either way)."""
+    values, ties included (the products are exact in double for every dtype but fp64, where they round alike),
+    in every dtype (the topology counted from the values the dtype holds)."""
     grid = pair_tiling(axis, seed, ties)
-    for dtype in (np.float64, np.float32):
-        meshes = [fk.marching_cubes(grid.astype(dtype), 0.0, return_normals=True, cpu_method=m) for m in CPU_METHODS]
-        check_watertight(meshes[0].verts, meshes[0].faces, grid)
+    tied = 0
+    for a in range(3):  # ambiguous faces whose two diagonal products are equal: the saddle on the level
+        m = np.moveaxis(grid, (a, (a + 1) % 3, (a + 2) % 3), (0, 1, 2))
+        p, q, r, t = m[:, :-1, :-1], m[:, 1:, :-1], m[:, 1:, 1:], m[:, :-1, 1:]
+        amb = ((p < 0) == (r < 0)) & ((q < 0) == (t < 0)) & ((p < 0) != (q < 0))
+        tied += int((amb & (np.abs(p * r) == np.abs(q * t))).sum())
+    assert (tied > 0) == ties
+    for dtype in (np.float64, np.float32, np.float16, torch.bfloat16):
+        g = torch.from_numpy(grid).to(dtype) if dtype is torch.bfloat16 else grid.astype(dtype)
+        meshes = [fk.marching_cubes(g, 0.0, return_normals=True, cpu_method=m) for m in CPU_METHODS]
+        held = (g.double().numpy() if dtype is torch.bfloat16 else g.astype(np.float64))
+        check_watertight(meshes[0].verts, meshes[0].faces, held)
         for m in meshes[1:]:
-            np.testing.assert_array_equal(m.faces, meshes[0].faces)
-            np.testing.assert_array_equal(m.verts, meshes[0].verts)
-            np.testing.assert_array_equal(m.normals, meshes[0].normals)
-    if ties:  # the tie rule is exercised: some ambiguous faces have equal products
-        assert len(meshes[0].verts) > 0
+            np.testing.assert_array_equal(np.asarray(m.faces), np.asarray(meshes[0].faces))
+            np.testing.assert_array_equal(np.asarray(m.verts), np.asarray(meshes[0].verts))
+            np.testing.assert_array_equal(np.asarray(m.normals), np.asarray(meshes[0].normals))
 
 
 def test_issue_reproducer_is_watertight():
