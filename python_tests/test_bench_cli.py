@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -97,10 +98,18 @@ def test_implementations_are_timed_in_alternation_and_a_failing_one_is_dropped()
     times, errors = time_interleaved(fns, "cpu", min_time=1e9, max_reps=40, rounds=10)
     assert set(times) == {"a", "b"} and list(errors) == ["c"] and "c broke" in str(errors["c"])
     assert len(times["a"]) == len(times["b"]) == 40 and all(t >= 0 for t in times["a"] + times["b"])
-    timed = [n for n in log[6:] if n != "c"]  # after the 3 x 2 warm-up calls
+    timed = [n for n in log[12:] if n != "c"]  # after the 3 x 4 warm-up calls
     first_b, last_a = timed.index("b"), len(timed) - 1 - timed[::-1].index("a")
     assert first_b < last_a and timed[:4] == ["a"] * 4  # rounds of 4 calls each, a and b alternating
     assert log.count("c") == 6  # dropped at its first failure
+
+    slow = []  # a stalled warm-up call does not decide the number of timed calls: the fastest of three does
+    def stalls_once():
+        slow.append(1)
+        if len(slow) == 2:
+            time.sleep(0.05)
+    times, _ = time_interleaved({"s": stalls_once}, "cpu", min_time=0.01, max_reps=200)
+    assert len(times["s"]) == 200
 
 
 def test_min_reps_alternates_call_by_call():
@@ -112,8 +121,8 @@ def test_min_reps_alternates_call_by_call():
     fns = {name: (lambda name=name: log.append(name)) for name in ("a", "b")}
     times, errors = time_interleaved(fns, "cpu", min_time=1e-9, max_reps=3, rounds=10, min_reps=12)
     assert not errors and len(times["a"]) == len(times["b"]) == 12
-    assert log[4:] == ["a", "b"] * 12  # after 2 x 2 warm-up calls
-    assert {c.size: c.min_reps for c in registry.cases("cpu", ["e2e"])}["train"] >= 40
+    assert log[8:] == ["a", "b"] * 12  # after 2 x 4 warm-up calls
+    assert {c.size: c.min_reps for c in registry.cases("cpu", ["e2e"])}["train"] >= 100
     log.clear()
     times, _ = time_interleaved(fns, "cpu", min_time=0.0, max_reps=3, min_reps=12)
     assert len(times["a"]) == 5  # the floor of 5 calls of a fast function, min_reps left out
