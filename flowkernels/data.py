@@ -169,6 +169,13 @@ def _fill_interior(grid: torch.Tensor, eps: float):
     grid.numpy()[~outside[labels]] = 0.0
 
 
+def check_grid_args(resolution, eps):
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
+        raise ValueError(f"resolution={resolution!r} must be an integer >= 2")
+    if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps={eps!r} must be a positive number")
+
+
 def watertight(verts, faces, resolution: int = 256, eps: float = 2.0 / 256, outer_only: bool = False, *,
                return_shell: bool = False, num_threads=None):
     """Hunyuan3D-2.1's `Watertight`: the eps-offset surface of the mesh from a `resolution`^3 grid over its box
@@ -182,10 +189,7 @@ def watertight(verts, faces, resolution: int = 256, eps: float = 2.0 / 256, oute
     by torch sweeps) and give tensors there."""
     from .marching_cubes import marching_cubes
 
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
-        raise ValueError(f"resolution={resolution!r} must be an integer >= 2")
-    if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps={eps!r} must be a positive number")
+    check_grid_args(resolution, eps)
     if isinstance(verts, torch.Tensor) and verts.device.type == "cuda":
         from . import data_device
 

@@ -6,6 +6,12 @@ DIR/<name>_sdf.npz and DIR/<name>_watertight.obj, as Hunyuan3D-2.1's watertight_
 a mesh that fails is logged to DIR/prepare_failed.tsv and skipped; a summary ends the run. --rank/--world-size
 take every world-size-th file of the sorted list (job arrays); the per-file seed depends only on --seed and the
 file's name, so sharding does not change any output.
+
+--device cuda (or cuda:N) runs each mesh's pipeline on the GPU (flowkernels.data_device) and writes the same files.
+With --workers N on CUDA, the worker processes share the GPUs out: with plain `cuda`, worker i runs on GPU
+i mod (visible GPUs), so --workers 8 on 8 GPUs is one process per GPU; with `cuda:K`, all N run on GPU K (more
+than one process per GPU overlaps one mesh's loading and file writing, which are on the CPU, with another's GPU
+work). --workers may not exceed 4 per GPU (each process holds its own CUDA context and a 256^3 grid).
 """
 from __future__ import annotations
 
@@ -53,24 +59,74 @@ def file_seed(seed, name):
     return None if seed is None else (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63
 
 
-def prepare_one(path, name, out_dir, resolution, eps, seed, outer_only, count, num_threads):
-    """Run one mesh; returns (name, path, seconds, error or None). Never raises (a worker must not die)."""
+# Most worker processes one GPU takes (each holds its own CUDA context and a 256^3 grid and shell).
+MAX_WORKERS_PER_GPU = 4
+
+# The device of this worker process (set by _init_worker), used where prepare_one is given device="worker".
+_WORKER_DEVICE = None
+
+
+def worker_device(device, index, gpu_count):
+    """The device worker `index` runs on: plain "cuda" spreads the workers over the GPUs round-robin; "cpu",
+    "cuda:K" (and None) are taken as given."""
+    if device == "cuda":
+        return f"cuda:{index % max(gpu_count, 1)}"
+    return device
+
+
+def check_workers(device, workers, gpu_count):
+    """--workers against --device: at most MAX_WORKERS_PER_GPU processes on any one GPU."""
+    if workers < 1:
+        raise ValueError(f"--workers {workers} must be >= 1")
+    if device is None or not str(device).startswith("cuda"):
+        return
+    gpus = max(gpu_count, 1) if device == "cuda" else 1
+    if -(-workers // gpus) > MAX_WORKERS_PER_GPU:
+        raise ValueError(f"--workers {workers} with --device {device}: {-(-workers // gpus)} processes on one GPU "
+                         f"(at most {MAX_WORKERS_PER_GPU}, each holds a CUDA context and a grid); use "
+                         f"--workers <= {MAX_WORKERS_PER_GPU * gpus}, or --rank/--world-size across jobs")
+
+
+def _init_worker(counter, device, gpu_count):
+    global _WORKER_DEVICE
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    _WORKER_DEVICE = worker_device(device, index, gpu_count)
+
+
+def prepare_one(path, name, out_dir, resolution, eps, seed, outer_only, count, num_threads, device=None,
+                device_path=False):
+    """Run one mesh; returns (name, path, seconds, error or None). Never raises (a worker must not die).
+    device="worker": this worker process's device (_init_worker). device_path: the device pipeline's code on CPU
+    tensors (tests)."""
     from .compat.hunyuan3d_data import watertight_and_sample
     start = time.perf_counter()
     try:
         prefix, _ = outputs(out_dir, name)
+        if device == "worker":
+            device = _WORKER_DEVICE
         watertight_and_sample(path, prefix, resolution=resolution, eps=eps, seed=file_seed(seed, name),
-                              outer_only=outer_only, count=count, num_threads=num_threads)
+                              outer_only=outer_only, count=count, num_threads=num_threads, device=device,
+                              _device_path=device_path)
         return name, path, time.perf_counter() - start, None
     except Exception as exc:  # noqa: BLE001 - a broken mesh is logged and skipped, never stops the run
         return name, path, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
 
 
 def run(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only=False, count=None, workers=1,
-        rank=0, world_size=1, progress=True, log=print):
-    """Prepare every mesh of `inputs` (this rank's share); returns the summary dict."""
-    if workers < 1:
-        raise ValueError(f"--workers {workers} must be >= 1")
+        rank=0, world_size=1, progress=True, log=print, device=None, _device_path=False):
+    """Prepare every mesh of `inputs` (this rank's share); returns the summary dict. device: None / "cpu" (the
+    CPU pipeline), "cuda" (workers spread over the GPUs) or "cuda:N" (all on GPU N)."""
+    from ._cli_checks import device as check_device
+
+    dev = check_device("--device", device)
+    device = None if dev is None or dev.type == "cpu" else ("cuda" if dev.index is None else str(dev))
+    gpu_count = 0
+    if device is not None:
+        import torch
+        gpu_count = torch.cuda.device_count()
+    check_workers(device, workers, gpu_count)
     items = shard(find_meshes(inputs), rank, world_size)
     os.makedirs(out_dir, exist_ok=True)
     todo = [(p, n) for p, n in items if not all(os.path.exists(f) for f in outputs(out_dir, n)[1])]
@@ -78,7 +134,9 @@ def run(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only
     threads = max(1, (os.cpu_count() or 1) // workers)
     from .data import SAMPLES
     count = SAMPLES if count is None else count
-    args = [(p, n, out_dir, resolution, eps, seed, outer_only, count, threads) for p, n in todo]
+    per_mesh = "worker" if workers > 1 else worker_device(device, 0, gpu_count)
+    args = [(p, n, out_dir, resolution, eps, seed, outer_only, count, threads, per_mesh, _device_path)
+            for p, n in todo]
     start = time.perf_counter()
     try:
         from tqdm.auto import tqdm
@@ -105,7 +163,9 @@ def run(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only
     else:
         import multiprocessing
         # spawn: a forked child would inherit the parent's thread pools (OpenMP, torch) in an undefined state
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(ctx.Value("i", 0), device, gpu_count)) as pool:
             for fut in as_completed([pool.submit(prepare_one, *a) for a in args]):
                 record(fut.result())
     if bar is not None:
@@ -143,8 +203,8 @@ def ray_prepare(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, ou
 
 def cmd_prepare(args) -> int:
     summary = run(args.inputs, args.output, resolution=args.resolution, eps=args.eps, seed=args.seed,
-                  outer_only=args.outer_only, count=args.count, workers=args.workers, rank=args.rank, world_size=args.world_size,
-                  progress=not args.no_progress)
+                  outer_only=args.outer_only, count=args.count, workers=args.workers, rank=args.rank,
+                  world_size=args.world_size, progress=not args.no_progress, device=args.device)
     return 1 if summary["failed"] and not summary["done"] and not summary["skipped_done"] else 0
 
 
@@ -158,7 +218,11 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=None, help="base seed (per-file seeds derive from it and the name)")
     p.add_argument("--outer-only", action="store_true", help="keep only the outer shell")
     p.add_argument("--count", type=int, default=None, help="surface samples per mesh (default 124928, as the original)")
-    p.add_argument("--workers", type=int, default=1, help="meshes in parallel; native threads are shared out (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="meshes in parallel; native threads are shared out; with --device cuda the processes are "
+                   f"spread over the GPUs, at most {MAX_WORKERS_PER_GPU} per GPU (default 1)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda (every visible GPU) or cuda:N: where each mesh's pipeline runs")
     p.add_argument("--rank", type=int, default=int(os.environ.get("SLURM_ARRAY_TASK_ID", 0) or 0),
                    help="this job's shard (default: $SLURM_ARRAY_TASK_ID or 0)")
     p.add_argument("--world-size", type=int, default=1, help="number of shards (default 1)")

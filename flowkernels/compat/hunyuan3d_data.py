@@ -6,6 +6,13 @@
 and `{prefix}_watertight.obj`. The command line takes the script's --input_obj / --output_prefix:
 
     python -m flowkernels.compat.hunyuan3d_data --input_obj bunny.obj --output_prefix out/bunny [--seed 0]
+        [--device cuda]
+
+`device="cuda"` (`--device cuda`, `cuda:N`) runs the pipeline on the GPU (flowkernels.data_device): the mesh is
+normalised on the host as the original does, uploaded, made watertight, sampled and labelled there, and only the
+results come back for writing. The files have the same names, keys, shapes and dtypes; the shell is the CPU
+pipeline's (same vertices, emitted in another order), the samples are drawn by a torch generator on the device
+(reproducible with `seed`, but not the CPU run's draws), the labels are the CPU labels of those points.
 
 Differences from the original (see flowkernels/data.md): the watertight grid holds exact distances only in
 the band that can move a triangle (the mesh is the same); labels take their sign from the distance grid the
@@ -58,22 +65,55 @@ def write_obj(path, verts, faces):
     data.write_obj(path, verts, faces)
 
 
+def resolve_device(device, option="device"):
+    """None / "cpu" -> None (the CPU pipeline); "cuda", "cuda:N" or a torch.device -> that CUDA device, checked
+    (a named error when it does not exist here, as the command lines' --device)."""
+    if device is None:
+        return None
+    from .._cli_checks import device as check_device
+
+    dev = check_device(option, str(device) if not isinstance(device, str) else device)
+    return None if dev.type == "cpu" else dev
+
+
+def _sync(dev):
+    if dev is not None and dev.type == "cuda":
+        import torch
+        torch.cuda.synchronize(dev)
+
+
 def watertight_and_sample(input_path, output_prefix=None, *, resolution: int = 256, eps: float = 2.0 / 256,
                           seed=None, outer_only: bool = False, count: int = data.SAMPLES, num_threads=None,
-                          return_timings: bool = False):
+                          device=None, return_timings: bool = False, _device_path: bool = False):
     """Run the original script's pipeline on one mesh file; returns the three paths written (and the seconds per
-    stage with return_timings=True). output_prefix defaults to the input path without its extension."""
+    stage with return_timings=True). output_prefix defaults to the input path without its extension.
+    device: None or "cpu" (the CPU pipeline), "cuda" / "cuda:N" (the pipeline on that GPU, same files).
+    _device_path (tests): run the device pipeline's code on CPU tensors (its CPU drivers), as CUDA would."""
     if output_prefix is None:
         output_prefix = os.path.splitext(input_path)[0]
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 6:
         raise ValueError(f"count={count!r} must be an integer >= 6")
+    dev = resolve_device(device)
+    on_device = dev is not None or _device_path
     times = {}
     t = time.perf_counter()
     V, F = load_mesh(input_path)
     V = data.normalize_to_unit_box(V)
+    if on_device:
+        import torch
+        target = dev if dev is not None else torch.device("cpu")
+        V, F = torch.from_numpy(V).to(target), torch.from_numpy(F).to(target)
+        _sync(dev)
     times["load"] = time.perf_counter() - t
     t = time.perf_counter()
-    shell = data.watertight(V, F, resolution, eps, outer_only, return_shell=True, num_threads=num_threads)
+    if on_device:
+        from .. import data_device
+        data.check_grid_args(resolution, eps)
+        shell = data_device.watertight(V, F, int(resolution), float(eps), outer_only,
+                                       num_threads=data._threads(num_threads))
+        _sync(dev)
+    else:
+        shell = data.watertight(V, F, resolution, eps, outer_only, return_shell=True, num_threads=num_threads)
     times["watertight"] = time.perf_counter() - t
     if len(shell.faces) == 0:
         raise ValueError(f"input_path={input_path!r}: the watertight surface is empty")
@@ -81,13 +121,18 @@ def watertight_and_sample(input_path, output_prefix=None, *, resolution: int = 2
     surface_data, sdf_data = data.sample_mesh(shell, count, seed, num_threads=num_threads, timings=times)
     times["sample"] = time.perf_counter() - t
     t = time.perf_counter()
+    verts, faces = shell.verts, shell.faces
+    if on_device:  # the download: the results only
+        surface_data = {k: x.cpu().numpy() for k, x in surface_data.items()}
+        sdf_data = {k: x.cpu().numpy() for k, x in sdf_data.items()}
+        verts, faces = verts.cpu().numpy(), faces.cpu().numpy()
     parent = os.path.dirname(output_prefix)
     if parent:
         os.makedirs(parent, exist_ok=True)
     paths = tuple(f"{output_prefix}{suffix}" for suffix in OUTPUT_SUFFIXES)
     np.savez(paths[0], **surface_data)
     np.savez(paths[1], **sdf_data)
-    write_obj(paths[2], shell.verts, shell.faces)
+    write_obj(paths[2], verts, faces)
     times["write"] = time.perf_counter() - t
     return (paths, times) if return_timings else paths
 
@@ -101,12 +146,15 @@ def main(argv=None) -> int:
     parser.add_argument("--eps", type=float, default=2.0 / 256, help="offset distance (default 2/256)")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     parser.add_argument("--outer_only", action="store_true", help="keep only the outer shell")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default), or cuda / cuda:N: the whole pipeline on that GPU, the same files")
     args = parser.parse_args(argv)
     try:
+        dev = resolve_device(args.device, "--device")
         watertight_and_sample(args.input_obj, args.output_prefix, resolution=args.resolution, eps=args.eps,
-                              seed=args.seed, outer_only=args.outer_only)
+                              seed=args.seed, outer_only=args.outer_only, device=dev)
     except (ValueError, RuntimeError) as exc:
-        parser.exit(2, f"watertight_and_sample: error: {exc}\n")
+        parser.exit(2, f"watertight_and_sample: error: {' '.join(str(exc).split())}\n")
     return 0
 
 
