@@ -15,7 +15,8 @@ cells evaluate the same two products of the same four numbers, so they agree.
 Cube rule. With the faces decided, the surface on the cube's boundary is a set of closed loops (as in `mc_tables`,
 each face linking its crossings per its decision). A loop is triangulated with no edge between two vertices of one
 cube face other than its segments (watertight whatever the neighbour does), choosing among those triangulations the
-one of largest area at the edge midpoints (a measured choice: marching_cubes.md). A loop of 8 or more vertices (only
+one of largest area at the edge midpoints, except a loop of 7 vertices in a cell with a joined face (it winds round
+the joined face's saddle), which takes the one of smallest area (both measured choices: marching_cubes.md). A loop of 8 or more vertices (only
 a joined face makes one: the sign rule's loops have at most 7) is fanned from a vertex at the cell centre (the mean
 of the cell's edge vertices, as Lewiner places his), whether or not a triangulation off the faces exists: 116 such
 loops have none, and where one exists Lewiner fans from the centre too and the fan measured closer to his area.
@@ -87,10 +88,12 @@ def _loops(config: int, joined):
 
 
 CENTRE_FAN_MIN = 8  # loops this long are fanned from the cell centre
+SMALLEST_AREA_LOOP = 7  # loops this long in a variant with a joined face take the smallest-area triangulation
 
 
-def _loop_triangles(loop):
-    tris = largest_area_triangulation(loop) if len(loop) < CENTRE_FAN_MIN else None
+def _loop_triangles(loop, joined=False):
+    largest = not (joined and len(loop) == SMALLEST_AREA_LOOP)
+    tris = largest_area_triangulation(loop, largest) if len(loop) < CENTRE_FAN_MIN else None
     if tris is None:  # fan from the cell centre: every edge from it crosses the cell's interior
         tris = [(CENTRE, loop[i], loop[(i + 1) % len(loop)]) for i in range(len(loop))]
     return tris
@@ -158,7 +161,7 @@ def _build():
         for bits in range(1 << len(faces)):
             joined = {f for n, f in enumerate(faces) if bits >> n & 1}
             loops = _loops(config, joined)
-            table[config, bits] = _orient([t for loop in loops for t in _loop_triangles(loop)])
+            table[config, bits] = _orient([t for loop in loops for t in _loop_triangles(loop, bool(joined))])
         if body_diagonal_pair(config) is not None:  # case 4: its interior decides a second variant, the tube
             table[config, 1] = _tube(table[config, 0])
     return table

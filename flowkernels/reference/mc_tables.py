@@ -103,11 +103,12 @@ def _area(tri) -> float:
     return 0.5 * float(np.linalg.norm(np.cross(b - a, c - a)))
 
 
-def largest_area_triangulation(loop):
-    """The triangulation of `loop` (edge ids in order) of largest area at the edge midpoints with no diagonal between
-    two vertices of one cube face, or None when every triangulation needs one. Dynamic programming over the
-    polygon's sub-chains; ties keep the first split (deterministic)."""
+def largest_area_triangulation(loop, largest: bool = True):
+    """The triangulation of `loop` (edge ids in order) of largest (or, `largest=False`, smallest) area at the edge
+    midpoints with no diagonal between two vertices of one cube face, or None when every triangulation needs one.
+    Dynamic programming over the polygon's sub-chains; ties keep the first split (deterministic)."""
     n = len(loop)
+    sign = 1.0 if largest else -1.0
 
     def ok(i, j):
         return (j - i) % n in (1, n - 1) or not share_face(loop[i], loop[j])
@@ -121,7 +122,7 @@ def largest_area_triangulation(loop):
             left, right = best(i, k), best(k, j)
             if ok(i, k) and ok(k, j) and left is not None and right is not None:
                 t = (loop[i], loop[k], loop[j])
-                score = left[0] + right[0] + _area(t)
+                score = left[0] + right[0] + sign * _area(t)
                 if out is None or score > out[0] + 1e-12:
                     out = (score, left[1] + (t,) + right[1])
         return out
