@@ -461,27 +461,30 @@ FK_HD void emit_vertex(const Volume<T>& vol, const EmitTarget& out, int64_t id, 
 }
 
 // A cell's centre vertex, which the loops of 8 or more vertices that joined faces make are fanned from: at the
-// mean of the cell's edge vertices (as Lewiner places it), with the trilinear interpolant's gradient at the
-// cell's centre as its normal. v: the 8 corner values (all finite: the cell emits).
+// corners' mean weighted by 1 / (FK_CENTRE_EPS + |value - level|), as scikit-image places it (corners near the
+// level pull it), with the trilinear interpolant's gradient at the cell's centre as its normal. Each coordinate is
+// kept FK_CENTRE_MARGIN inside the cell, so the centre never lands on an edge vertex (a corner at the level
+// would take it there). v: the 8 corner values (all finite: the cell emits).
+#define FK_CENTRE_EPS 2.220446049250313e-16
+#define FK_CENTRE_MARGIN (1.0 / 1024.0)
 template <typename R>
 FK_HD void store_centre(const EmitTarget& out, R level, int64_t id, int64_t i, int64_t j, int64_t k, const R v[8]) {
-  double sum[3] = {0.0, 0.0, 0.0};
-  int n = 0;
+  double sum[3] = {0.0, 0.0, 0.0}, total = 0.0;
   R g[3] = {R(0), R(0), R(0)};
-  for (int a = 0; a < 3; ++a) {
-    for (int c = 0; c < 8; ++c) {
-      if (c >> a & 1) continue;
-      const int c1 = c | 1 << a;
-      g[a] += v[c1] - v[c];
-      if ((v[c] < level) == (v[c1] < level)) continue;
-      const double frac = double(edge_fraction(v[c], v[c1], level));
-      for (int d = 0; d < 3; ++d) sum[d] += d == a ? frac : double(c >> d & 1);
-      ++n;
-    }
+  for (int c = 0; c < 8; ++c) {
+    const double w = 1.0 / (FK_CENTRE_EPS + fabs(double(v[c]) - double(level)));
+    total += w;
+    for (int d = 0; d < 3; ++d) sum[d] += (c >> d & 1) ? w : 0.0;
+    for (int a = 0; a < 3; ++a)
+      if (!(c >> a & 1)) g[a] += v[c | 1 << a] - v[c];
   }
   const int64_t at[3] = {i, j, k};
-  for (int d = 0; d < 3; ++d)
-    out.verts[3 * id + d] = float(out.origin[d] + (double(at[d]) + sum[d] / double(n)) * out.scale[d]);
+  for (int d = 0; d < 3; ++d) {
+    double f = sum[d] / total;  // total > 0: every weight is > 0 unless its value overflows the difference
+    f = f > FK_CENTRE_MARGIN ? f : FK_CENTRE_MARGIN;  // also catches NaN (every difference overflowing)
+    f = f < 1.0 - FK_CENTRE_MARGIN ? f : 1.0 - FK_CENTRE_MARGIN;
+    out.verts[3 * id + d] = float(out.origin[d] + (double(at[d]) + f) * out.scale[d]);
+  }
   if (!out.normals) return;
   R norm2 = R(0);
   for (int d = 0; d < 3; ++d) {

@@ -16,11 +16,12 @@ Cube rule. With the faces decided, the surface on the cube's boundary is a set o
 each face linking its crossings per its decision). A loop is triangulated with no edge between two vertices of one
 cube face other than its segments (watertight whatever the neighbour does), choosing among those triangulations the
 one of largest area at the edge midpoints, except a loop of 7 vertices in a cell with a joined face (it winds round
-the joined face's saddle), which takes the one of smallest area (both measured choices: marching_cubes.md). A loop of 8 or more vertices (only
-a joined face makes one: the sign rule's loops have at most 7) is fanned from a vertex at the cell centre (the mean
-of the cell's edge vertices, as Lewiner places his), whether or not a triangulation off the faces exists: 116 such
-loops have none, and where one exists Lewiner fans from the centre too and the fan measured closer to his area.
-Interior ambiguities (Lewiner's cases 4, 6, 7, 10, 12, 13: tubes through the cell) are not decided here.
+the joined face's saddle), which takes the one of smallest area (both measured choices: marching_cubes.md). A loop
+of 8 or more vertices (only a joined face makes one: the sign rule's loops have at most 7) is fanned from a vertex
+inside the cell (placed as scikit-image places its centre vertex: `centre_offset`), whether or not a triangulation
+off the faces exists: 116 such loops have none, and where one exists Lewiner fans from the centre too and the fan
+measured closer to his area. Of the interior ambiguities (Lewiner's cases 4, 6, 7, 10, 12, 13: tubes through the
+cell) only case 4's is decided.
 """
 from __future__ import annotations
 
@@ -185,6 +186,21 @@ def cell_triangles(vals, config: int):
     return VARIANTS[config, face_bits(vals, config)]
 
 
+CENTRE_EPS = float(np.finfo(np.float64).eps)
+CENTRE_MARGIN = 1.0 / 1024.0
+
+
+def centre_offset(vals):
+    """A centre vertex's place in its cell (vals: the corners minus the level): the corners' mean weighted by
+    1 / (CENTRE_EPS + |value|), as scikit-image places it (Lewiner's C++ takes the mean of the edge vertices; the
+    weighted mean measured closer to scikit-image's area, marching_cubes.md), each coordinate kept CENTRE_MARGIN
+    inside the cell so that a corner at the level cannot put it on an edge vertex."""
+    w = np.array([1.0 / (CENTRE_EPS + abs(v)) for v in vals])
+    with np.errstate(invalid="ignore"):  # every difference overflowing: no weight, the margin clamp decides
+        f = (w[:, None] * np.array(CORNER_POS, dtype=float)).sum(axis=0) / w.sum()
+    return np.array([min(max(x, CENTRE_MARGIN) if x == x else CENTRE_MARGIN, 1.0 - CENTRE_MARGIN) for x in f])
+
+
 def marching_cubes_decided(grid, level: float = 0.0):
     """(verts, faces) in index space, float64, cell by cell: the `mc_tables` vertices (one per crossed grid edge)
     followed by the centre vertices of the cells that need one. Cells with a non-finite corner emit nothing."""
@@ -211,7 +227,7 @@ def marching_cubes_decided(grid, level: float = 0.0):
                 p[EDGE_AXIS[e]] += (level - v0) / d if np.isfinite(d) else (level / 2 - v0 / 2) / (v1 / 2 - v0 / 2)
                 pos[e] = ((i + CORNER_POS[c0][0], j + CORNER_POS[c0][1], k + CORNER_POS[c0][2], EDGE_AXIS[e]), p)
         if any(CENTRE in t for t in cell):
-            pos[CENTRE] = ((i, j, k, 3), np.mean([p for _, p in pos.values()], axis=0))
+            pos[CENTRE] = ((i, j, k, 3), np.array((i, j, k), dtype=float) + centre_offset(vals))
         for t in cell:
             tris.append(tuple(pos[e][0] for e in t))
             for e in t:
