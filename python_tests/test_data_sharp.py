@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from flowkernels import data, data_sampling
+from flowkernels.reference import hunyuan3d_original
 
 trimesh = pytest.importorskip("trimesh")
 
@@ -20,17 +21,9 @@ def _seed():
 def original_edges(V, F):
     """The original's sharp_sample_pointcloud up to its edge selection: endpoint positions [E, 2, 3] and VN."""
     mesh = trimesh.Trimesh(vertices=V, faces=F)
-    V, N, VN, F = mesh.vertices, mesh.face_normals, mesh.vertex_normals, mesh.faces
-    VN2 = np.ones(V.shape[0])
-    for i in range(3):
-        dot = np.stack((VN2[F[:, i]], np.sum(VN[F[:, i]] * N, axis=-1)), axis=-1)
-        VN2[F[:, i]] = np.min(dot, axis=-1)
-    sharp_mask = VN2 < 0.985
-    edge_a = np.concatenate((F[:, 0], F[:, 1], F[:, 2]))
-    edge_b = np.concatenate((F[:, 1], F[:, 2], F[:, 0]))
-    sharp_edge = sharp_mask[edge_a] * sharp_mask[edge_b]
+    edge_a, edge_b, V, VN = hunyuan3d_original.sharp_edges(mesh)
     V = np.asarray(V)
-    return np.stack([V[edge_a[sharp_edge > 0]], V[edge_b[sharp_edge > 0]]], 1), np.asarray(VN), mesh
+    return np.stack([V[edge_a], V[edge_b]], 1), np.asarray(VN), mesh
 
 
 def ours(V, F, native):

@@ -55,7 +55,8 @@ def random_sample_pointcloud(mesh, num):
     return points[index], normals[index]
 
 
-def sharp_sample_pointcloud(mesh, num):
+def sharp_edges(mesh):
+    """The first half of the original's sharp_sample_pointcloud, its selection: (edge_a, edge_b, V, VN)."""
     V, N, VN, F = mesh.vertices, mesh.face_normals, mesh.vertex_normals, mesh.faces
     VN2 = np.ones(V.shape[0])
     for i in range(3):
@@ -65,7 +66,11 @@ def sharp_sample_pointcloud(mesh, num):
     edge_a = np.concatenate((F[:, 0], F[:, 1], F[:, 2]))
     edge_b = np.concatenate((F[:, 1], F[:, 2], F[:, 0]))
     sharp_edge = sharp_mask[edge_a] * sharp_mask[edge_b]
-    edge_a, edge_b = edge_a[sharp_edge > 0], edge_b[sharp_edge > 0]
+    return edge_a[sharp_edge > 0], edge_b[sharp_edge > 0], V, VN
+
+
+def sharp_sample_pointcloud(mesh, num):
+    edge_a, edge_b, V, VN = sharp_edges(mesh)
     weights = np.linalg.norm(V[edge_b] - V[edge_a], axis=-1)
     weights /= np.sum(weights)
     index = np.searchsorted(weights.cumsum(), np.random.rand(num))
