@@ -17,8 +17,8 @@ void bind_flow(py::module_& m);  // csrc/flow/flow_bindings.cpp
 namespace {
 
 fk::GridDesc grid_desc(int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
-                       double level) {
-  fk::GridDesc g{fk::DType(dtype), data, {}, {}, level};
+                       double level, bool decide_from_values = true) {
+  fk::GridDesc g{fk::DType(dtype), data, {}, {}, level, decide_from_values};
   for (int a = 0; a < 3; ++a) {
     g.shape[a] = shape[a];
     g.strides[a] = strides[a];
@@ -61,20 +61,20 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "mc_count",
       [](int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides, double level,
-         uintptr_t counts, uintptr_t spans, uintptr_t scratch, int method, int num_threads) {
-        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
+         uintptr_t counts, uintptr_t spans, uintptr_t scratch, int method, int num_threads, bool decide) {
+        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level, decide);
         py::gil_scoped_release release;
         fk::mc_count_cpu(g, counts, spans, scratch, method, num_threads);
       },
       py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"), py::arg("counts"),
-      py::arg("spans"), py::arg("scratch"), py::arg("method"), py::arg("num_threads"));
+      py::arg("spans"), py::arg("scratch"), py::arg("method"), py::arg("num_threads"), py::arg("decide") = true);
   m.def(
       "mc_emit",
       [](int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides, double level,
          uintptr_t offsets, uintptr_t spans, uintptr_t verts, uintptr_t faces, uintptr_t normals,
          std::array<double, 3> origin, std::array<double, 3> scale, bool flip, int64_t centre_first,
-         uintptr_t scratch, int method, int num_threads) {
-        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
+         uintptr_t scratch, int method, int num_threads, bool decide) {
+        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level, decide);
         fk::EmitDesc d{offsets, spans, verts, faces, normals, {}, {}, flip, centre_first};
         for (int a = 0; a < 3; ++a) {
           d.origin[a] = origin[a];
@@ -85,7 +85,8 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"), py::arg("offsets"),
       py::arg("spans"), py::arg("verts"), py::arg("faces"), py::arg("normals"), py::arg("origin"), py::arg("scale"),
-      py::arg("flip"), py::arg("centre_first"), py::arg("scratch"), py::arg("method"), py::arg("num_threads"));
+      py::arg("flip"), py::arg("centre_first"), py::arg("scratch"), py::arg("method"), py::arg("num_threads"),
+      py::arg("decide") = true);
   // The brick algorithm: the CUDA driver, and the CPU method "bricks" (cuda=false) that runs the same logic.
   m.def(
       "mc_brick_scratch_bytes",
@@ -94,21 +95,21 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "mc_brick_count",
       [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
-         double level, uintptr_t scratch, uintptr_t totals, uintptr_t stream, int num_threads) {
-        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
+         double level, uintptr_t scratch, uintptr_t totals, uintptr_t stream, int num_threads, bool decide) {
+        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level, decide);
         py::gil_scoped_release release;
         if (cuda) fk::mc_brick_count_cuda(g, scratch, totals, stream);
         else fk::mc_brick_count_cpu(g, scratch, totals, num_threads);
       },
       py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
-      py::arg("scratch"), py::arg("totals"), py::arg("stream"), py::arg("num_threads"));
+      py::arg("scratch"), py::arg("totals"), py::arg("stream"), py::arg("num_threads"), py::arg("decide") = true);
   m.def(
       "mc_brick_emit",
       [](bool cuda, int dtype, uintptr_t data, std::array<int64_t, 3> shape, std::array<int64_t, 3> strides,
          double level, uintptr_t scratch, int64_t n_active, uintptr_t verts, uintptr_t faces, uintptr_t normals,
          std::array<double, 3> origin, std::array<double, 3> scale, bool flip, int64_t centre_first,
-         uintptr_t stream, int num_threads) {
-        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level);
+         uintptr_t stream, int num_threads, bool decide) {
+        fk::GridDesc g = grid_desc(dtype, data, shape, strides, level, decide);
         fk::EmitDesc d{0, 0, verts, faces, normals, {}, {}, flip, centre_first};
         for (int a = 0; a < 3; ++a) {
           d.origin[a] = origin[a];
@@ -121,7 +122,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("cuda"), py::arg("dtype"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("level"),
       py::arg("scratch"), py::arg("n_active"), py::arg("verts"), py::arg("faces"), py::arg("normals"),
       py::arg("origin"), py::arg("scale"), py::arg("flip"), py::arg("centre_first"), py::arg("stream"),
-      py::arg("num_threads"));
+      py::arg("num_threads"), py::arg("decide") = true);
   m.def(
       "udf_band_grid",
       [](uintptr_t verts, int64_t num_verts, uintptr_t faces, int64_t num_faces, std::array<double, 3> origin,

@@ -16,6 +16,8 @@ struct GridDesc {
   int64_t shape[3];
   int64_t strides[3];  // in elements
   double level;
+  // false: every ambiguous face and case 4's interior left unjoined (the sign rule, the classic tables' topology)
+  bool decide_from_values = true;
 };
 
 struct EmitDesc {

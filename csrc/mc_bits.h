@@ -313,7 +313,7 @@ RowCounts count_row_bits(const Volume<T>& vol, const BitPlanes& bp, int64_t i, i
       double d[8];
       vol.cell_values(i, j, 64 * w + bit, v);
       level_offsets(v, vol.level, d);
-      const int variant = cell_variant(config, d);
+      const int variant = decided_variant(vol, config, d);
       c.tris += variant_tri_count(variant);
       c.centres += variant_centre(variant);
     }
@@ -504,7 +504,7 @@ void emit_row_bits(const Volume<T>& vol, const BitPlanes& bp, const EmitTarget& 
         double d[8];
         vol.cell_values(i, j, 64 * w + bit, v);
         level_offsets(v, vol.level, d);
-        const int variant = cell_variant(config, d);
+        const int variant = decided_variant(vol, config, d);
         if (variant_centre(variant)) store_centre(out, vol.level, centre, i, j, 64 * w + bit, v);
         const uint8_t* slots = kVariantCorners.slot[variant];
         for (int n = 0; n < variant_tri_count(variant); ++n, ++t) {

@@ -208,10 +208,18 @@ FK_HD int cell_variant(int config, const double d[8]) {
   return variant_base(config) + bits;
 }
 
+// The variant of a decided-case cell from its level offsets d, or, when the volume asks for the sign rule, the
+// variant with no face and no interior joined (what the 256-case table draws).
+template <typename V>
+FK_HD int decided_variant(const V& vol, int config, const double d[8]) {
+  return vol.decide_from_values ? cell_variant(config, d) : variant_base(config);
+}
+
 // cell_variant with each ambiguous face's 4 values read from the grid when it is decided: the same decisions,
 // holding 4 values at a time instead of 8 (the GPU face kernel has no registers to spare).
 template <typename V>
 FK_HD int cell_variant_at(const V& vol, int config, int64_t i, int64_t j, int64_t k) {
+  if (!vol.decide_from_values) return variant_base(config);
   const unsigned faces = ambiguous_faces(config);
   int bits = 0, n = 0;
 #if defined(__CUDA_ARCH__)
@@ -268,6 +276,7 @@ struct Volume {
   int64_t nx, ny, nz;
   int64_t sx, sy, sz;  // strides in elements
   R level;
+  bool decide_from_values;  // else the sign rule: the variant with nothing joined (GridDesc)
 
   FK_HD R at(int64_t i, int64_t j, int64_t k) const { return to_compute(data[i * sx + j * sy + k * sz]); }
 
@@ -397,7 +406,7 @@ FK_HD RowCounts count_row(const Volume<T>& vol, int64_t i, int64_t j) {
           v[r + 4] = hi[r];
         }
         level_offsets(v, vol.level, d);
-        const int variant = cell_variant(config, d);
+        const int variant = decided_variant(vol, config, d);
         c.tris += variant_tri_count(variant);
         c.centres += variant_centre(variant);
       } else if (finite && config > 0) {
@@ -536,7 +545,7 @@ FK_HD void emit_row(const Volume<T>& vol, const EmitTarget& out, int64_t i, int6
       double d[8];
       vol.cell_values(i, j, k, vals);
       level_offsets(vals, vol.level, d);
-      variant = cell_variant(config, d);
+      variant = decided_variant(vol, config, d);
       if (variant_centre(variant)) store_centre(out, vol.level, centre, i, j, k, vals);
     }
     int ntri = variant >= 0 ? variant_tri_count(variant) : config > 0 ? tri_count(config) : 0;

@@ -8,7 +8,8 @@ namespace fk {
 template <typename T>
 Volume<T> make_volume(const GridDesc& g) {
   return Volume<T>{reinterpret_cast<const T*>(g.data), g.shape[0], g.shape[1], g.shape[2],
-                   g.strides[0], g.strides[1], g.strides[2], typename ComputeType<T>::type(g.level)};
+                   g.strides[0], g.strides[1], g.strides[2], typename ComputeType<T>::type(g.level),
+                   g.decide_from_values};
 }
 
 inline EmitTarget make_target(const EmitDesc& d) {

@@ -205,7 +205,8 @@ def watertight(verts, faces, resolution: int = 256, eps: float = 2.0 / 256, oute
     if outer_only:
         _fill_interior(grid, eps)
     bounds = np.stack([origin, origin + step * (resolution - 1)], axis=1)
-    mesh = marching_cubes(grid, eps, bounds=bounds, gradient_direction="descent", num_threads=num_threads)
+    mesh = marching_cubes(grid, eps, bounds=bounds, gradient_direction="descent", num_threads=num_threads,
+                          ambiguity="signs")
     mverts = mesh.verts.numpy().astype(np.float64)
     mfaces = mesh.faces.numpy()
     if return_shell:

@@ -253,7 +253,7 @@ def watertight(verts, faces, resolution, eps, outer_only, *, num_threads=0):
         fill_interior(grid, eps)
     bounds = np.stack([origin, origin + step * (resolution - 1)], axis=1)
     mesh = marching_cubes(grid, eps, bounds=bounds, gradient_direction="descent", num_threads=num_threads or None,
-                          cpu_method="bricks")
+                          cpu_method="bricks", ambiguity="signs")
     return Shell(mesh.verts.to(torch.float64), mesh.faces, grid, origin, step, float(eps), v, f)
 
 

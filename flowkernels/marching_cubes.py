@@ -18,6 +18,8 @@ from ._validation import check_choice
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 _DIRECTIONS = {"descent": False, "ascent": True}
+# How ambiguous faces are resolved: name -> decide from values (marching_cubes docstring)
+_AMBIGUITY = {"values": True, "signs": False}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # CPU algorithms, name -> the native driver's method code (csrc/mc_api.h). All give the same mesh; tests pass
 # `cpu_method=` to check that they do. "bitplanes" (classify once into bit planes) is the fast default; "rowwalk"
@@ -159,7 +161,7 @@ def resolve_bounds(bounds, shape):
 
 
 def _extract_one(grid: _Grid, level: float, origin, scale, flip: bool, return_normals: bool, threads: int,
-                 method: int):
+                 method: int, decide: bool = True):
     ext = _native.load()
     device = grid.device
     nx, ny, nz = grid.shape
@@ -172,9 +174,9 @@ def _extract_one(grid: _Grid, level: float, origin, scale, flip: bool, return_no
     if rows * nz == 0:
         return empty()
     if device.type == "cuda" or method == CPU_METHODS["bricks"]:
-        return _extract_bricks(grid, level, origin, scale, flip, return_normals, threads) or empty()
+        return _extract_bricks(grid, level, origin, scale, flip, return_normals, threads, decide) or empty()
     common = dict(dtype=grid.dtype, data=grid.data, shape=(nx, ny, nz), strides=grid.strides, level=level,
-                  method=method, num_threads=threads)
+                  method=method, num_threads=threads, decide=decide)
     # CPU bit planes (1 bit per grid point, plus finite bits for rows with a NaN/inf): written by the count pass,
     # read by the emit pass.
     scratch_words = ext.mc_scratch_words(shape=(nx, ny, nz), method=method)
@@ -197,7 +199,8 @@ def _extract_one(grid: _Grid, level: float, origin, scale, flip: bool, return_no
     return Mesh(verts, faces, normals)
 
 
-def _extract_bricks(grid: _Grid, level: float, origin, scale, flip: bool, return_normals: bool, threads: int):
+def _extract_bricks(grid: _Grid, level: float, origin, scale, flip: bool, return_normals: bool, threads: int,
+                    decide: bool = True):
     """The brick algorithm (csrc/marching_cubes/brick.h): the CUDA driver, or the CPU method "bricks".
     Scratch (~0.64 byte per grid point) and the 4 totals live on the grid's device; reading the totals back is the
     one sync. Returns None for an empty mesh."""
@@ -207,7 +210,7 @@ def _extract_bricks(grid: _Grid, level: float, origin, scale, flip: bool, return
     if cuda:
         _native.require_cuda_build()
     common = dict(cuda=cuda, dtype=grid.dtype, data=grid.data, shape=tuple(grid.shape), strides=grid.strides,
-                  level=level, num_threads=threads)
+                  level=level, num_threads=threads, decide=decide)
     with torch.cuda.device(device) if cuda else contextlib.nullcontext():
         common["stream"] = torch.cuda.current_stream(device).cuda_stream if cuda else 0
         scratch = torch.empty(ext.mc_brick_scratch_bytes(cuda=cuda, shape=tuple(grid.shape)), dtype=torch.uint8,
@@ -229,7 +232,8 @@ def _extract_bricks(grid: _Grid, level: float, origin, scale, flip: bool, return
 
 
 def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction: str = "descent",
-                   return_normals: bool = False, num_threads: int | None = None, cpu_method: str = DEFAULT_CPU_METHOD):
+                   return_normals: bool = False, num_threads: int | None = None, cpu_method: str = DEFAULT_CPU_METHOD,
+                   ambiguity: str = "values"):
     """Extract the `level` isosurface of a dense grid as a welded triangle mesh.
 
     grid: torch tensor (CPU or CUDA) or numpy array, float16/bfloat16/float32/float64, [X, Y, Z] or [B, X, Y, Z].
@@ -241,6 +245,9 @@ def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction:
     winds faces counter-clockwise seen from the side where values >= level: outward for an SDF that is
     negative inside. Cells with a non-finite corner emit nothing. Outputs carry no autograd history.
     cpu_method: the CPU algorithm, one of CPU_METHODS (all give the same mesh; ignored for CUDA grids).
+    ambiguity: "values" decides ambiguous faces and case 4's interior from the values (scikit-image's topology);
+    "signs" leaves them all unjoined (the classic tables' topology, which libigl's marching cubes and the meshes of
+    pipelines built on it have; no centre vertices). Both are watertight.
     """
     grids, batched, from_numpy = _as_grids(grid)
     if isinstance(level, bool) or not isinstance(level, (int, float, np.floating, np.integer)):
@@ -250,9 +257,10 @@ def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction:
         raise ValueError(f"level={level} must be finite")
     flip = check_choice("gradient_direction", gradient_direction, _DIRECTIONS)
     method = check_choice("cpu_method", cpu_method, CPU_METHODS)
+    decide = check_choice("ambiguity", ambiguity, _AMBIGUITY)
     threads = _resolve_threads(num_threads)
     origin, scale = resolve_bounds(bounds, grids[0].shape if grids else tuple(grid.shape[-3:]))
-    meshes = [_extract_one(g, level, origin, scale, flip, return_normals, threads, method) for g in grids]
+    meshes = [_extract_one(g, level, origin, scale, flip, return_normals, threads, method, decide) for g in grids]
     if from_numpy:
         meshes = [Mesh(*(m.numpy() if m is not None else None for m in mesh)) for mesh in meshes]
     return meshes if batched else meshes[0]
