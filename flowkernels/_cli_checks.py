@@ -1,13 +1,16 @@
 """What every `flowkernels` sub-command shares: an argument parser whose errors are one line, checks of input files,
 output paths and devices that name the problem, and the runner that turns any failure into one line and exit 2.
 
-A leaf module: cli.py, demo.py and bench/ import it; it imports none of them.
+A leaf module: cli.py, demo.py and bench/ import it; it imports none of them (the device check lives in
+_validation, which the drop-ins may use too).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+
+from ._validation import check_device
 
 EXIT_USAGE = 2
 
@@ -99,20 +102,4 @@ def output_dir(option: str, path: str) -> str:
 
 def device(option: str, name):
     """A torch.device that exists here: unknown names and CUDA without a visible GPU are named errors."""
-    import torch
-
-    if name is None:
-        return None
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"{option} {name!r} is not a device; use cpu or cuda (cuda:N for one GPU)") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"{option} {name!r}: flowkernels runs on cpu or cuda")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{option} {name}: no CUDA device is visible (torch.cuda.is_available() is False; "
-                             "is this torch a CPU build?)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{option} {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    return dev
+    return check_device(option, name)

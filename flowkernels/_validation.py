@@ -42,3 +42,24 @@ def check_per_sample(name: str, x, batch: int, device, dtypes=FLOAT_DTYPES + (to
     if x.device != torch.device(device):
         raise ValueError(f"{name} is on {x.device} but the data is on {device}")
     return x.reshape(batch)
+
+
+def check_device(option: str, name):
+    """A torch.device that exists here: unknown names and CUDA without a visible GPU are named errors."""
+    import torch
+
+    if name is None:
+        return None
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{option} {name!r} is not a device; use cpu or cuda (cuda:N for one GPU)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{option} {name!r}: flowkernels runs on cpu or cuda")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{option} {name}: no CUDA device is visible (torch.cuda.is_available() is False; "
+                             "is this torch a CPU build?)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{option} {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return dev

@@ -70,7 +70,7 @@ def resolve_device(device, option="device"):
     (a named error when it does not exist here, as the command lines' --device)."""
     if device is None:
         return None
-    from .._cli_checks import device as check_device
+    from .._validation import check_device
 
     dev = check_device(option, str(device) if not isinstance(device, str) else device)
     return None if dev.type == "cpu" else dev
