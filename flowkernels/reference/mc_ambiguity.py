@@ -15,8 +15,8 @@ cells evaluate the same two products of the same four numbers, so they agree.
 Cube rule. With the faces decided, the surface on the cube's boundary is a set of closed loops (as in `mc_tables`,
 each face linking its crossings per its decision). A loop is triangulated with no edge between two vertices of one
 cube face other than its segments (watertight whatever the neighbour does), choosing among those triangulations the
-one of largest area at the edge midpoints, except a loop of 7 vertices in a cell with a joined face (it winds round
-the joined face's saddle), which takes the one of smallest area (both measured choices: marching_cubes.md). A loop
+one of largest area at the edge midpoints, except a loop of 7 vertices (case 6, its face joined or not), which takes
+the one of smallest area, as the 256-case table does (both measured choices: marching_cubes.md). A loop
 of 8 or more vertices (only a joined face makes one: the sign rule's loops have at most 7) is fanned from a vertex
 inside the cell (placed as scikit-image places its centre vertex: `centre_offset`), whether or not a triangulation
 off the faces exists: 116 such loops have none, and where one exists Lewiner fans from the centre too and the fan
@@ -30,7 +30,7 @@ import itertools
 import numpy as np
 
 from .mc_tables import (CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, FACES, _edge_id,
-                        largest_area_triangulation)
+                        largest_area_triangulation, SMALLEST_AREA_LOOP)
 
 CENTRE = 12  # vertex slot of the cell-centre vertex (edges are 0..11)
 
@@ -89,11 +89,8 @@ def _loops(config: int, joined):
 
 
 CENTRE_FAN_MIN = 8  # loops this long are fanned from the cell centre
-SMALLEST_AREA_LOOP = 7  # loops this long in a variant with a joined face take the smallest-area triangulation
-
-
 def _loop_triangles(loop, joined=False):
-    largest = not (joined and len(loop) == SMALLEST_AREA_LOOP)
+    largest = len(loop) != SMALLEST_AREA_LOOP  # joined or not, as the 256-case table
     tris = largest_area_triangulation(loop, largest) if len(loop) < CENTRE_FAN_MIN else None
     if tris is None:  # fan from the cell centre: every edge from it crosses the cell's interior
         tris = [(CENTRE, loop[i], loop[(i + 1) % len(loop)]) for i in range(len(loop))]

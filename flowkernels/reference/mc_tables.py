@@ -15,8 +15,10 @@ between two vertices of one face (possible only on a face with four crossings, w
 through) could be drawn by the neighbour too, and where both cells draw it, or draw a triangle lying in the face,
 the edge is used four times and the mesh is not watertight. Among the triangulations that keep every diagonal
 inside the cube, the one of largest area at the edge midpoints is taken: a fan from the first admissible apex loses
-area systematically against scikit-image's (Lewiner's) tables (marching_cubes.md). Every loop of the sign rule
-has such a triangulation (a test checks all 256 cases).
+area systematically against scikit-image's (Lewiner's) tables (marching_cubes.md), except for the loops of 7
+vertices (Lewiner's case 6), which take the one of smallest area: their largest-area triangulation bulges away
+from Lewiner's strip (measured: marching_cubes.md). Every loop of the sign rule has such a triangulation (a test
+checks all 256 cases).
 
 `python -m flowkernels.reference.mc_tables > csrc/mc_tables.h` writes the C++ header (a test checks it is current).
 """
@@ -103,6 +105,9 @@ def _area(tri) -> float:
     return 0.5 * float(np.linalg.norm(np.cross(b - a, c - a)))
 
 
+SMALLEST_AREA_LOOP = 7  # loops this long (case 6) take the smallest-area triangulation
+
+
 def largest_area_triangulation(loop, largest: bool = True):
     """The triangulation of `loop` (edge ids in order) of largest (or, `largest=False`, smallest) area at the edge
     midpoints with no diagonal between two vertices of one cube face, or None when every triangulation needs one.
@@ -136,7 +141,7 @@ def _build():
     for config in range(256):
         tris = []
         for loop in _loops(config):
-            tris += largest_area_triangulation(loop)
+            tris += largest_area_triangulation(loop, len(loop) != SMALLEST_AREA_LOOP)
         raw.append(tris)
     # orient: for corner 0 alone inside, the normal must point away from corner 0 (toward the outside side)
     a, b, c = (_edge_mid(e) for e in raw[1][0])
