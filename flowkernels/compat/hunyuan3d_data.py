@@ -76,8 +76,9 @@ def resolve_device(device, option="device"):
     return None if dev.type == "cpu" else dev
 
 
-def _sync(dev):
-    if dev is not None and dev.type == "cuda":
+def _sync(dev, timed):
+    """Wait for the device only when the caller asked for per-stage times (the download at the end waits anyway)."""
+    if timed and dev is not None and dev.type == "cuda":
         import torch
         torch.cuda.synchronize(dev)
 
@@ -103,7 +104,7 @@ def watertight_and_sample(input_path, output_prefix=None, *, resolution: int = 2
         import torch
         target = dev if dev is not None else torch.device("cpu")
         V, F = torch.from_numpy(V).to(target), torch.from_numpy(F).to(target)
-        _sync(dev)
+        _sync(dev, return_timings)
     times["load"] = time.perf_counter() - t
     t = time.perf_counter()
     if on_device:
@@ -111,7 +112,7 @@ def watertight_and_sample(input_path, output_prefix=None, *, resolution: int = 2
         data.check_grid_args(resolution, eps)
         shell = data_device.watertight(V, F, int(resolution), float(eps), outer_only,
                                        num_threads=data._threads(num_threads))
-        _sync(dev)
+        _sync(dev, return_timings)
     else:
         shell = data.watertight(V, F, resolution, eps, outer_only, return_shell=True, num_threads=num_threads)
     times["watertight"] = time.perf_counter() - t
