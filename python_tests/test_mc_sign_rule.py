@@ -24,8 +24,11 @@ def _edges_used(faces):
 def test_sign_rule_is_the_case_table(method, kind, shape):
     seed = torch.initial_seed()
     rng = np.random.default_rng(seed)
-    differ = 0
-    for _ in range(3):
+    differ, checked = 0, 0
+    # three fields, and more (up to 12) until one has a face the values join: about 1 trilinear 16^3 field in 3
+    # has none, so three alone left the check below without a case in about one run in 20
+    while checked < 3 or (kind == "trilinear" and not differ and checked < 12):
+        checked += 1
         grid = smooth_field(kind, shape, rng)
         ref_v, ref_f = marching_cubes_reference(grid, 0.0)
         mesh = fk.marching_cubes(grid, 0.0, cpu_method=method, ambiguity="signs")
