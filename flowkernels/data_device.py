@@ -3,9 +3,10 @@ samples -> labels, with the distance structures of the native core and torch ops
 
 Point queries go through a linear BVH (csrc/distance/lbvh_core.h): Morton keys and the tree are built by
 kernels, the sort is torch's; the traversal is stackless. The same core runs on CPU tensors (the tests hold the
-CUDA pipeline to it). Host reads inside the pipeline: the mesh's box (the grid frame, 6 numbers), the input
-checks (two flags), the marching cubes' output sizes, one flag per sweep round of the outer-shell fill, and
-whether the shell has any sharp edge. See flowkernels/data.md.
+CUDA pipeline to it). Host reads inside the pipeline: output sizes only (the marching cubes' and the sharp-edge
+rule's vertex merge and sums), plus one flag per sweep round of the outer-shell fill. A mesh uploaded by
+`upload_mesh` was checked and boxed on the host; tensors given directly bring their checks and box back in one
+read. See flowkernels/data.md (host reads).
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def _cuda_ok(device):
     return device.type == "cuda"
 
 
-def check_mesh(verts, faces, name="verts"):
-    """float32 [V, 3] and int64 [F, 3] contiguous tensors on verts' device, checked (two flags read back)."""
+def _mesh_tensors(verts, faces, name="verts"):
+    """float32 [V, 3] and int64 [F, 3] contiguous tensors on verts' device: shapes and types checked, no values."""
     if not isinstance(verts, torch.Tensor):
         raise ValueError(f"{name} must be a torch tensor, got {type(verts).__name__}")
     if not isinstance(faces, torch.Tensor) or faces.device != verts.device:
@@ -41,16 +42,46 @@ def check_mesh(verts, faces, name="verts"):
         raise ValueError(f"{name} must be a float [V, 3] tensor, got {tuple(verts.shape)} {verts.dtype}")
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.is_floating_point() or faces.dtype == torch.bool:
         raise ValueError(f"faces must be an integer [F, 3] tensor, got {tuple(faces.shape)} {faces.dtype}")
-    v = verts.detach().to(torch.float32).contiguous()
-    f = faces.detach().to(torch.int64).contiguous()
+    return verts.detach().to(torch.float32).contiguous(), faces.detach().to(torch.int64).contiguous()
+
+
+def _bad_mesh(v, f):
+    """Device flags [2] (float32): a vertex is NaN or inf; a face indexes a vertex that does not exist."""
     bad_v = ~torch.isfinite(v).all()
     bad_f = (f.min() < 0) | (f.max() >= len(v)) if f.numel() else torch.zeros((), dtype=torch.bool, device=v.device)
-    flags = torch.stack([bad_v, bad_f]).tolist()  # one read-back for both
+    return torch.stack([bad_v, bad_f]).to(torch.float32)
+
+
+def _raise_bad(flags, v, name):
     if flags[0]:
         raise ValueError(f"{name} holds NaN or inf")
     if flags[1]:
         raise ValueError(f"faces index vertices outside [0, {len(v)})")
+
+
+def check_mesh(verts, faces, name="verts"):
+    """float32 [V, 3] and int64 [F, 3] contiguous tensors on verts' device, checked (two flags read back)."""
+    v, f = _mesh_tensors(verts, faces, name)
+    _raise_bad(_bad_mesh(v, f).tolist(), v, name)  # one read-back for both
     return v, f
+
+
+class DeviceMesh(NamedTuple):
+    verts: torch.Tensor   # float32 [V, 3] on the device
+    faces: torch.Tensor   # int64 [F, 3] on the device
+    box: np.ndarray       # float64 [2, 3]: the least and greatest of verts per axis
+
+
+def upload_mesh(verts, faces, device) -> DeviceMesh:
+    """A mesh from the host (numpy arrays), checked there (finite vertices, indices in range) and uploaded as
+    float32 / int64 tensors with its box taken on the host: `watertight(..., box=mesh.box)` then reads nothing
+    back before the marching cubes."""
+    from .data import _mesh_arrays
+
+    v, f = _mesh_arrays(verts, faces)
+    box = np.stack([v.numpy().min(0), v.numpy().max(0)]).astype(np.float64) if len(v) else None
+    dev = torch.device(device)
+    return DeviceMesh(v.to(dev), f.to(dev), box)
 
 
 class Lbvh(NamedTuple):
@@ -162,26 +193,30 @@ def _spread_runs(free, out, axis):
 
 def outside_region(free):
     """The points of `free` (bool [X, Y, Z]) that a 6-connected path of free points joins to the grid's boundary:
-    runs along x, y and z are spread in turn until a round adds nothing (one flag read back per round; a
-    6-connected path turns a finite number of times, so rounds are few on real shapes)."""
+    runs along x, y and z are spread in turn until a round adds nothing. One flag is read back per round from
+    the second on (the first round alone cannot be seen to be the last): a 6-connected path turns a finite
+    number of times, so rounds are few on real shapes, and a shape whose outside one round reaches costs one."""
     out = torch.zeros_like(free)
     for ax in range(3):
         idx = [slice(None)] * 3
         for end in (0, -1):
             idx[ax] = end
             out[tuple(idx)] = free[tuple(idx)]
+    rounds = 0
     while True:
         before = out
         for ax in range(3):
             out = _spread_runs(free, out, ax)
-        if bool(torch.equal(out, before)):
+        rounds += 1
+        if rounds > 1 and torch.equal(out, before):
             return out
 
 
 def fill_interior(grid, eps):
-    """Outer shell only, in place on the grid's device: points with d > eps not joined to the boundary -> 0."""
+    """Outer shell only, in place on the grid's device: points with d > eps not joined to the boundary -> 0
+    (masked_fill: assigning through a boolean index would read its count back)."""
     free = grid > eps
-    grid[free & ~outside_region(free)] = 0.0
+    grid.masked_fill_(free & ~outside_region(free), 0.0)
 
 
 # --- labels ---------------------------------------------------------------------------------------------------------
@@ -237,15 +272,39 @@ def shell_labels(shell, points, *, num_threads=0):
     return torch.where(inside, dist, -dist)
 
 
-def watertight(verts, faces, resolution, eps, outer_only, *, num_threads=0):
-    """data.watertight's pipeline on the tensors' device; returns a data.Shell of tensors (float64 verts)."""
+def _checked_frame(verts, faces, box):
+    """(v, f, box) for watertight: the checks and the box in one read-back, or none with a host box."""
+    if box is None:
+        v, f = _mesh_tensors(verts, faces)
+        if len(v) == 0:  # no box to take; any face is out of range
+            _raise_bad([0.0, float(len(f) > 0)], v, "verts")
+            return v, f, None
+        # the box and the two input flags in one read: the grid frame needs the box on the host
+        read = torch.cat([v.amin(0), v.amax(0), _bad_mesh(v, f)]).to(torch.float64).cpu().numpy()
+        _raise_bad(read[6:], v, "verts")
+        return v, f, read[:6].reshape(2, 3)
+    if not (isinstance(verts, torch.Tensor) and verts.dtype == torch.float32 and verts.is_contiguous()
+            and isinstance(faces, torch.Tensor) and faces.dtype == torch.int64 and faces.is_contiguous()
+            and faces.device == verts.device):
+        raise ValueError("box is given: verts and faces must come from upload_mesh (float32 and int64 contiguous "
+                         "tensors on one device, checked on the host)")
+    v, f = _mesh_tensors(verts, faces)
+    box = np.asarray(box, dtype=np.float64)
+    if box.shape != (2, 3) or not np.isfinite(box).all():
+        raise ValueError(f"box must be a finite [2, 3] array (upload_mesh's), got shape {box.shape}")
+    return v, f, box
+
+
+def watertight(verts, faces, resolution, eps, outer_only, *, num_threads=0, box=None):
+    """data.watertight's pipeline on the tensors' device; returns a data.Shell of tensors (float64 verts).
+    box: the mesh's box from `upload_mesh` (checked on the host): nothing is read back before the marching
+    cubes. Without it the input checks and the box come back in one read (the grid frame is host arithmetic)."""
     from .data import Shell, _udf_grid_launch, grid_frame
     from .marching_cubes import marching_cubes
 
-    v, f = check_mesh(verts, faces)
+    v, f, box = _checked_frame(verts, faces, box)
     if len(f) == 0:
         raise ValueError("faces is empty: nothing to make watertight")
-    box = torch.stack([v.amin(0), v.amax(0)]).to(torch.float64).cpu().numpy()  # the grid frame: 6 numbers
     origin, step = grid_frame(box, resolution)
     band = eps + float(np.sqrt((step ** 2).sum()))
     grid = _udf_grid_launch(v, f, origin, step, (resolution,) * 3, band, num_threads)
@@ -279,8 +338,7 @@ def sdf_samples(shell, surface, sharp, seed=None, *, num_threads=0):
                       surface + _truncated_normal(g, 0.05, 0.25, surface.shape, dev)])
     unit = len(sharp) // 6
     counts = [unit] * 5 + [len(sharp) - 5 * unit]
-    scale = torch.repeat_interleave(torch.tensor((0.001, 0.003, 0.06, 0.01, 0.02, 0.04), dtype=torch.float64),
-                                    torch.tensor(counts)).to(dev)
+    scale = torch.from_numpy(np.repeat(np.array((0.001, 0.003, 0.06, 0.01, 0.02, 0.04)), counts)).to(dev)
     sharp_near = sharp + torch.randn(sharp.shape, generator=g, dtype=torch.float64, device=dev) * scale[:, None]
     near = near[torch.randperm(len(near), generator=g, device=dev)]
     sharp_near = sharp_near[torch.randperm(len(sharp_near), generator=g, device=dev)]
@@ -295,10 +353,17 @@ def sdf_samples(shell, surface, sharp, seed=None, *, num_threads=0):
 
 def sample_mesh(shell, count, seed=None, *, num_threads=0, timings=None):
     """data.sample_mesh on the shell's device: (surface dict, sdf dict) of fp16 tensors. With `timings`, the
-    device is synchronised after each stage so that its seconds are the stage's own."""
+    device is synchronised after each stage so that its seconds are the stage's own.
+
+    Nothing is read back here but the sharp-edge rule's output sizes (its vertex merge and sums). The sharp
+    samples are drawn from the edges and from the surface, and one is kept by a device flag (is any edge
+    sharp?); a shell without area (every triangle degenerate, which the marching cubes does not make) gives
+    NaN surface samples instead of the CPU path's error, which would need a read: the drop-in checks them when
+    it downloads them."""
     import time
 
-    from .data_sampling import sample_sharp_edges, sample_surface
+    from .data_sampling import (SHARP_COS, _face_normals, _generator, _sharp_weights, draw_edges,
+                                draw_surface)
 
     dev = shell.grid.device
 
@@ -310,12 +375,26 @@ def sample_mesh(shell, count, seed=None, *, num_threads=0, timings=None):
         return time.perf_counter()
 
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    v, f = shell.verts.to(torch.float64), shell.faces.to(torch.int64)
+    if len(f) == 0:  # an output size of the marching cubes, known here
+        raise ValueError("the mesh has no area to sample")
     t = time.perf_counter()
-    surf, surf_n = sample_surface(shell.verts, shell.faces, count, rng)
+    fn, area2 = _face_normals(v, f)
+    has_area = area2.sum() > 0
+    surf, surf_n = draw_surface(v, f, fn, area2, count, _generator(rng, dev))
+    surf, surf_n = (torch.where(has_area, x, math.nan) for x in (surf, surf_n))
     t = mark("surface", t)
-    sharp, sharp_n = sample_sharp_edges(shell.verts, shell.faces, count, rng)
-    if len(sharp) == 0:  # an output size: the one read-back of the sampling
-        sharp, sharp_n = sample_surface(shell.verts, shell.faces, count, rng)
+    a, b, length, _, vn = _sharp_weights(v, f, SHARP_COS)
+    g = _generator(rng, dev)
+    g_flat = torch.Generator(device=dev)
+    g_flat.set_state(g.get_state())  # a generator's state is host-side (seed and offset), also on CUDA
+    sharp, sharp_n = draw_edges(v, a, b, length, vn, count, g)
+    # no sharp edge: the samples come from the surface (the original raised IndexError), drawn from the state
+    # the edge draw started from
+    flat, flat_n = draw_surface(v, f, fn, area2, count, g_flat)
+    has_sharp = length.sum() > 0
+    sharp, sharp_n = (torch.where(has_area, torch.where(has_sharp, x, y), math.nan)
+                      for x, y in ((sharp, flat), (sharp_n, flat_n)))
     t = mark("sharp", t)
     surface_data = {"random_surface": torch.cat([surf, surf_n], 1).to(torch.float16),
                     "sharp_surface": torch.cat([sharp, sharp_n], 1).to(torch.float16)}

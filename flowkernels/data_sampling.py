@@ -1,5 +1,7 @@
-"""Surface and sharp-edge samples of a triangle mesh as torch ops on the mesh's device (CPU or CUDA, one code path):
-no host round trip beyond the one scalar that says whether there is anything to sample.
+"""Surface and sharp-edge samples of a triangle mesh as torch ops on the mesh's device (CPU or CUDA, one code path).
+The public functions read back their input check and whether there is anything to sample; their draws
+(draw_surface, draw_edges) read nothing, and the sharp-edge rule reads only its output sizes (the GPU pipeline
+calls these directly).
 
 The per-face passes over the whole mesh (face normals and areas; vertex normals and sharp-edge weights) run in
 the native core for CPU tensors (one threaded pass instead of a dozen full-size temporaries: the marching-cubes
@@ -111,13 +113,17 @@ def sample_surface(verts, faces, count: int, seed=None):
     fn, area2 = _face_normals(v, f)
     if len(f) == 0 or not bool(area2.sum() > 0):
         raise ValueError("the mesh has no area to sample")
-    g = _generator(seed, v.device)
+    return _out(numpy_in, *draw_surface(v, f, fn, area2, count, _generator(seed, v.device)))
+
+
+def draw_surface(v, f, fn, area2, count, g):
+    """sample_surface's draw from the face normals and doubled areas of a checked mesh (some area), read-free."""
     face = _pick(area2, torch.rand(count, generator=g, dtype=torch.float64, device=v.device))
     uv = torch.rand(count, 2, generator=g, dtype=torch.float64, device=v.device)
     uv = torch.where((uv.sum(1) > 1.0)[:, None], 1.0 - uv, uv)  # fold the unit square onto the triangle
     a = v[f[face, 0]]
     pts = a + uv[:, :1] * (v[f[face, 1]] - a) + uv[:, 1:] * (v[f[face, 2]] - a)
-    return _out(numpy_in, pts, fn[face])
+    return pts, fn[face]
 
 
 def _sqrt(x):
@@ -144,14 +150,24 @@ def _unitize(x):
     return x * torch.where(valid, 1.0 / norm, norm)[:, None], valid
 
 
+# Histogram bins for the entries' ranks in _sequential_sums: a vertex of a marching-cubes shell is in at most
+# a few dozen face corners, so one read covers it; more falls back to an exact count (two more reads).
+RANK_BINS = 64
+
+
 def _sequential_sums(index, values, n):
     """out[i] = sum of values[k] over k with index[k] == i, added one after another in k order (scipy's COO
     product does this): entries are grouped by their rank among equal indices, and rank r's group (distinct
-    indices) is added in turn. One read-back: the largest rank."""
+    indices) is added in turn. One read-back: the size of each rank's group (a histogram of RANK_BINS bins,
+    the last one holding every rank beyond; an exact count only when an index holds more entries than that)."""
     order = torch.argsort(index, stable=True)
     si = index[order]
     rank = torch.arange(len(si), device=index.device) - torch.searchsorted(si, si)
-    counts = torch.bincount(rank).tolist() if len(si) else []
+    hist = torch.zeros(RANK_BINS + 1, dtype=torch.int64, device=index.device)
+    counts = hist.scatter_add_(0, rank.clamp(max=RANK_BINS), torch.ones_like(rank)).tolist()
+    if counts[RANK_BINS]:
+        counts = torch.bincount(rank).tolist()
+    counts = [c for c in counts if c]  # the groups shrink with the rank: only trailing ones are empty
     entries = order[torch.argsort(rank, stable=True)]
     out = torch.zeros((n,) + values.shape[1:], dtype=values.dtype, device=values.device)
     k = 0
@@ -180,10 +196,10 @@ def trimesh_normals(v, f):
     ang = torch.where((ang < 1e-8).any(1, keepdim=True), 0.0, ang)
     sq = fn * fn
     ok = ((sq[:, 0] + sq[:, 1]) + sq[:, 2]) > 0.5
-    keep = ok.repeat_interleave(3)
-    idx = f.reshape(-1)[keep]
-    vals = (ang[:, :, None] * fn[:, None, :]).reshape(-1, 3)[keep]
-    return fn, _unitize(_sequential_sums(idx, vals, len(v)))[0]
+    # faces without a valid normal add +0.0 in their place instead of being filtered out (a boolean filter is a
+    # read-back on a GPU): x + 0.0 == x bit for bit, as the sums start at +0.0 and never become -0.0
+    vals = torch.where(ok[:, None, None], ang[:, :, None] * fn[:, None, :], 0.0).reshape(-1, 3)
+    return fn, _unitize(_sequential_sums(f.reshape(-1), vals, len(v)))[0]
 
 
 def merge_like_trimesh(v, f):
@@ -290,8 +306,12 @@ def sample_sharp_edges(verts, faces, count: int, seed=None):
     if len(a) == 0 or not bool(length.sum() > 0):
         empty = torch.zeros(0, 3, dtype=torch.float64, device=v.device)
         return _out(numpy_in, empty, empty.clone())
-    g = _generator(seed, v.device)
+    return _out(numpy_in, *draw_edges(v, a, b, length, vn, count, _generator(seed, v.device)))
+
+
+def draw_edges(v, a, b, length, vn, count, g):
+    """sample_sharp_edges' draw from the edge weights of _sharp_weights (some positive), read-free."""
     index = _pick(length, torch.rand(count, generator=g, dtype=torch.float64, device=v.device))
     w = torch.rand(count, 1, generator=g, dtype=torch.float64, device=v.device)
     ia, ib = a[index], b[index]
-    return _out(numpy_in, w * v[ia] + (1 - w) * v[ib], w * vn[ia] + (1 - w) * vn[ib])
+    return w * v[ia] + (1 - w) * v[ib], w * vn[ia] + (1 - w) * vn[ib]

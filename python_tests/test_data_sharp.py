@@ -40,6 +40,8 @@ def _meshes(rng):
     noisy = sphere.vertices + rng.normal(0, 0.03, sphere.vertices.shape)
     box = trimesh.creation.box(extents=(1.0, 0.7, 0.5))
     cyl = trimesh.creation.cylinder(0.3, 1.0, sections=int(rng.integers(5, 40)))
+    # apex and base centre in more face corners than the sums' one-read histogram holds (RANK_BINS)
+    fan = trimesh.creation.cone(0.4, 0.3, sections=int(rng.integers(data_sampling.RANK_BINS + 1, 150)))
     soup_v = rng.random((80, 3))
     soup_f = rng.integers(0, 80, (201, 3))
     soup_f[0] = [3, 3, 4]  # a repeated corner
@@ -48,7 +50,7 @@ def _meshes(rng):
     twin_f = np.array(sphere.faces)
     twin_f[::7] = np.where(twin_f[::7] < 30, twin_f[::7] + len(noisy), twin_f[::7])
     return {"noisy sphere": (noisy, sphere.faces), "box": (box.vertices, box.faces), "cylinder": (cyl.vertices,
-            cyl.faces), "soup": (soup_v, soup_f), "merged twins": (twin_v, twin_f)}
+            cyl.faces), "soup": (soup_v, soup_f), "merged twins": (twin_v, twin_f), "wide fan": (fan.vertices, fan.faces)}
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -67,7 +67,7 @@ def _prepare_cuda_case(name: str, resolution: int):
         import numpy as np
         import torch
 
-        from .. import data
+        from .. import data, data_device
         from ..compat.hunyuan3d_data import load_mesh, write_obj
 
         folder = tempfile.mkdtemp(prefix="flowkernels-bench-prepare-")
@@ -85,9 +85,9 @@ def _prepare_cuda_case(name: str, resolution: int):
                     timings[stage] = time.perf_counter() - t
                     t = time.perf_counter()
 
-            v, f = torch.from_numpy(V).to(dev), torch.from_numpy(F).to(dev)
+            mesh = data_device.upload_mesh(V, F, dev)  # checked and boxed on the host, as the drop-in does
             mark("upload")
-            shell = data.watertight(v, f, resolution, 2.0 / 256, return_shell=True)
+            shell = data_device.watertight(mesh.verts, mesh.faces, resolution, 2.0 / 256, False, box=mesh.box)
             mark("watertight")
             stage = {}
             out = data.sample_mesh(shell, data.SAMPLES, 0, timings=stage if timings is not None else None)

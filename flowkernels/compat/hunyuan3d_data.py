@@ -9,10 +9,11 @@ and `{prefix}_watertight.obj`. The command line takes the script's --input_obj /
         [--device cuda]
 
 `device="cuda"` (`--device cuda`, `cuda:N`) runs the pipeline on the GPU (flowkernels.data_device): the mesh is
-normalised on the host as the original does, uploaded, made watertight, sampled and labelled there, and only the
-results come back for writing. The files have the same names, keys, shapes and dtypes; the shell is the CPU
-pipeline's (same vertices, emitted in another order), the samples are drawn by a torch generator on the device
-(reproducible with `seed`, but not the CPU run's draws), the labels are the CPU labels of those points.
+normalised, checked and boxed on the host, uploaded, made watertight, sampled and labelled there (reading back
+only output sizes), and only the results come back for writing. The files have the same names, keys, shapes and
+dtypes; the shell is the CPU pipeline's (same vertices, emitted in another order), the samples are drawn by a
+torch generator on the device (reproducible with `seed`, but not the CPU run's draws), the labels are the CPU
+labels of those points.
 
 Differences from the original (see flowkernels/data.md): the watertight grid holds exact distances only in
 the band that can move a triangle (the mesh is the same); labels take their sign from the distance grid the
@@ -100,18 +101,16 @@ def watertight_and_sample(input_path, output_prefix=None, *, resolution: int = 2
     t = time.perf_counter()
     V, F = load_mesh(input_path)
     V = data.normalize_to_unit_box(V)
-    if on_device:
-        import torch
-        target = dev if dev is not None else torch.device("cpu")
-        V, F = torch.from_numpy(V).to(target), torch.from_numpy(F).to(target)
+    if on_device:  # checked and boxed on the host, so the device pipeline reads nothing back before its meshing
+        from .. import data_device
+        mesh = data_device.upload_mesh(V, F, dev if dev is not None else "cpu")
         _sync(dev, return_timings)
     times["load"] = time.perf_counter() - t
     t = time.perf_counter()
     if on_device:
-        from .. import data_device
         data.check_grid_args(resolution, eps)
-        shell = data_device.watertight(V, F, int(resolution), float(eps), outer_only,
-                                       num_threads=data._threads(num_threads))
+        shell = data_device.watertight(mesh.verts, mesh.faces, int(resolution), float(eps), outer_only,
+                                       num_threads=data._threads(num_threads), box=mesh.box)
         _sync(dev, return_timings)
     else:
         shell = data.watertight(V, F, resolution, eps, outer_only, return_shell=True, num_threads=num_threads)
@@ -127,6 +126,8 @@ def watertight_and_sample(input_path, output_prefix=None, *, resolution: int = 2
         surface_data = {k: x.cpu().numpy() for k, x in surface_data.items()}
         sdf_data = {k: x.cpu().numpy() for k, x in sdf_data.items()}
         verts, faces = verts.cpu().numpy(), faces.cpu().numpy()
+        if np.isnan(surface_data["random_surface"][:1]).any():  # the device path's mark of a shell without area
+            raise ValueError(f"input_path={input_path!r}: the watertight surface has no area to sample")
     parent = os.path.dirname(output_prefix)
     if parent:
         os.makedirs(parent, exist_ok=True)
