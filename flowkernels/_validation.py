@@ -44,8 +44,9 @@ def check_per_sample(name: str, x, batch: int, device, dtypes=FLOAT_DTYPES + (to
     return x.reshape(batch)
 
 
-def check_device(option: str, name):
-    """A torch.device that exists here: unknown names and CUDA without a visible GPU are named errors."""
+def check_device(option: str, name, *, here: bool = True):
+    """A torch.device that exists here: unknown names and CUDA without a visible GPU are named errors.
+    here=False checks the name only (cpu, cuda or cuda:N), for work that runs on other machines (Ray tasks)."""
     import torch
 
     if name is None:
@@ -56,7 +57,7 @@ def check_device(option: str, name):
         raise ValueError(f"{option} {name!r} is not a device; use cpu or cuda (cuda:N for one GPU)") from None
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"{option} {name!r}: flowkernels runs on cpu or cuda")
-    if dev.type == "cuda":
+    if dev.type == "cuda" and here:
         if not torch.cuda.is_available():
             raise ValueError(f"{option} {name}: no CUDA device is visible (torch.cuda.is_available() is False; "
                              "is this torch a CPU build?)")

@@ -12,6 +12,9 @@ With --workers N on CUDA, the worker processes share the GPUs out: with plain `c
 i mod (visible GPUs), so --workers 8 on 8 GPUs is one process per GPU; with `cuda:K`, all N run on GPU K (more
 than one process per GPU overlaps one mesh's loading and file writing, which are on the CPU, with another's GPU
 work). --workers may not exceed 4 per GPU (each process holds its own CUDA context and a 256^3 grid).
+
+Beyond one machine: flowkernels.prepare.ray_prepare maps the file list through Ray Data, on the CPU or with
+device="cuda" on the GPU Ray gives each task (see flowkernels/data.md).
 """
 from __future__ import annotations
 
@@ -176,29 +179,68 @@ def run(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only
     return summary
 
 
-def _ray_row(row, out_dir, resolution, eps, seed, outer_only, count):
+def _ray_row(row, out_dir, resolution, eps, seed, outer_only, count, device=None):
     """One Ray Data row {path, name} -> {name, path, seconds, error} (error "" when done or already done)."""
     if all(os.path.exists(f) for f in outputs(out_dir, row["name"])[1]):
         return {"name": row["name"], "path": row["path"], "seconds": 0.0, "error": ""}
     name, path, seconds, error = prepare_one(row["path"], row["name"], out_dir, resolution, eps, seed, outer_only,
-                                             count, 1)
+                                             count, 1, device)
     return {"name": name, "path": path, "seconds": seconds, "error": error or ""}
 
 
-def ray_prepare(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only=False, count=None):
+def ray_resources(device="cpu", num_gpus=None):
+    """(device passed to each task, Ray resources per task) for ray_prepare's device and num_gpus, checked.
+    "cuda" asks Ray for `num_gpus` of a GPU per task (default 1; 0.25 puts four tasks on a GPU, which overlaps
+    one mesh's loading and writing with another's GPU work); Ray gives each task its GPU (CUDA_VISIBLE_DEVICES),
+    so the task runs on "cuda" and a GPU index ("cuda:N") is refused."""
+    import torch
+
+    from ._validation import check_device
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is not None and not isinstance(device, str):
+        raise ValueError(f"device={device!r} must be 'cpu' or 'cuda'")
+    dev = check_device("device", "cpu" if device is None else device, here=False)  # tasks run on other machines
+    if dev.type == "cpu":
+        if num_gpus is not None:
+            raise ValueError(f"num_gpus={num_gpus!r} is for device='cuda' (device={device!r})")
+        return None, {"num_cpus": 1}
+    if dev.index is not None:
+        raise ValueError(f"device={device!r}: Ray gives each task its own GPU (it sets CUDA_VISIBLE_DEVICES), so "
+                         "a GPU index means nothing in a task; use device='cuda' (num_gpus: the share of a GPU "
+                         "per task)")
+    num_gpus = 1 if num_gpus is None else num_gpus
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or not 0 < num_gpus <= 1:
+        raise ValueError(f"num_gpus={num_gpus!r} must be a number in (0, 1]: the share of one GPU per task (a "
+                         "mesh's pipeline runs on one GPU)")
+    return "cuda", {"num_cpus": 1, "num_gpus": float(num_gpus)}
+
+
+def ray_prepare(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only=False, count=None,
+                device="cpu", num_gpus=None):
     """The same job on a Ray cluster (sets beyond one machine): one Ray Data task per mesh, one CPU each.
     Call ray.init(...) first (e.g. ray.init(num_cpus=2) locally, or address="auto" on a cluster); `out_dir`
-    must be storage every node can write. Returns the per-mesh rows (failures carry their error)."""
+    must be storage every node can write. Returns the per-mesh rows (failures carry their error).
+    device: "cpu" (default) or "cuda": each task runs its mesh's pipeline on the GPU Ray gives it, holding
+    `num_gpus` of it (default 1; see ray_resources); the cluster must have GPUs."""
     import functools
 
+    task_device, resources = ray_resources(device, num_gpus)
     import ray
 
     from .data import SAMPLES
+    if task_device is not None:
+        if not ray.is_initialized():
+            ray.init()  # what ray.data would do on first use; the GPUs are checked below
+        if ray.cluster_resources().get("GPU", 0) <= 0:
+            raise ValueError(f"device={device!r}: the Ray cluster has no GPU (ray.cluster_resources() lists none); "
+                             "use device='cpu', or start Ray on nodes with GPUs")
     os.makedirs(out_dir, exist_ok=True)
     rows = [{"path": os.path.abspath(p), "name": n} for p, n in find_meshes(inputs)]
     fn = functools.partial(_ray_row, out_dir=os.path.abspath(out_dir), resolution=resolution, eps=eps, seed=seed,
-                           outer_only=outer_only, count=SAMPLES if count is None else count)
-    return ray.data.from_items(rows).map(fn, num_cpus=1).take_all()
+                           outer_only=outer_only, count=SAMPLES if count is None else count, device=task_device)
+    return ray.data.from_items(rows).map(fn, **resources).take_all()
 
 
 def cmd_prepare(args) -> int:

@@ -71,7 +71,8 @@ def test_prepare_cli_errors(tmp_path, capsys):
 
 def test_ray_data_recipe_matches_one_local_run(tmp_path):
     """prepare.ray_prepare (ray.data over the file list) on a local ray.init(num_cpus=2): the same files, byte for
-    byte, as the plain run; a failing mesh is a row with its error; a second run skips what is done."""
+    byte, as the plain run; a failing mesh is a row with its error; a second run skips what is done;
+    device="cuda" on a cluster without GPUs is a named error before any task runs."""
     ray = pytest.importorskip("ray")
     root = tmp_path / "in"
     root.mkdir()
@@ -82,13 +83,16 @@ def test_ray_data_recipe_matches_one_local_run(tmp_path):
     plain = tmp_path / "plain"
     prepare.run([str(root)], str(plain), progress=False, **opts)
     # the workers import the flowkernels this test runs (a source checkout need not be installed)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(os.path.dirname(prepare.__file__))}})
     try:
-        rows = {r["name"]: r for r in prepare.ray_prepare([str(root)], str(tmp_path / "ray"), **opts)}
+        rows = {r["name"]: r for r in prepare.ray_prepare([str(root)], str(tmp_path / "ray"), device="cpu", **opts)}
         again = prepare.ray_prepare([str(root)], str(tmp_path / "ray"), **opts)
+        with pytest.raises(ValueError, match="device='cuda': the Ray cluster has no GPU"):
+            prepare.ray_prepare([str(root)], str(tmp_path / "gpu"), device="cuda", **opts)
     finally:
         ray.shutdown()
+    assert not (tmp_path / "gpu").exists()
     assert sorted(rows) == ["ball", "box", "broken"]
     assert rows["box"]["error"] == rows["ball"]["error"] == "" and "extent" in rows["broken"]["error"]
     made = sorted(f for f in _files(tmp_path / "ray"))
@@ -96,3 +100,28 @@ def test_ray_data_recipe_matches_one_local_run(tmp_path):
     for f in made:
         assert (tmp_path / "ray" / f).read_bytes() == (plain / f).read_bytes(), f
     assert {r["name"]: r["seconds"] for r in again if not r["error"]} == {"ball": 0.0, "box": 0.0}
+
+
+def test_ray_recipe_device_options_and_errors(tmp_path, monkeypatch):
+    """ray_prepare's device: cpu (one CPU per task) or cuda (num_gpus of a GPU per task, the task on the GPU Ray
+    gives it); bad values are errors naming the argument, raised before Ray is touched or a file is written."""
+    import torch
+
+    assert prepare.ray_resources() == prepare.ray_resources(None) == (None, {"num_cpus": 1})
+    assert prepare.ray_resources(torch.device("cpu")) == (None, {"num_cpus": 1})
+    assert prepare.ray_resources("cuda") == ("cuda", {"num_cpus": 1, "num_gpus": 1.0})
+    assert prepare.ray_resources("cuda", 0.25) == ("cuda", {"num_cpus": 1, "num_gpus": 0.25})
+    for kwargs, match in [(dict(device="tpu"), "device 'tpu'"), (dict(device="cuda:1"), "device='cuda:1': Ray gives"),
+                          (dict(device=0), "device=0 must be"), (dict(device="meta"), "device 'meta'"),
+                          (dict(device="cuda", num_gpus=0), "num_gpus=0 must be"),
+                          (dict(device="cuda", num_gpus=1.5), "num_gpus=1.5 must be"),
+                          (dict(device="cuda", num_gpus=True), "num_gpus=True must be"),
+                          (dict(device="cuda", num_gpus="1"), "num_gpus='1' must be"),
+                          (dict(device="cpu", num_gpus=1), "num_gpus=1 is for device='cuda'")]:
+        with pytest.raises(ValueError, match=match):
+            prepare.ray_prepare([str(tmp_path)], str(tmp_path / "out"), **kwargs)
+    assert not (tmp_path / "out").exists()
+    seen = []
+    monkeypatch.setattr(prepare, "prepare_one", lambda *a: seen.append(a) or (a[1], a[0], 0.5, None))
+    row = prepare._ray_row({"path": "m.obj", "name": "m"}, str(tmp_path), 24, 0.05, 7, False, 600, device="cuda")
+    assert row == {"name": "m", "path": "m.obj", "seconds": 0.5, "error": ""} and seen[0][8:] == (1, "cuda")
