@@ -138,6 +138,14 @@ def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | No
     Sparse latents: x1 [N_rows, C] with `offsets` [B + 1]; t [B] is broadcast to each sample's rows in-kernel.
     """
     t, offsets = _check_common(x1, t, noise, seed, offsets)
+    return _interpolate_checked(x1, t, noise, seed, offsets, convention, path, prediction, sigma_min, return_target,
+                                out_dtype, backend)
+
+
+def _interpolate_checked(x1, t, noise, seed, offsets, convention="sit", path="linear", prediction="velocity",
+                         sigma_min=None, return_target=False, out_dtype=None, backend=None):
+    """flow_interpolate of (x1, t, noise, seed, offsets) as _check_common returned them: a training step that
+    interpolates and then takes the loss of the same batch checks them once."""
     scheme, pred_code, _, smin = _scheme(convention, path, prediction, None, sigma_min)
     out_dtype = x1.dtype if out_dtype is None else out_dtype
     check_choice("out_dtype", out_dtype, {d: d for d in DTYPES})
@@ -166,8 +174,17 @@ def flow_matching_loss(pred: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, no
     return_per_sample=True returns (reduced loss, per-sample means [B]) from the one pass (e.g. a training step's
     loss and its per-sample values for logging by time bin).
     """
-    check_float_tensor("pred", pred, DTYPES)
     t, offsets = _check_common(x1, t, noise, seed, offsets)
+    return _loss_checked(pred, x1, t, noise, seed, offsets, convention, path, prediction, weighting, weight,
+                         sigma_min, reduction, return_per_sample, backend)
+
+
+def _loss_checked(pred, x1, t, noise, seed, offsets, convention="sit", path="linear", prediction="velocity",
+                  weighting=None, weight=None, sigma_min=None, reduction="none", return_per_sample=False,
+                  backend=None):
+    """flow_matching_loss of (x1, t, noise, seed, offsets) as _check_common returned them (see
+    _interpolate_checked); pred and the options are checked here."""
+    check_float_tensor("pred", pred, DTYPES)
     check_same_shape("pred", pred, "x1", x1)
     if weight is not None:
         weight = check_per_sample("weight", weight, t.shape[0], x1.device)

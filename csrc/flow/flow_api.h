@@ -35,11 +35,18 @@ struct FlowScheme {
 void flow_interpolate_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr x1, FlowArr noise, FlowArr t,
                           uint64_t seed, FlowArr xt, FlowArr target);
 
+// The loss reductions the kernel can finish itself (Python's "none", "mean", "sum").
+enum class LossReduction : int { kNone = 0, kMean = 1, kSum = 2 };
+
 // loss[b] (float32) = w_b / M * sum residual^2 (dense) or w_b * sum residual^2 (ragged), and the gradient of
 // grad_factor * loss[b] w.r.t. pred when grad is given (grad_factor: the reduction's 1 / B folded in, so that a
 // backward with an upstream gradient of 1 needs no pass). A t outside [0, 1] gives a NaN loss (as the GPU kernel).
+// With a reduction, loss[b] is every sample's mean (ragged: the sum over its rows' elements divided by their
+// count) and *reduced (float32) the mean over samples (dense) or over all elements (ragged), or the sum of the
+// means, formed in double from the unrounded values: no torch op is left to finish a training step's loss.
 void flow_loss_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr pred, FlowArr x1, FlowArr noise, FlowArr t,
-                   FlowArr weight, uint64_t seed, uintptr_t loss, FlowArr grad, double grad_factor = 1.0);
+                   FlowArr weight, uint64_t seed, uintptr_t loss, FlowArr grad, double grad_factor = 1.0,
+                   LossReduction reduction = LossReduction::kNone, uintptr_t reduced = 0);
 
 // out[b, ...] = grad[b, ...] * scale[b], in float (double for float64 grads).
 void scale_rows_cpu(const FlowLayout& lay, FlowArr grad, FlowArr scale, FlowArr out);

@@ -52,13 +52,17 @@ void bind_flow(py::module_& m) {
   m.def(
       "flow_loss_cpu",
       [](LayoutTuple l, int sch, int pred, int weighting, double sigma_min, ArrTuple p, ArrTuple x1, ArrTuple noise,
-         ArrTuple t, ArrTuple weight, uint64_t seed, uintptr_t loss, ArrTuple grad, double grad_factor) {
+         ArrTuple t, ArrTuple weight, uint64_t seed, uintptr_t loss, ArrTuple grad, double grad_factor,
+         int reduction, uintptr_t reduced) {
         const FlowLayout lay = layout(l);
         const FlowArr a[] = {arr(p, "pred"), arr(x1, "x1"), arr(noise, "noise"), arr(t, "t"), arr(weight, "weight"),
                              arr(grad, "grad")};
+        if (reduction < 0 || reduction > int(LossReduction::kSum) || (reduction != 0 && reduced == 0))
+          throw std::invalid_argument("reduction: unsupported code " + std::to_string(reduction) +
+                                      " or no output for the reduced loss");
         py::gil_scoped_release release;
         flow_loss_cpu(lay, scheme(sch, pred, weighting, sigma_min), a[0], a[1], a[2], a[3], a[4], seed, loss, a[5],
-                      grad_factor);
+                      grad_factor, LossReduction(reduction), reduced);
       });
   m.def("scale_rows_cpu", [](LayoutTuple l, ArrTuple grad, ArrTuple scale, ArrTuple out) {
     const FlowLayout lay = layout(l);

@@ -163,7 +163,8 @@ void flow_interpolate_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr 
 }
 
 void flow_loss_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr pred, FlowArr x1, FlowArr noise, FlowArr t,
-                   FlowArr weight, uint64_t seed, uintptr_t loss_ptr, FlowArr grad, double grad_factor) {
+                   FlowArr weight, uint64_t seed, uintptr_t loss_ptr, FlowArr grad, double grad_factor,
+                   LossReduction reduction, uintptr_t reduced_ptr) {
   int64_t total = 0;
   const std::vector<WorkItem> items = work_items(lay, &total);
   const LossArgs args{pred, x1, noise, t, weight, grad, seed, grad_factor};
@@ -177,10 +178,22 @@ void flow_loss_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr pred, F
   std::vector<double> sums(lay.batch, 0.0);
   for (size_t i = 0; i < items.size(); ++i) sums[items[i].sample] += partial[i];
   float* loss = reinterpret_cast<float*>(loss_ptr);
+  double sum_of_values = 0.0;
   for (int64_t b = 0; b < lay.batch; ++b) {
     const LossScale s = loss_scale(lay, sch, args, b);
-    loss[b] = float(s.w * s.norm * sums[b]);
+    const double value = s.w * s.norm * sums[b];  // the sample's mean (dense) or sum (ragged)
+    sum_of_values += value;
+    // reduced: each sample's mean; a ragged sample with no rows gets 0 / 0 = NaN, as the mean of nothing
+    loss[b] = float(reduction == LossReduction::kNone || !lay.offsets
+                        ? value : value / double(sample_extent(lay, b).count));
   }
+  if (reduction == LossReduction::kNone) return;
+  // the reduced loss from the unrounded per-sample values, rounded once: the mean over samples (dense), over all
+  // elements (ragged: samples weigh by their rows), or the sum
+  const double elements = double(lay.n_rows) * double(lay.M);
+  const double reduced = reduction == LossReduction::kSum ? sum_of_values
+                         : lay.offsets ? sum_of_values / elements : sum_of_values / double(lay.batch);
+  *reinterpret_cast<float*>(reduced_ptr) = float(reduced);
 }
 
 void scale_rows_cpu(const FlowLayout& lay, FlowArr grad, FlowArr scale, FlowArr out) {

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..flow_algebra import TRELLIS_SIGMA_MIN
-from ..flow_matching import flow_interpolate, flow_matching_loss
+from ..flow_matching import _check_common, _interpolate_checked, _loss_checked
 from ..time_sampling import sample_time
 from ._trellis_sampling import AttrDict
 
@@ -110,7 +110,8 @@ def _time_bin_stats_host(t: torch.Tensor, mse_per_sample: torch.Tensor) -> tuple
     """time_bin_stats of a CPU batch read as Python numbers: a handful of values, where the tensor version's eight
     small ops cost as much as the step's loss kernels. NaN lands in no bin (t) or poisons only its bin (MSE)."""
     sums, counts = [0.0] * N_BINS, [0] * N_BINS
-    for ti, m in zip(t.double().tolist(), mse_per_sample.double().tolist()):
+    # tolist() widens float32 / float16 values to Python floats exactly: the same numbers as .double() gives
+    for ti, m in zip(t.tolist(), mse_per_sample.tolist()):
         b = bisect.bisect_right(_BIN_EDGES_LIST, ti) - 1  # np.digitize's bin (t = 1 and NaN: bin 10, none)
         if 0 <= b < N_BINS:
             sums[b] += m
@@ -165,13 +166,14 @@ def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGM
         seed = torch.randint(0, 2**62, (), dtype=torch.int64)
     elif hasattr(noise, "feats"):
         noise = noise.feats
-    kw = dict(convention="trellis", sigma_min=sigma_min, offsets=offsets, backend=backend)
     # the original's dtypes: t is fp32, so x_t = (1 - t) x_0 + (σ + (1 - σ) t) N is at least fp32 (bf16 data gives
     # the denoiser fp32 x_t); the target (1 - σ) N - x_0 keeps the data's dtype (N = randn_like(x_0))
     t = t.to(torch.float32) if isinstance(t, torch.Tensor) else t  # shape and type are checked by the kernels' API
+    # checked once for both kernels: the step's interpolation and loss take the same batch
+    t, offsets = _check_common(feats, t, noise, seed, offsets)
     data_dtype = feats.dtype if noise is None else torch.promote_types(feats.dtype, noise.dtype)
-    x_t = flow_interpolate(feats, t, noise, seed=seed, out_dtype=torch.promote_types(data_dtype, torch.float32),
-                           **kw)
+    x_t = _interpolate_checked(feats, t, noise, seed, offsets, "trellis", sigma_min=sigma_min,
+                               out_dtype=torch.promote_types(data_dtype, torch.float32), backend=backend)
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with autocast:
         pred = denoiser(rewrap(x_t), t * 1000, cond, **kwargs)
@@ -180,8 +182,8 @@ def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGM
         raise ValueError(f"denoiser returned shape {tuple(pred.shape)} for x_t of shape {tuple(feats.shape)}")
     # mse: the mean over all elements (sparse: samples weigh by their rows, as F.mse_loss over all features),
     # computed in fp32 and rounded once into F.mse_loss(pred, target)'s dtype (fp32 at least under autocast)
-    mse, mse_per_sample = flow_matching_loss(pred, feats, t, noise, seed=seed, reduction="mean",
-                                             return_per_sample=True, **kw)
+    mse, mse_per_sample = _loss_checked(pred, feats, t, noise, seed, offsets, "trellis", sigma_min=sigma_min,
+                                        reduction="mean", return_per_sample=True, backend=backend)
     mse_dtype = torch.promote_types(pred.dtype, data_dtype)
     mse = mse.to(torch.promote_types(mse_dtype, torch.float32) if autocast_dtype else mse_dtype)
     sums, counts = time_bin_stats(t.reshape(B), mse_per_sample.detach())

@@ -332,14 +332,12 @@ class _ReducedLoss(torch.autograd.Function):
         x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, reduction, want_per_sample = rest
         grad = torch.empty(pred.shape, dtype=gradient_dtype(pred.dtype))
         factor = _reduction_factor(pred, t, offsets, reduction)
-        loss = native_cpu.loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min,
-                               grad, factor)
-        reduced, per_sample, n_elements = _reduce_loss(loss, pred, offsets, reduction)
+        reduced, per_sample = native_cpu.loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction,
+                                              weighting, sigma_min, grad, factor, reduction)
         # a plain attribute, not save_for_backward: backward drops it, so the tensor it hands to autograd is not
         # still referenced by the graph (autograd can then adopt it as pred.grad instead of copying it)
-        ctx.grad, ctx.pred_dtype, ctx.offsets = grad, pred.dtype, offsets
-        # d per_sample[b] / d pred = stored gradient (rows of b) / (factor * elements of b, ragged; factor, dense)
-        ctx.per_sample_scale = 1.0 / factor if offsets is None else 1.0 / (factor * n_elements)
+        ctx.grad, ctx.pred_dtype, ctx.offsets, ctx.factor = grad, pred.dtype, offsets, factor
+        ctx.row_elements = pred.numel() // max(pred.shape[0], 1)
         ctx.set_materialize_grads(False)
         return (reduced, per_sample) if want_per_sample else reduced
 
@@ -356,7 +354,7 @@ class _ReducedLoss(torch.autograd.Function):
         if not keep:
             ctx.grad = None
         if grad_per_sample is not None:  # per-row scales: d reduced + d per_sample[b] of each sample's rows
-            scale = grad_per_sample.double() * ctx.per_sample_scale
+            scale = grad_per_sample.double() * _per_sample_scale(ctx)
             scale = (scale if grad_out is None else scale + grad_out.double()).float()
             in_place = not keep and grad.dtype == ctx.pred_dtype
             return (_scale_rows_impl(grad, scale, ctx.offsets, "native", ctx.pred_dtype,
@@ -374,13 +372,13 @@ def _reduction_factor(pred, t, offsets, reduction) -> float:
     return 1.0 / (pred.numel() if offsets is not None else t.shape[0])
 
 
-def _reduce_loss(loss, pred, offsets, reduction):
-    """(reduced, per-sample means, per-sample element counts (ragged) or None) from the kernel's per-sample values,
-    as the public API reduces them."""
-    if offsets is None:
-        return (loss.mean() if reduction == "mean" else loss.sum()), loss, None
-    n_elements = (offsets[1:] - offsets[:-1]).to(torch.float32) * (pred.numel() // max(pred.shape[0], 1))
-    return loss.sum() / pred.numel(), loss / n_elements, n_elements
+def _per_sample_scale(ctx):
+    """d per_sample[b] / d pred over the stored gradient (rows of b): 1 / factor (dense), 1 / (factor * elements
+    of b) (ragged), float64; formed only when a gradient reaches the per-sample values."""
+    if ctx.offsets is None:
+        return 1.0 / ctx.factor
+    n_elements = (ctx.offsets[1:] - ctx.offsets[:-1]).double() * ctx.row_elements
+    return 1.0 / (ctx.factor * n_elements)
 
 
 def flow_loss_reduced(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min,
@@ -391,8 +389,8 @@ def flow_loss_reduced(pred, x1, noise, t, weight, seed, offsets, scheme, predict
     if compute_grad:
         return _ReducedLoss.apply(pred, (x1, noise, t, weight, seed, offsets, scheme, prediction, weighting,
                                          sigma_min, reduction, want_per_sample))
-    loss = native_cpu.loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, None)
-    reduced, per_sample, _ = _reduce_loss(loss, pred, offsets, reduction)
+    reduced, per_sample = native_cpu.loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting,
+                                          sigma_min, None, 1.0, reduction)
     return (reduced, per_sample) if want_per_sample else reduced
 
 

@@ -77,19 +77,26 @@ def interpolate(x1, noise, t, seed, offsets, scheme, prediction, sigma_min, xt, 
         arr(xt), arr(target) if target.numel() else ABSENT)
 
 
+REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # fk::LossReduction
+
+
 def loss(pred, x1, noise, t, weight, seed, offsets, scheme, prediction, weighting, sigma_min, grad,
-         grad_factor: float = 1.0):
-    """Per-sample losses [B] (float32); grad (when it has elements) receives grad_factor * d loss[b] / d pred."""
+         grad_factor: float = 1.0, reduction: str = "none"):
+    """Per-sample losses [B] (float32): means (dense) or sums over the rows' elements (ragged); grad (when it has
+    elements) receives grad_factor * d loss[b] / d pred. With reduction "mean" / "sum": (reduced loss (0-dim),
+    per-sample means [B]), both float32, finished by the kernel."""
     lay, ragged = _layout(pred, offsets)
     if noise is None:
         noise = _take_noise(seed, pred)
     pred, x1, noise = _sample_rows(pred, ragged), _sample_rows(x1, ragged), _sample_rows(noise, ragged)
     out = torch.empty(lay[0], dtype=torch.float32)
+    code = REDUCTION_CODES[reduction]
+    reduced = torch.empty((), dtype=torch.float32) if code else None
     native().flow_loss_cpu(
         lay, scheme, prediction, weighting, float(sigma_min), arr(pred), arr(x1), arr(noise), arr(t), arr(weight),
         _seed(seed, noise), out.data_ptr(), arr(grad) if grad is not None and grad.numel() else ABSENT,
-        float(grad_factor))
-    return out
+        float(grad_factor), code, reduced.data_ptr() if code else 0)
+    return (reduced, out) if code else out
 
 
 def scale_rows(grad, row_scale, offsets, out):
