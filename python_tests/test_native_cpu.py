@@ -50,6 +50,29 @@ def test_noise_stream_matches_triton_bit_for_bit():
         assert _bits_equal(native_cpu.philox_normals(seed, (n,), first + lo), want[lo:lo + n])
 
 
+def test_every_compiled_noise_version_draws_the_same_bits():
+    """The noise loop is compiled per instruction set (baseline, AVX2 + FMA, AVX-512) and the CPU's best one runs:
+    each version this machine can run gives the Triton stream's bits, whole blocks and ragged ends alike."""
+    gen = torch.Generator().manual_seed(torch.randint(0, 2**31, ()).item())
+    ran = []
+    for level, name in native_cpu.NOISE_LEVELS.items():
+        for i in range(3):
+            seed = int(torch.randint(0, 2**62, (), generator=gen))
+            first = FIRSTS[(i + level) % len(FIRSTS)] + 4 * int(torch.randint(0, 1024, (), generator=gen))
+            want = _triton_normals(seed, first, 512)
+            lo, n = 1 + i, 4 * 512 - 1 - 2 * i  # off the 4-element quads at both ends
+            got = native_cpu.philox_normals_at(level, seed, n, first + lo)
+            if got is None:
+                break
+            assert _bits_equal(got, want[lo:lo + n]), f"{name}: seed {seed}, first {first + lo}"
+        else:
+            ran.append(name)
+    assert "baseline" in ran  # every build has it; the others where the CPU has the instructions
+    assert torch.equal(native_cpu.philox_normals(5, (999,), 3), native_cpu.philox_normals_at(max(
+        level for level, name in native_cpu.NOISE_LEVELS.items() if name in ran), 5, 999, 3))
+    print("noise versions checked:", ran)
+
+
 def test_noise_is_standard_normal():
     x = native_cpu.philox_normals(torch.randint(0, 2**62, ()).item(), (1 << 20,)).double()
     assert abs(x.mean().item()) < 0.006 and abs(x.var().item() - 1) < 0.009  # 6 standard errors

@@ -116,6 +116,15 @@ void bind_flow(py::module_& m) {
         "run the CPU flow kernels' threads on OpenMP (when available; the default) or on their own pool (tests, "
         "measurements); returns whether OpenMP is used");
   m.def(
+      "philox_normals_at",
+      [](int level, uint64_t seed, int64_t first, int64_t n, uintptr_t out) {
+        py::gil_scoped_release release;
+        return fill_normals_at(level, seed, first, n, reinterpret_cast<float*>(out));
+      },
+      py::arg("level"), py::arg("seed"), py::arg("first"), py::arg("n"), py::arg("out"),
+      "the seeded normals through one compiled version of the noise loop (0 baseline, 1 x86-64-v3, 2 x86-64-v4), "
+      "on the calling thread; False when this build or CPU has no such version");
+  m.def(
       "philox_normals",
       [](uint64_t seed, int64_t first, int64_t n, uintptr_t out, int num_threads) {
         py::gil_scoped_release release;

@@ -5,23 +5,21 @@
 
 #include "flow_noise.h"
 
-// On x86-64 Linux the function is also compiled for x86-64-v3 (AVX2 + FMA) and picked at load time: without a
-// hardware fma every std::fma is a libm call and nothing vectorizes. Both versions give the same bits.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-#define FK_NOISE_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FK_NOISE_CLONES
+// On x86-64 Linux the block loop is also compiled for x86-64-v4 (AVX-512, as torch's own CPU kernels use where
+// the CPU has it) and x86-64-v3 (AVX2 + FMA), and fill_normals runs the best one the CPU supports: without a
+// hardware fma every std::fma is a libm call and nothing vectorizes. Every version gives the same bits, which a
+// test checks on each version the machine can run (fill_normals_at).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FK_NOISE_VERSIONS 1
 #endif
 
 namespace fk {
 
 namespace {
 constexpr int kBlock = 64;  // Philox counters per block (256 normals)
-}
 
-FK_NOISE_CLONES
-void fill_normals(uint64_t seed, int64_t first, int64_t n, float* out) {
-  if (n <= 0) return;
+// The stream's body, inlined into one function per instruction set below.
+__attribute__((always_inline)) inline void fill_normals_body(uint64_t seed, int64_t first, int64_t n, float* out) {
   const uint32_t key0 = uint32_t(seed), key1 = uint32_t(seed >> 32);
   const int64_t q_first = first >> 2, q_end = (first + n + 3) >> 2;
   for (int64_t q0 = q_first; q0 < q_end; q0 += kBlock) {
@@ -69,6 +67,51 @@ void fill_normals(uint64_t seed, int64_t first, int64_t n, float* out) {
       for (int64_t e = e_lo; e < e_hi; ++e) out[e - first] = normals[e & 3][(e >> 2) - q0];
     }
   }
+}
+
+void fill_baseline(uint64_t seed, int64_t first, int64_t n, float* out) { fill_normals_body(seed, first, n, out); }
+
+#if FK_NOISE_VERSIONS
+__attribute__((target("arch=x86-64-v3"))) void fill_v3(uint64_t seed, int64_t first, int64_t n, float* out) {
+  fill_normals_body(seed, first, n, out);
+}
+__attribute__((target("arch=x86-64-v4"))) void fill_v4(uint64_t seed, int64_t first, int64_t n, float* out) {
+  fill_normals_body(seed, first, n, out);
+}
+#endif
+
+using FillFn = void (*)(uint64_t, int64_t, int64_t, float*);
+
+// The version for `level` (0 baseline, 1 x86-64-v3, 2 x86-64-v4), or nullptr when this build or CPU lacks it.
+FillFn fill_version(int level) {
+  if (level == 0) return fill_baseline;
+#if FK_NOISE_VERSIONS
+  __builtin_cpu_init();
+  const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+  if (level == 1 && v3) return fill_v3;
+  if (level == 2 && v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+    return fill_v4;
+#endif
+  return nullptr;
+}
+
+FillFn best_fill() {
+  for (int level = 2; level > 0; --level)
+    if (FillFn fn = fill_version(level)) return fn;
+  return fill_baseline;
+}
+}  // namespace
+
+void fill_normals(uint64_t seed, int64_t first, int64_t n, float* out) {
+  static const FillFn fill = best_fill();
+  if (n > 0) fill(seed, first, n, out);
+}
+
+bool fill_normals_at(int level, uint64_t seed, int64_t first, int64_t n, float* out) {
+  const FillFn fn = fill_version(level);
+  if (fn && n > 0) fn(seed, first, n, out);
+  return fn != nullptr;
 }
 
 }  // namespace fk

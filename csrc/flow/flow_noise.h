@@ -123,4 +123,8 @@ inline void turn(uint32_t i, float& cos_out, float& sin_out) {
 // Normals of elements [first, first + n) of the stream `seed` into out (any first, any n).
 void fill_normals(uint64_t seed, int64_t first, int64_t n, float* out);
 
+// fill_normals through one compiled version (0 baseline, 1 x86-64-v3, 2 x86-64-v4), for tests that check every
+// version gives the same bits; false (nothing written) when this build or CPU has no such version.
+bool fill_normals_at(int level, uint64_t seed, int64_t first, int64_t n, float* out);
+
 }  // namespace fk

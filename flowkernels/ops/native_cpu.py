@@ -143,5 +143,15 @@ def philox_normals(seed: int, shape, first: int = 0) -> torch.Tensor:
     return out
 
 
+NOISE_LEVELS = {0: "baseline", 1: "x86-64-v3", 2: "x86-64-v4"}  # the compiled versions of the noise loop
+
+
+def philox_normals_at(level: int, seed: int, n: int, first: int = 0):
+    """philox_normals through one compiled version of the noise loop (NOISE_LEVELS), on the calling thread; None
+    when this build or CPU has no such version (tests check that every version gives the same bits)."""
+    out = torch.empty(n, dtype=torch.float32)
+    return out if native().philox_normals_at(int(level), int(seed), int(first), n, out.data_ptr()) else None
+
+
 def _seed(seed, noise):
     return 0 if noise is not None else _launch.seed_value(seed)
