@@ -89,9 +89,9 @@ def _loops(config: int, joined):
 
 
 CENTRE_FAN_MIN = 8  # loops this long are fanned from the cell centre
-def _loop_triangles(loop, joined=False):
+def _loop_triangles(loop, config):
     largest = len(loop) != SMALLEST_AREA_LOOP  # joined or not, as the 256-case table
-    tris = largest_area_triangulation(loop, largest) if len(loop) < CENTRE_FAN_MIN else None
+    tris = largest_area_triangulation(loop, largest, config) if len(loop) < CENTRE_FAN_MIN else None
     if tris is None:  # fan from the cell centre: every edge from it crosses the cell's interior
         tris = [(CENTRE, loop[i], loop[(i + 1) % len(loop)]) for i in range(len(loop))]
     return tris
@@ -159,7 +159,7 @@ def _build():
         for bits in range(1 << len(faces)):
             joined = {f for n, f in enumerate(faces) if bits >> n & 1}
             loops = _loops(config, joined)
-            table[config, bits] = _orient([t for loop in loops for t in _loop_triangles(loop, bool(joined))])
+            table[config, bits] = _orient([t for loop in loops for t in _loop_triangles(loop, config)])
         if body_diagonal_pair(config) is not None:  # case 4: its interior decides a second variant, the tube
             table[config, 1] = _tube(table[config, 0])
     return table

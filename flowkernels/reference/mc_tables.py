@@ -108,32 +108,54 @@ def _area(tri) -> float:
 SMALLEST_AREA_LOOP = 7  # loops this long (case 6) take the smallest-area triangulation
 
 
-def largest_area_triangulation(loop, largest: bool = True):
+def handedness(config: int, e0: int, e1: int) -> int:
+    """The sign of det[p1 - p0, s0, s1] for a mesh edge between the vertices on cube edges e0 and e1: p the edge's
+    inside corner, s the unit step from it to the outside corner. Taking both outside corners instead gives the same
+    sign (a complement draws the same edges), a rotation of the cube keeps it and a mirror flips it: it tells apart
+    the two diagonals of a loop that a mirror symmetry of the case exchanges, which the area cannot."""
+    ends = []
+    for e in (e0, e1):
+        lo = EDGE_CORNER[e]
+        hi = lo | 1 << EDGE_AXIS[e]
+        inside, outside = (lo, hi) if (config >> lo) & 1 else (hi, lo)
+        ends.append((np.array(CORNER_POS[inside]), np.array(CORNER_POS[outside]) - np.array(CORNER_POS[inside])))
+    (p0, s0), (p1, s1) = ends
+    return int(round(np.linalg.det(np.array([p1 - p0, s0, s1]))))
+
+
+def largest_area_triangulation(loop, largest: bool = True, config: int | None = None):
     """The triangulation of `loop` (edge ids in order) of largest (or, `largest=False`, smallest) area at the edge
     midpoints with no diagonal between two vertices of one cube face, or None when every triangulation needs one.
-    Dynamic programming over the polygon's sub-chains; ties keep the first split (deterministic)."""
+    Among triangulations of equal area, the one whose diagonals have the largest summed `handedness` (given the
+    case `config`), then the first split: every case then takes the rotated image of its rotated case's
+    triangulation (a table that rotating the field only rotates), where breaking ties by split order alone did not.
+    Dynamic programming over the polygon's sub-chains."""
     n = len(loop)
     sign = 1.0 if largest else -1.0
 
     def ok(i, j):
         return (j - i) % n in (1, n - 1) or not share_face(loop[i], loop[j])
 
+    def hand(i, j):
+        return 0 if j - i < 2 or config is None else handedness(config, loop[i], loop[j])
+
     @lru_cache(None)
     def best(i, j):
         if j - i < 2:
-            return 0.0, ()
+            return 0.0, 0, ()
         out = None
         for k in range(i + 1, j):
             left, right = best(i, k), best(k, j)
             if ok(i, k) and ok(k, j) and left is not None and right is not None:
                 t = (loop[i], loop[k], loop[j])
-                score = left[0] + right[0] + sign * _area(t)
-                if out is None or score > out[0] + 1e-12:
-                    out = (score, left[1] + (t,) + right[1])
+                area = left[0] + right[0] + sign * _area(t)
+                hands = left[1] + right[1] + hand(i, k) + hand(k, j)
+                if out is None or area > out[0] + 1e-9 or (area > out[0] - 1e-9 and hands > out[1]):
+                    out = (area, hands, left[2] + (t,) + right[2])
         return out
 
     r = best(0, n - 1)
-    return None if r is None else list(r[1])
+    return None if r is None else list(r[2])
 
 
 def _build():
@@ -141,7 +163,7 @@ def _build():
     for config in range(256):
         tris = []
         for loop in _loops(config):
-            tris += largest_area_triangulation(loop, len(loop) != SMALLEST_AREA_LOOP)
+            tris += largest_area_triangulation(loop, len(loop) != SMALLEST_AREA_LOOP, config)
         raw.append(tris)
     # orient: for corner 0 alone inside, the normal must point away from corner 0 (toward the outside side)
     a, b, c = (_edge_mid(e) for e in raw[1][0])
