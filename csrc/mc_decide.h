@@ -172,7 +172,7 @@ struct OffsetsAt {  // a cell's values minus the level, read from the grid when 
 
 // Variant of a decided cell: its case's first variant plus its decisions, bit n for the n-th ambiguous face, bit
 // 0 for case 4's interior, or a twisted path's triangulation. d[c]: corner c's value minus the level, in double.
-// kTiling false leaves the twisted path's choice out: its 14 variants have the same triangles and no centre vertex,
+// kTiling false leaves the twisted path's choice out: its 14 variants have 4 triangles each and no centre vertex,
 // so the count passes skip it.
 template <bool kTiling = true>
 FK_HD int cell_variant(int config, const double d[8]) {

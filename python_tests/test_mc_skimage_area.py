@@ -65,9 +65,9 @@ def area_error(grid):
 
 
 # (kind, shape, fields): smallest side >= 16, every field within 5e-4 once those cells are out, but for a tail at
-# 16^3: 1 Gaussian-sum field in 1800 (5.8e-4) where a twisted path's two central triangulations,
-# one of which Lewiner's tiling draws by its orientation, differ by more than the loop has between them
-# (marching_cubes.md). There at most one field of the batch may pass 5e-4, none 1e-3. The sign rule these replace
+# 16^3: about 1 Gaussian-sum field in 900 (max 5.8e-4 in 3600) where a twisted path's two central
+# triangulations, one of which Lewiner's tiling draws by its orientation, differ by more than the loop has between
+# them (marching_cubes.md). There at most one field of the batch may pass 5e-4, none 1e-3. The sign rule these replace
 # misses 5e-4 on about a third of the 16^3 fields (up to 3e-3).
 FAMILIES = [("trilinear", (16, 16, 16), 6), ("gaussians", (16, 16, 16), 6), ("trilinear", (24, 24, 24), 3),
             ("gaussians", (24, 24, 24), 3), ("trilinear", (37, 53, 29), 2), ("gaussians", (37, 53, 29), 2)]
