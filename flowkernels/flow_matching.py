@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 
@@ -123,6 +124,37 @@ def _check_common(x1, t, noise, seed, offsets=None):
     if x1.device.type == "cpu" and t.numel() and not torch.compiler.is_compiling() and not _t_in_unit_interval(t):
         raise ValueError("t has values outside [0, 1]")
     return t, offsets
+
+
+class FlowBatch(NamedTuple):
+    """A training batch checked once (by `flow_batch`) for the two kernels of a step: interpolate, run the model,
+    take the loss of the same batch."""
+    x1: torch.Tensor
+    t: torch.Tensor
+    noise: torch.Tensor | None
+    seed: object
+    offsets: torch.Tensor | None
+
+
+def flow_batch(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, *, seed=None,
+               offsets: torch.Tensor | None = None) -> FlowBatch:
+    """Check (x1, t, noise or seed, offsets) as flow_interpolate and flow_matching_loss do, once: a step's
+    `flow_interpolate_batch` and `flow_matching_loss_batch` then check only what differs (options, the model's
+    output). t comes back as a [B] vector, offsets as contiguous int64."""
+    t, offsets = _check_common(x1, t, noise, seed, offsets)
+    return FlowBatch(x1, t, noise, seed, offsets)
+
+
+def flow_interpolate_batch(batch: FlowBatch, **options):
+    """flow_interpolate of a checked batch; options as flow_interpolate's (convention, path, prediction,
+    sigma_min, return_target, out_dtype, backend)."""
+    return _interpolate_checked(*batch, **options)
+
+
+def flow_matching_loss_batch(pred: torch.Tensor, batch: FlowBatch, **options):
+    """flow_matching_loss of `pred` against a checked batch; options as flow_matching_loss's (convention, path,
+    prediction, weighting, weight, sigma_min, reduction, return_per_sample, backend)."""
+    return _loss_checked(pred, *batch, **options)
 
 
 def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, *, seed=None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .._validation import check_choice
-from ..flow_matching import _check_common, _interpolate_checked, _loss_checked
+from ..flow_matching import flow_batch, flow_interpolate_batch, flow_matching_loss_batch
 from ..time_sampling import sample_time
 
 _PATHS = {"linear": "Linear", "gvp": "GVP", "vp": "VP"}
@@ -88,14 +88,15 @@ class Transport:
         data_dtype = x1.dtype if noise is None else torch.promote_types(x1.dtype, noise.dtype)
         out_dtype = torch.promote_types(data_dtype, t.dtype) if isinstance(t, torch.Tensor) else None
         # checked once for both kernels: the step's interpolation and loss take the same batch
-        t, _ = _check_common(x1, t, noise, seed)
-        xt = _interpolate_checked(x1, t, noise, seed, None, "sit", names["path"], self.model_type,
-                                  out_dtype=out_dtype, backend=self.backend)
+        batch = flow_batch(x1, t, noise, seed=seed)
+        t = batch.t
+        xt = flow_interpolate_batch(batch, convention="sit", path=names["path"], prediction=self.model_type,
+                                    out_dtype=out_dtype, backend=self.backend)
         model_output = model(xt, t, **model_kwargs)
         B, *_, C = xt.shape
         if model_output.shape != (B, *xt.shape[1:-1], C):
             raise ValueError(f"model output has shape {tuple(model_output.shape)}, expected {tuple(xt.shape)}")
-        loss = _loss_checked(model_output, x1, t, noise, seed, None, **names)
+        loss = flow_matching_loss_batch(model_output, batch, **names)
         # computed in fp32, rounded once into the original's dtype: (model_output - u_t)^2 with u_t = x1 - x0 on the
         # linear velocity path, weighted by t-dependent terms otherwise
         loss_dtype = torch.promote_types(model_output.dtype, data_dtype)

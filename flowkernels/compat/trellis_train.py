@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..flow_algebra import TRELLIS_SIGMA_MIN
-from ..flow_matching import _check_common, _interpolate_checked, _loss_checked
+from ..flow_matching import flow_batch, flow_interpolate_batch, flow_matching_loss_batch
 from ..time_sampling import sample_time
 from ._trellis_sampling import AttrDict
 
@@ -170,10 +170,11 @@ def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGM
     # the denoiser fp32 x_t); the target (1 - σ) N - x_0 keeps the data's dtype (N = randn_like(x_0))
     t = t.to(torch.float32) if isinstance(t, torch.Tensor) else t  # shape and type are checked by the kernels' API
     # checked once for both kernels: the step's interpolation and loss take the same batch
-    t, offsets = _check_common(feats, t, noise, seed, offsets)
+    batch = flow_batch(feats, t, noise, seed=seed, offsets=offsets)
+    t = batch.t
     data_dtype = feats.dtype if noise is None else torch.promote_types(feats.dtype, noise.dtype)
-    x_t = _interpolate_checked(feats, t, noise, seed, offsets, "trellis", sigma_min=sigma_min,
-                               out_dtype=torch.promote_types(data_dtype, torch.float32), backend=backend)
+    x_t = flow_interpolate_batch(batch, convention="trellis", sigma_min=sigma_min,
+                                 out_dtype=torch.promote_types(data_dtype, torch.float32), backend=backend)
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with autocast:
         pred = denoiser(rewrap(x_t), t * 1000, cond, **kwargs)
@@ -182,8 +183,8 @@ def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGM
         raise ValueError(f"denoiser returned shape {tuple(pred.shape)} for x_t of shape {tuple(feats.shape)}")
     # mse: the mean over all elements (sparse: samples weigh by their rows, as F.mse_loss over all features),
     # computed in fp32 and rounded once into F.mse_loss(pred, target)'s dtype (fp32 at least under autocast)
-    mse, mse_per_sample = _loss_checked(pred, feats, t, noise, seed, offsets, "trellis", sigma_min=sigma_min,
-                                        reduction="mean", return_per_sample=True, backend=backend)
+    mse, mse_per_sample = flow_matching_loss_batch(pred, batch, convention="trellis", sigma_min=sigma_min,
+                                                   reduction="mean", return_per_sample=True, backend=backend)
     mse_dtype = torch.promote_types(pred.dtype, data_dtype)
     mse = mse.to(torch.promote_types(mse_dtype, torch.float32) if autocast_dtype else mse_dtype)
     sums, counts = time_bin_stats(t.reshape(B), mse_per_sample.detach())
