@@ -171,7 +171,7 @@ for _name, _shape in SAMPLER_SIZES["cuda"].items():  # CUDA-graph replay of both
 
 
 # --- TRELLIS sparse trainer loss with time bins ---------------------------------------------------------------------
-def _trellis_case(rows_lo, rows_hi, B=8, C=8):
+def _trellis_case(rows_lo, rows_hi, B=8, C=8, stand_in="matmul"):
     def build(device):
         from flowkernels.compat.trellis import training_losses
         from flowkernels.reference import trellis as ref
@@ -182,10 +182,10 @@ def _trellis_case(rows_lo, rows_hi, B=8, C=8):
         feats = torch.randn(N, C, device=device)
         noise = torch.randn(N, C, device=device)
         t = torch.rand(B, device=device)
-        weight = torch.randn(C, C, device=device, requires_grad=True)
+        weight = torch.randn(*((C, C) if stand_in == "matmul" else (C,)), device=device, requires_grad=True)
 
-        def denoiser(x, t_, cond):  # a one-matmul stand-in: the benchmark is about the loss machinery
-            return x @ weight
+        def denoiser(x, t_, cond):  # a stand-in with one trained parameter: the benchmark is about the loss machinery
+            return x @ weight if stand_in == "matmul" else x * weight
 
         def original():
             terms, _ = ref.sparse_training_losses(denoiser, feats, offsets, t, noise)
@@ -205,6 +205,10 @@ register(Case("trellis_loss", "B8-30k-60k-rows", _trellis_case(30000, 60000), ba
               implementations=("original", "flowkernels")))
 register(Case("trellis_loss", "B8-3k-6k-rows", _trellis_case(3000, 6000), baseline="original", devices=("cpu",),
               implementations=("original", "flowkernels")))
+# the same with a per-channel scale for the denoiser: on CPU the [C, C] matmul of a 36k x 8 batch (forward and weight
+# gradient) costs more than either side's loss machinery, this case shows the machinery itself
+register(Case("trellis_loss", "B8-3k-6k-rows-scale", _trellis_case(3000, 6000, stand_in="scale"),
+              baseline="original", devices=("cpu",), implementations=("original", "flowkernels")))
 
 
 # --- marching cubes -------------------------------------------------------------------------------------------------
