@@ -143,6 +143,31 @@ def test_per_sample_values_and_their_gradients(ragged, dtype):
         assert_close("grad", got_leaf.grad, want_leaf.grad, _grad_tol(dtype))
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("rows", [[5, 3, 17, 1], [5, 0, 17, 1]], ids=["rows", "empty-sample"])
+def test_kernel_reduction_of_a_ragged_batch_matches_its_per_sample_values(rows, reduction):
+    """The native loss finishes the reduction of a ragged batch too (the public API sends only "mean" there): the
+    per-sample means, their sum, and the mean over all elements, each formed from the kernel's own per-sample sums;
+    a sample with no rows has a NaN mean, which its sum carries."""
+    from flowkernels.flow_algebra import resolve_scheme
+    from flowkernels.ops import native_cpu
+    rows = torch.tensor(rows)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), rows.cumsum(0)])
+    pred, x1, noise, _ = make_inputs((int(rows.sum()), 6), torch.float32, torch.float32)
+    t = torch.rand(4)
+    scheme, prediction, weighting, sigma_min = resolve_scheme("trellis", "linear", "velocity", None, None)
+    args = (pred, x1, noise, t, None, None, offsets, scheme, prediction, weighting, sigma_min, None, 1.0)
+    sums = native_cpu.loss(*args, "none").double()
+    reduced, per_sample = native_cpu.loss(*args, reduction)
+    means = sums / (rows.double() * 6)
+    torch.testing.assert_close(per_sample, means.float(), equal_nan=True)
+    want = (means.sum() if reduction == "sum" else sums.sum() / pred.numel()).item()
+    if want != want:
+        assert reduced.isnan().item()
+    else:
+        assert abs(reduced.item() - want) <= 2.0**-22 * abs(want), (reduced.item(), want)
+
+
 def test_reduced_forward_without_grad_and_bad_t():
     pred, x1, noise, t = make_inputs((3, 6), torch.bfloat16, torch.float32)
     with torch.no_grad():

@@ -178,20 +178,21 @@ void flow_loss_cpu(const FlowLayout& lay, const FlowScheme& sch, FlowArr pred, F
   std::vector<double> sums(lay.batch, 0.0);
   for (size_t i = 0; i < items.size(); ++i) sums[items[i].sample] += partial[i];
   float* loss = reinterpret_cast<float*>(loss_ptr);
-  double sum_of_values = 0.0;
+  double sum_of_values = 0.0, sum_of_means = 0.0;
   for (int64_t b = 0; b < lay.batch; ++b) {
     const LossScale s = loss_scale(lay, sch, args, b);
     const double value = s.w * s.norm * sums[b];  // the sample's mean (dense) or sum (ragged)
+    // a ragged sample with no rows gets 0 / 0 = NaN, as the mean of nothing
+    const double mean = lay.offsets ? value / double(sample_extent(lay, b).count) : value;
     sum_of_values += value;
-    // reduced: each sample's mean; a ragged sample with no rows gets 0 / 0 = NaN, as the mean of nothing
-    loss[b] = float(reduction == LossReduction::kNone || !lay.offsets
-                        ? value : value / double(sample_extent(lay, b).count));
+    sum_of_means += mean;
+    loss[b] = float(reduction == LossReduction::kNone ? value : mean);
   }
   if (reduction == LossReduction::kNone) return;
   // the reduced loss from the unrounded per-sample values, rounded once: the mean over samples (dense), over all
-  // elements (ragged: samples weigh by their rows), or the sum
+  // elements (ragged: samples weigh by their rows), or the sum of the means
   const double elements = double(lay.n_rows) * double(lay.M);
-  const double reduced = reduction == LossReduction::kSum ? sum_of_values
+  const double reduced = reduction == LossReduction::kSum ? sum_of_means
                          : lay.offsets ? sum_of_values / elements : sum_of_values / double(lay.batch);
   *reinterpret_cast<float*>(reduced_ptr) = float(reduced);
 }
