@@ -148,13 +148,19 @@ def flow_batch(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = N
 def flow_interpolate_batch(batch: FlowBatch, **options):
     """flow_interpolate of a checked batch; options as flow_interpolate's (convention, path, prediction,
     sigma_min, return_target, out_dtype, backend)."""
-    return _interpolate_checked(*batch, **options)
+    return _interpolate_checked(*_checked_batch(batch), **options)
 
 
 def flow_matching_loss_batch(pred: torch.Tensor, batch: FlowBatch, **options):
     """flow_matching_loss of `pred` against a checked batch; options as flow_matching_loss's (convention, path,
     prediction, weighting, weight, sigma_min, reduction, return_per_sample, backend)."""
-    return _loss_checked(pred, *batch, **options)
+    return _loss_checked(pred, *_checked_batch(batch), **options)
+
+
+def _checked_batch(batch):
+    if type(batch) is not FlowBatch:  # a plain tuple of the same fields would skip flow_batch's checks
+        raise ValueError(f"batch must be the FlowBatch flow_batch returns, got {type(batch).__name__}")
+    return batch
 
 
 def flow_interpolate(x1: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, *, seed=None,

@@ -57,3 +57,5 @@ def test_batch_errors_name_the_argument():
         fk.flow_matching_loss_batch(x1[:, :3], batch)
     with pytest.raises(ValueError, match="reduction"):
         fk.flow_matching_loss_batch(x1, batch, reduction="avg")
+    with pytest.raises(ValueError, match="batch must be the FlowBatch"):
+        fk.flow_interpolate_batch(tuple(batch))
