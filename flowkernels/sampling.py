@@ -10,6 +10,7 @@ model's time values are uploaded once per run as small device tables, so no step
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ._dispatch import resolve_backend
-from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor
+from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor, check_same_shape
 from .flow_algebra import GUIDANCE_FORMULAS, canonical_convention, guidance_weights, x0_coefficients
 from .ops import guided_step as _step_op
 
@@ -50,9 +51,84 @@ def guided_step(x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coe
     Side outputs, each written in the same pass when given: model_in (the next model input, [B] or [2B] rows, in
     its own dtype), x0 (the data prediction), v_out (v in fp32, Heun's predictor). c and u may be the two halves of
     one [cond; uncond] output (read in place through their batch strides). out may be x itself; out, h, model_in,
-    x0 and v_out must be contiguous."""
+    x0 and v_out must be contiguous. Every tensor's shape, dtype and device is checked on the host (a named
+    ValueError: the kernels would read or write past a smaller buffer); CPU offsets are checked by value too
+    (CUDA offsets are trusted: checking them would cost a sync per step)."""
+    _check_step_tensors(x, c, u, coef, offsets, rescale)
+    for name, z in (("out", out), ("h", h), ("x0", x0), ("v_out", v_out)):
+        if z is not None:
+            _check_buffer(name, z, x, (tuple(x.shape),), "x's shape")
+    if model_in is not None:
+        rows = x.shape[0]
+        _check_buffer("model_in", model_in, x, tuple((k * rows,) + tuple(x.shape[1:]) for k in (1, 2)),
+                      "[B] or [2B] rows of x's shape")
+    unchecked_guided_step(x, c, u, coef, out=out, h=h, model_in=model_in, x0=x0, v_out=v_out, offsets=offsets,
+                          rescale=rescale, backend=backend)
+
+
+def unchecked_guided_step(x, c, u, coef, *, out, h=None, model_in=None, x0=None, v_out=None, offsets=None,
+                          rescale=0.0, backend=None) -> None:
+    """`guided_step` without its host checks: for the drop-ins, which check their own arguments once."""
     _step_op.guided_step(x, c, u, coef, out=out, h=h, model_in=model_in, x0=x0, v_out=v_out, offsets=offsets,
                          rescale=rescale, backend=resolve_backend(backend, x.device))
+
+
+_STEP_DTYPES = FLOAT_DTYPES + (torch.float64,)
+
+
+def _check_buffer(name, z, x, shapes, what):
+    """A contiguous floating tensor of one of `shapes` on x's device (the kernels write it as one buffer)."""
+    check_float_tensor(name, z, _STEP_DTYPES, min_ndim=0)
+    if tuple(z.shape) not in shapes:
+        raise ValueError(f"{name} has shape {tuple(z.shape)}; expected {what} {tuple(x.shape)}")
+    if z.device != x.device:
+        raise ValueError(f"{name} is on {z.device} but x is on {x.device}")
+    if not z.is_contiguous():
+        raise ValueError(f"{name} must be contiguous (the kernels write it as one buffer)")
+
+
+def _check_step_tensors(x, c, u, coef, offsets, rescale):
+    """Host-side checks of the step-level API's inputs (metadata; CPU offsets also by value)."""
+    check_float_tensor("x", x, _STEP_DTYPES)
+    for name, z in (("c", c), ("u", u)):
+        if z is not None:
+            check_float_tensor(name, z, _STEP_DTYPES)
+            check_same_shape(name, z, "x", x)
+    check_float_tensor("coef", coef, (torch.float32, torch.float64))
+    if coef.dim() != 1 or coef.shape[0] < _step_op.N_COEF:
+        raise ValueError(f"coef must be one step_coefficients row ([{_step_op.N_COEF}]), got shape "
+                         f"{tuple(coef.shape)}")
+    if coef.device != x.device:
+        raise ValueError(f"coef is on {coef.device} but x is on {x.device}")
+    if isinstance(rescale, bool) or not isinstance(rescale, numbers.Real) or not 0.0 <= rescale <= 1.0:
+        raise ValueError(f"rescale={rescale!r} must be a number in [0, 1]")
+    if rescale > 0 and u is None:
+        raise ValueError("rescale > 0 needs the unconditional output u")
+    per_row = x[0].numel() if x.shape[0] else 2
+    if offsets is not None:
+        _check_offsets(offsets, x, rescale > 0 and per_row < 2)
+    elif rescale > 0 and per_row < 2:
+        raise ValueError(f"rescale > 0 needs at least 2 elements per sample (a standard deviation); x has shape "
+                         f"{tuple(x.shape)}")
+
+
+def _check_offsets(offsets, x, single_values_fail=False):
+    rows = x.shape[0]
+    if not isinstance(offsets, torch.Tensor) or offsets.dtype != torch.int64 or offsets.dim() != 1 or \
+            offsets.shape[0] < 1:
+        raise ValueError(f"offsets must be a 1-D int64 tensor of B + 1 row offsets, got "
+                         f"{getattr(offsets, 'dtype', type(offsets).__name__)} of shape "
+                         f"{tuple(getattr(offsets, 'shape', ()))}")
+    if offsets.device != x.device:
+        raise ValueError(f"offsets is on {offsets.device} but x is on {x.device}")
+    if offsets.device.type == "cpu" and not torch.compiler.is_compiling():
+        o = offsets.numpy()
+        if o[0] != 0 or o[-1] != rows or (o[1:] < o[:-1]).any():
+            raise ValueError(f"offsets must run from 0 to x's {rows} rows without decreasing, got "
+                             f"{o.tolist() if o.size <= 8 else o[:4].tolist() + ['...'] + o[-2:].tolist()}")
+        if single_values_fail and ((o[1:] - o[:-1]) == 1).any():
+            raise ValueError("rescale > 0 needs at least 2 elements per sample (a standard deviation); a sample of "
+                             f"offsets has one row of {x[0].numel()} element")
 
 
 def guidance_rescale_factor(x: torch.Tensor, c: torch.Tensor, u: torch.Tensor, coef: torch.Tensor, phi: float, *,
@@ -61,6 +137,7 @@ def guidance_rescale_factor(x: torch.Tensor, c: torch.Tensor, u: torch.Tensor, c
     k = phi·std(x0_c)/std(x0_guided) + 1 − phi, with the x0 of the conditional and of the guided velocity; ragged
     samples (offsets) take the std over their rows. `guided_step(..., rescale=phi)` applies it without this call
     (on CUDA it is formed inside the step kernel)."""
+    _check_step_tensors(x, c, u, coef, offsets, phi)
     resolved = resolve_backend(backend, x.device)
     return _step_op.rescale_factor(x, c, u, coef, phi, offsets, "native" if resolved == "native" else "torch")
 

@@ -15,7 +15,8 @@ from typing import Any, Optional
 import torch
 
 from ..flow_algebra import guidance_weights, x0_coefficients
-from ..sampling import check_model_output, guided_step, step_coefficients, trellis_timesteps
+from ..sampling import check_model_output, step_coefficients, trellis_timesteps
+from ..sampling import unchecked_guided_step as guided_step
 
 
 class AttrDict(dict):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..flow_algebra import x0_coefficients
-from ..sampling import guided_step, step_coefficients
+from ..sampling import step_coefficients, unchecked_guided_step as guided_step
 
 __all__ = ["FlowMatchEulerDiscreteScheduler", "StandaloneFlowMatchEulerDiscreteScheduler",
            "FlowMatchEulerDiscreteSchedulerOutput"]

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..sampling import guided_step
+from ..sampling import unchecked_guided_step as guided_step
 from .diffusers import _StepIndex, _check_steps, _original_arithmetic, step_table
 
 __all__ = ["FlowMatchEulerDiscreteScheduler", "ConsistencyFlowMatchEulerDiscreteScheduler",

@@ -1,0 +1,109 @@
+"""Hostile calls of the sampling API: every bad argument a named ValueError, never an out-of-bounds read or write,
+a NaN result or a silently wrong answer."""
+import pytest
+import torch
+
+from flowkernels.sampling import guidance_rescale_factor, guided_step, step_coefficients
+from helpers import assert_close
+
+STEP_BACKENDS = ["native", "torch"]
+COEF = step_coefficients(dt=-0.1, a_c=3.0, a_u=-2.0, x0_a=1.0, x0_b=-0.5)
+
+
+def _step_args(rows=4, cols=8):
+    x, c, u = torch.randn(rows, cols), torch.randn(rows, cols), torch.randn(rows, cols)
+    return dict(x=x, c=c, u=u, coef=torch.tensor(COEF), out=torch.empty(rows, cols))
+
+
+def _call(args, backend):
+    a = dict(args)
+    guided_step(a.pop("x"), a.pop("c"), a.pop("u"), a.pop("coef"), backend=backend, **a)
+
+
+BAD_STEP_ARGS = {
+    # smaller / larger buffers: the native kernel read or wrote past them (heap corruption for `out`)
+    "c-fewer-rows": (dict(c=torch.randn(2, 8)), "c has shape"),
+    "c-more-rows": (dict(c=torch.randn(8, 8)), "c has shape"),
+    "u-one-row": (dict(u=torch.randn(1, 8)), "u has shape"),
+    "out-fewer-rows": (dict(out=torch.empty(2, 8)), "out has shape"),
+    "x0-one-row": (dict(x0=torch.empty(1, 8)), "x0 has shape"),
+    "h-one-row": (dict(h=torch.empty(1, 8)), "h has shape"),
+    "model_in-one-row": (dict(model_in=torch.empty(1, 8)), "model_in has shape"),
+    "model_in-3B-rows": (dict(model_in=torch.empty(12, 8)), "model_in has shape"),
+    "out-not-contiguous": (dict(out=torch.empty(8, 4).t()), "out must be contiguous"),
+    "x0-integer": (dict(x0=torch.empty(4, 8, dtype=torch.int32)), "x0 has dtype"),
+    "c-integer": (dict(c=torch.ones(4, 8, dtype=torch.int64)), "c has dtype"),
+    # a short coefficient row was read past its end
+    "coef-one-value": (dict(coef=torch.tensor([0.1])), "coef must be one step_coefficients row"),
+    "coef-2d": (dict(coef=torch.tensor([COEF])), "coef must be one step_coefficients row"),
+    "coef-integer": (dict(coef=torch.zeros(8, dtype=torch.int64)), "coef has dtype"),
+    "rescale-nan": (dict(rescale=float("nan")), "rescale=nan"),
+    "rescale-2": (dict(rescale=2.0), "rescale=2.0"),
+    "rescale-without-u": (dict(u=None, rescale=0.5), "needs the unconditional output u"),
+}
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("case", list(BAD_STEP_ARGS))
+def test_guided_step_rejects_bad_tensors(case, backend):
+    change, message = BAD_STEP_ARGS[case]
+    args = _step_args()
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        _call(args, backend)
+
+
+BAD_OFFSETS = {
+    "past-the-rows": [0, 3, 100000],
+    "short-of-the-rows": [0, 3, 5],     # rows 5 and 6 were left unwritten (out's uninitialised memory)
+    "decreasing": [0, 5, 3, 7],
+    "negative-start": [-2, 3, 7],
+}
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("case", list(BAD_OFFSETS))
+def test_guided_step_rejects_offsets_outside_the_rows(case, backend):
+    args = _step_args(rows=7)
+    with pytest.raises(ValueError, match="offsets must run from 0 to x's 7 rows"):
+        _call(dict(args, offsets=torch.tensor(BAD_OFFSETS[case]), rescale=0.5), backend)
+    with pytest.raises(ValueError, match="offsets must run from 0"):
+        guidance_rescale_factor(args["x"], args["c"], args["u"], args["coef"], 0.5,
+                                offsets=torch.tensor(BAD_OFFSETS[case]), backend=backend)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("offsets", [torch.tensor([0, 3, 7], dtype=torch.int32), torch.tensor([[0, 3, 7]]),
+                                     torch.tensor([0.0, 3.0, 7.0])], ids=["int32", "2d", "float"])
+def test_guided_step_rejects_offsets_of_another_kind(offsets, backend):
+    """int32 offsets were read as int64 by the native kernel (garbage rows, a result of ~1e-42)."""
+    with pytest.raises(ValueError, match="offsets must be a 1-D int64 tensor"):
+        _call(dict(_step_args(rows=7), offsets=offsets, rescale=0.5), backend)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_guided_step_rescale_of_one_element_samples_is_an_error_not_nan(backend):
+    """std of one element is 0/0: the step returned NaN for every row."""
+    args = _step_args(rows=3, cols=1)
+    with pytest.raises(ValueError, match="at least 2 elements per sample"):
+        _call(dict(args, rescale=0.5), backend)
+    ragged = dict(_step_args(rows=4, cols=1), offsets=torch.tensor([0, 3, 4]), rescale=0.5)
+    with pytest.raises(ValueError, match="at least 2 elements per sample"):
+        _call(ragged, backend)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_guided_step_checks_keep_valid_calls_working(backend):
+    """The checks accept what the kernels serve: [cond; uncond] halves read in place, a [2B] model_in, an empty
+    sample among ragged ones, fp64 coefficients; the result is the formula's."""
+    both = torch.randn(6, 5)
+    x = torch.randn(3, 5)
+    out, model_in = torch.empty(3, 5), torch.empty(6, 5)
+    guided_step(x, both[:3], both[3:], torch.tensor(COEF, dtype=torch.float64), out=out, model_in=model_in,
+                backend=backend)
+    want = x.double() - 0.1 * (3.0 * both[:3].double() - 2.0 * both[3:].double())
+    assert_close("out", out, want, 1e-6)
+    assert torch.equal(model_in[:3], model_in[3:])
+    args = _step_args(rows=5, cols=3)
+    _call(dict(args, offsets=torch.tensor([0, 2, 2, 5]), rescale=0.5), backend)
+    assert torch.isfinite(args["out"]).all()
