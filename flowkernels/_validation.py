@@ -1,6 +1,8 @@
 """Input validation at the Python boundary: every error names the offending argument."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -12,6 +14,21 @@ def check_choice(name: str, value, choices):
     if key not in choices:
         raise ValueError(f"{name}={value!r} is not one of {sorted(str(c) for c in choices)}")
     return choices[key] if isinstance(choices, dict) else key
+
+
+def check_real(name: str, value, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """A finite real number (a Python or numpy number, or a one-element tensor) in [lo, hi], as a float: strings,
+    bools, NaN and infinities are named errors (NaN would pass every comparison-based range check silently)."""
+    v = None
+    if not isinstance(value, (str, bytes, bool)):
+        try:
+            v = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            v = None
+    if v is None or not math.isfinite(v) or not lo <= v <= hi:
+        where = "" if (lo, hi) == (-math.inf, math.inf) else f" in [{lo:g}, {hi:g}]"
+        raise ValueError(f"{name}={value!r} must be a finite number{where}")
+    return v
 
 
 def check_float_tensor(name: str, x, dtypes=FLOAT_DTYPES, min_ndim: int = 1) -> torch.Tensor:

@@ -3,7 +3,11 @@ a NaN result or a silently wrong answer."""
 import pytest
 import torch
 
+from flowkernels.compat import trellis as T1
+from flowkernels.compat import trellis2 as T2
+from flowkernels.reference import trellis as ref_trellis
 from flowkernels.sampling import guidance_rescale_factor, guided_step, step_coefficients
+from conftest import FakeSparse
 from helpers import assert_close
 
 STEP_BACKENDS = ["native", "torch"]
@@ -107,3 +111,88 @@ def test_guided_step_checks_keep_valid_calls_working(backend):
     args = _step_args(rows=5, cols=3)
     _call(dict(args, offsets=torch.tensor([0, 2, 2, 5]), rescale=0.5), backend)
     assert torch.isfinite(args["out"]).all()
+
+
+# --- TRELLIS / TRELLIS.2 samplers -----------------------------------------------------------------------------
+def _unconditional_when_none(x, t, cond=None, **kw):
+    """A velocity model that reads cond=None as the unconditional prediction (a legitimate neg_cond)."""
+    h = torch.tanh(x * 0.7 + t.view(-1, *[1] * (x.dim() - 1)) * 1e-3)
+    return h if cond is None else h + cond
+
+
+@pytest.mark.parametrize("variant", ["trellis-cfg", "trellis-interval", "trellis2-cfg", "trellis2-rescale"])
+def test_trellis_neg_cond_none_is_evaluated_not_dropped(variant):
+    """neg_cond=None is a condition like any other: TRELLIS evaluates model(x, t, None). The samplers took None for
+    'no negative pass' and returned (1 + w)·c (TRELLIS) or g·c (TRELLIS.2): off by several units."""
+    noise, cond = torch.randn(2, 5, 8, dtype=torch.float64), torch.randn(2, 5, 8, dtype=torch.float64)
+    sampler, kw, ref_kw = {
+        "trellis-cfg": (T1.FlowEulerCfgSampler, dict(cfg_strength=3.0), dict(strength=3.0)),
+        "trellis-interval": (T1.FlowEulerGuidanceIntervalSampler, dict(cfg_strength=3.0, cfg_interval=(0.3, 0.9)),
+                             dict(strength=3.0, interval=(0.3, 0.9))),
+        "trellis2-cfg": (T2.FlowEulerCfgSampler, dict(guidance_strength=3.0),
+                         dict(strength=3.0, formula="trellis2")),
+        "trellis2-rescale": (T2.FlowEulerCfgSampler, dict(guidance_strength=3.0, guidance_rescale=0.6),
+                             dict(strength=3.0, formula="trellis2", rescale=0.6)),
+    }[variant]
+    with torch.no_grad():
+        got = sampler(1e-5).sample(_unconditional_when_none, noise, cond, None, steps=4, verbose=False, **kw)
+        want, _, _ = ref_trellis.euler_sample(_unconditional_when_none, noise, cond, 4, neg_cond=None, **ref_kw)
+    assert_close("samples", got.samples, want, 1e-9)
+
+
+BAD_TRELLIS_ARGS = {
+    "cfg_strength-nan": (T1.FlowEulerCfgSampler, dict(cfg_strength=float("nan")), "cfg_strength=nan"),
+    "cfg_strength-inf": (T1.FlowEulerCfgSampler, dict(cfg_strength=float("inf")), "cfg_strength=inf"),
+    "cfg_strength-str": (T1.FlowEulerCfgSampler, dict(cfg_strength="3"), "cfg_strength='3'"),
+    "guidance_strength-nan": (T2.FlowEulerCfgSampler, dict(guidance_strength=float("nan")), "guidance_strength=nan"),
+    "guidance_strength-nan-interval": (T2.FlowEulerGuidanceIntervalSampler,
+                                       dict(guidance_strength=float("nan"), guidance_interval=(0.5, 1.0)),
+                                       "guidance_strength=nan"),
+    "guidance_rescale-str": (T2.FlowEulerCfgSampler, dict(guidance_strength=3.0, guidance_rescale="0.5"),
+                             "guidance_rescale='0.5'"),
+    "rescale_t-inf": (T1.FlowEulerCfgSampler, dict(rescale_t=float("inf")), "rescale_t=inf"),
+    "steps-True": (T1.FlowEulerCfgSampler, dict(steps=True), "steps=True"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRELLIS_ARGS))
+def test_trellis_samplers_name_bad_guidance_numbers(case):
+    """NaN / infinite strengths gave an all-NaN sample, an infinite rescale_t a NaN grid; strings a TypeError
+    deep inside; steps=True one step."""
+    sampler, kw, message = BAD_TRELLIS_ARGS[case]
+    kw = dict(dict(steps=3), **kw)
+    x = torch.randn(2, 4, 8)
+    with pytest.raises(ValueError, match=message), torch.no_grad():
+        sampler(1e-5).sample(_unconditional_when_none, x, torch.randn(2, 4, 8), torch.zeros(2, 4, 8),
+                             verbose=False, **kw)
+
+
+@pytest.mark.parametrize("sigma_min", [float("nan"), -0.1, 1.0, "1e-5"])
+def test_trellis_sampler_rejects_bad_sigma_min(sigma_min):
+    with pytest.raises(ValueError, match="sigma_min"):
+        T1.FlowEulerSampler(sigma_min)
+
+
+def test_trellis2_rescale_of_one_element_samples_is_an_error_not_nan():
+    """TRELLIS.2's rescale divides two per-sample stds: one element per sample gave NaN samples."""
+    with pytest.raises(ValueError, match="at least 2 elements per sample"), torch.no_grad():
+        T2.FlowEulerCfgSampler(1e-5).sample(_unconditional_when_none, torch.randn(3, 1), torch.randn(3, 1),
+                                            torch.zeros(3, 1), steps=2, guidance_strength=3.0, guidance_rescale=0.5,
+                                            verbose=False)
+
+
+@pytest.mark.parametrize("layout,message", [
+    ([slice(0, 3), slice(3, 9)], "covers rows 0:9 but its feats have 7 rows"),   # read past the feature rows
+    ([slice(0, 2), slice(3, 7)], "layout\\[1\\]"),                                  # a gap: row 2 joined sample 0
+    ([slice(0, 4), slice(3, 7)], "layout\\[1\\]"),                                  # overlap
+    ([slice(0, 3)], "covers rows 0:3"),                                             # rows left out
+])
+def test_trellis2_sparse_rescale_checks_the_layout(layout, message):
+    sparse = FakeSparse(torch.randn(7, 8), layout)
+    lin = torch.nn.Linear(8, 8)
+
+    def model(x, t, cond=None, **kw):
+        return x.replace(lin(x.feats) + (0.0 if cond is None else 1.0))
+    with pytest.raises(ValueError, match=message), torch.no_grad():
+        T2.FlowEulerCfgSampler(1e-5).sample(model, sparse, None, None, steps=2, guidance_strength=3.0,
+                                            guidance_rescale=0.5, verbose=False)

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import torch
 
+from .._validation import check_real
 from ..flow_algebra import guidance_weights, x0_coefficients
 from ..sampling import check_model_output, step_coefficients, trellis_timesteps
 from ..sampling import unchecked_guided_step as guided_step
@@ -51,18 +52,49 @@ def repeat_condition(cond, batch: int):
 
 
 def _layout_offsets(x, device) -> torch.Tensor:
-    """[B + 1] row offsets of a sparse tensor's samples from its host-side layout (slices): an upload, no sync."""
-    layout = x.layout
-    bounds = [s.start for s in layout] + [layout[-1].stop if layout else 0]
+    """[B + 1] row offsets of a sparse tensor's samples from its host-side layout (slices): an upload, no sync.
+    The layout is checked on the host: the kernels read each sample's rows from these offsets, so slices past the
+    feature rows, gaps or overlaps would read out of bounds or mix samples."""
+    layout, rows = x.layout, _feats(x).shape[0]
+    bounds = [0]
+    for b, s in enumerate(layout):
+        start, stop, step = s.start or 0, s.stop, s.step
+        if step not in (None, 1) or start != bounds[-1] or stop is None or stop < start:
+            raise ValueError(f"the sparse tensor's layout[{b}]={s!r} must be the slice {bounds[-1]}:<end> (its "
+                             f"samples' rows in order, back to back)")
+        bounds.append(stop)
+    if bounds[-1] != rows:
+        raise ValueError(f"the sparse tensor's layout covers rows 0:{bounds[-1]} but its feats have {rows} rows")
     return torch.tensor(bounds, dtype=torch.int64).to(device, non_blocking=True)
 
 
+def _check_rescale_samples(x, x_t, rescale: float):
+    """TRELLIS.2's rescale divides by a per-sample std: a sample of one element gives 0/0 (NaN everywhere)."""
+    per_row = x[0].numel() if x.shape[0] else 2
+    sizes = [per_row] if x is x_t else [(s.stop - (s.start or 0)) * per_row for s in x_t.layout]
+    if rescale > 0 and any(n == 1 for n in sizes):
+        raise ValueError("guidance_rescale > 0 needs at least 2 elements per sample (a standard deviation); the "
+                         f"samples have {sorted(set(sizes))} elements")
+
+
 class _Plan:
-    """How one step evaluates the model: which conditions, the combine weights, rescale φ."""
+    """How one step evaluates the model: which conditions, the combine weights, rescale φ. `second` is the
+    condition of the second (negative) pass, or NO_PASS: None is a condition like any other (a model may read
+    cond=None as unconditional, and TRELLIS then evaluates it)."""
     __slots__ = ("first", "second", "a_c", "a_u", "rescale")
+    NO_PASS = object()
 
     def __init__(self, first, second, a_c, a_u, rescale):
         self.first, self.second, self.a_c, self.a_u, self.rescale = first, second, a_c, a_u, rescale
+
+    @classmethod
+    def single(cls, cond):
+        """One pass with `cond`, its prediction used as is."""
+        return cls(cond, cls.NO_PASS, 1.0, 0.0, 0.0)
+
+    @property
+    def guided(self) -> bool:
+        return self.second is not _Plan.NO_PASS
 
 
 class TrellisEulerBase:
@@ -72,7 +104,9 @@ class TrellisEulerBase:
     _guidance_keys: tuple = ()
 
     def __init__(self, sigma_min: float, backend: Optional[str] = None):
-        self.sigma_min = sigma_min
+        self.sigma_min = check_real("sigma_min", sigma_min, 0.0, 1.0)
+        if self.sigma_min == 1.0:  # x_t would not depend on the data
+            raise ValueError("sigma_min=1.0 must be < 1")
         self.backend = backend
 
     # --- conversions, as TRELLIS defines them -------------------------------------------------------------------
@@ -105,7 +139,7 @@ class TrellisEulerBase:
 
     def _plan(self, t: float, cond, guidance: dict) -> _Plan:
         """Unguided by default; the CFG samplers override this."""
-        return _Plan(cond, None, 1.0, 0.0, 0.0)
+        return _Plan.single(cond)
 
     def _inference_model(self, model, x_t, t, cond=None, **kwargs):
         """One evaluation without guidance keywords; with them, the guided velocity as TRELLIS's mixins return it."""
@@ -114,7 +148,7 @@ class TrellisEulerBase:
             return self._evaluate(model, x_t, t, cond, **kwargs)
         plan = self._plan(t, cond, guidance)
         c = self._evaluate(model, x_t, t, plan.first, **kwargs)
-        if plan.second is None:
+        if not plan.guided:
             return c
         u = self._evaluate(model, x_t, t, plan.second, **kwargs)
         pred = plan.a_c * c + plan.a_u * u
@@ -144,14 +178,14 @@ class TrellisEulerBase:
     def _step(self, model, x_t, t, t_prev, cond, kwargs, coef=None):
         guidance = {k: kwargs[k] for k in self._guidance_keys if k in kwargs}
         if self._inference_overridden():
-            plan = _Plan(cond, None, 1.0, 0.0, 0.0)
+            plan = _Plan.single(cond)
             c = self._inference_model(model, x_t, t, cond, **kwargs)
             u = None
         else:
-            plan = self._plan(t, cond, guidance) if guidance else _Plan(cond, None, 1.0, 0.0, 0.0)
+            plan = self._plan(t, cond, guidance) if guidance else _Plan.single(cond)
             model_kw = {k: v for k, v in kwargs.items() if k not in self._guidance_keys}
             c = self._inference_model(model, x_t, t, plan.first, **model_kw)
-            u = self._inference_model(model, x_t, t, plan.second, **model_kw) if plan.second is not None else None
+            u = self._inference_model(model, x_t, t, plan.second, **model_kw) if plan.guided else None
         x = _feats(x_t)
         name = "_inference_model" if self._inference_overridden() else f"the model ({type(model).__name__})"
         cf = check_model_output(name, _feats(c), x)
@@ -165,6 +199,8 @@ class TrellisEulerBase:
         offsets = None
         if sparse and rescale > 0:  # per-sample std over each sample's rows, as TRELLIS.2's sparse tensors define it
             offsets = _layout_offsets(x_t, device)
+        if rescale > 0:
+            _check_rescale_samples(x, x_t, rescale)
         elif sparse:  # element-wise only: one long row
             x, cf = x.reshape(1, -1), cf.reshape(1, -1)
             uf = uf.reshape(1, -1) if uf is not None else None
@@ -185,9 +221,9 @@ class TrellisEulerBase:
     def sample(self, model, noise, cond: Optional[Any] = None, steps: int = 50, rescale_t: float = 1.0,
                verbose: bool = True, tqdm_desc: str = "Sampling", **kwargs):
         """AttrDict(samples, pred_x_t (list), pred_x_0 (list)), TRELLIS's grid and update."""
-        if not isinstance(steps, int) or steps < 1:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps={steps!r} must be an integer >= 1")
-        if not rescale_t > 0:
+        if not (check_real("rescale_t", rescale_t) > 0):
             raise ValueError(f"rescale_t={rescale_t!r} must be > 0")
         self._check_guidance(kwargs)
         t_seq = trellis_timesteps(steps, rescale_t)
@@ -195,7 +231,7 @@ class TrellisEulerBase:
         table = None
         if not self._inference_overridden():  # the whole run's step coefficients in one upload
             guidance = {k: kwargs[k] for k in self._guidance_keys if k in kwargs}
-            rows = [self._coef_row(t, tp, self._plan(t, cond, guidance) if guidance else _Plan(cond, None, 1, 0, 0))
+            rows = [self._coef_row(t, tp, self._plan(t, cond, guidance) if guidance else _Plan.single(cond))
                     for t, tp in pairs]
             table = torch.tensor(rows, dtype=_coef_dtype(_feats(noise))).to(_feats(noise).device, non_blocking=True)
         sample = noise
@@ -231,21 +267,22 @@ def trellis1_plan(t, cond, guidance, interval_key):
     if interval_key and interval_key in guidance:
         lo, hi = guidance[interval_key]
         if not lo <= t <= hi:
-            return _Plan(cond, None, 1.0, 0.0, 0.0)
-    a_c, a_u = guidance_weights("trellis", guidance["cfg_strength"])
+            return _Plan.single(cond)
+    a_c, a_u = guidance_weights("trellis", check_real("cfg_strength", guidance["cfg_strength"]))
     return _Plan(cond, guidance["neg_cond"], a_c, a_u, 0.0)
 
 
 def trellis2_plan(t, cond, guidance, interval_key):
     """TRELLIS.2: v = g c + (1 − g) u with optional rescale; g = 1 is cond alone, g = 0 is neg_cond alone."""
-    g = guidance.get("guidance_strength", 1.0)
+    g = check_real("guidance_strength", guidance.get("guidance_strength", 1.0))
     if interval_key and interval_key in guidance:
         lo, hi = guidance[interval_key]
         if not lo <= t <= hi:
             g = 1.0
     if g == 1:
-        return _Plan(cond, None, 1.0, 0.0, 0.0)
+        return _Plan.single(cond)
     if g == 0:
-        return _Plan(guidance["neg_cond"], None, 1.0, 0.0, 0.0)
+        return _Plan.single(guidance["neg_cond"])
     a_c, a_u = guidance_weights("trellis2", g)
-    return _Plan(cond, guidance["neg_cond"], a_c, a_u, float(guidance.get("guidance_rescale", 0.0)))
+    return _Plan(cond, guidance["neg_cond"], a_c, a_u, check_real("guidance_rescale",
+                                                                  guidance.get("guidance_rescale", 0.0), 0.0, 1.0))

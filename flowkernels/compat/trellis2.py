@@ -11,6 +11,7 @@ from typing import Tuple
 
 import torch
 
+from .._validation import check_real
 from . import trellis_train as _train
 from ._trellis_sampling import AttrDict, TrellisEulerBase, check_interval, trellis2_plan
 
@@ -43,9 +44,7 @@ class FlowEulerCfgSampler(FlowEulerSampler):
         return trellis2_plan(t, cond, guidance, None)
 
     def _check_guidance(self, kwargs):
-        phi = kwargs.get("guidance_rescale", 0.0)
-        if not 0.0 <= phi <= 1.0:
-            raise ValueError(f"guidance_rescale={phi!r} must be in [0, 1]")
+        check_real("guidance_rescale", kwargs.get("guidance_rescale", 0.0), 0.0, 1.0)
 
     def sample(self, model, noise, cond, neg_cond, steps: int = 50, rescale_t: float = 1.0,
                guidance_strength: float = 3.0, verbose: bool = True, **kwargs):
