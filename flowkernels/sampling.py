@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ._dispatch import resolve_backend
-from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor, check_same_shape
+from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor, check_real, check_same_shape
 from .flow_algebra import GUIDANCE_FORMULAS, canonical_convention, guidance_weights, x0_coefficients
 from .ops import guided_step as _step_op
 
@@ -180,13 +180,16 @@ class Guidance:
 
     def validate(self):
         check_choice("guidance.formula", self.formula, GUIDANCE_FORMULAS)
-        lo, hi = self.interval
-        if not (0.0 <= lo <= hi <= 1.0):
-            raise ValueError(f"guidance.interval={tuple(self.interval)!r} must satisfy 0 <= lo <= hi <= 1")
-        if not (0.0 <= self.rescale <= 1.0):
-            raise ValueError(f"guidance.rescale={self.rescale!r} must be in [0, 1]")
-        if not math.isfinite(self.scale):
-            raise ValueError(f"guidance.scale={self.scale!r} must be finite")
+        check_real("guidance.scale", self.scale)
+        try:
+            lo, hi = (check_real("guidance.interval", v, 0.0, 1.0) for v in self.interval)
+        except (TypeError, ValueError):
+            lo, hi = 1.0, 0.0
+        if not lo <= hi:
+            raise ValueError(f"guidance.interval={self.interval!r} must be a pair (lo, hi) with 0 <= lo <= hi <= 1")
+        check_real("guidance.rescale", self.rescale, 0.0, 1.0)
+        if self.uncond_fn is not None and not callable(self.uncond_fn):
+            raise ValueError(f"guidance.uncond_fn must be callable or None, got {type(self.uncond_fn).__name__}")
 
     def active(self, t: float) -> bool:
         if self.formula == "trellis2" and self.scale == 1.0:
@@ -236,9 +239,19 @@ def _plan(timesteps, guidance, method, convention, sigma_min):
 
 
 def _check_timesteps(timesteps) -> list[float]:
+    given = timesteps
     if isinstance(timesteps, torch.Tensor):
-        timesteps = timesteps.detach().cpu().double().tolist()
-    ts = [float(t) for t in timesteps]
+        timesteps = timesteps.detach().cpu().double().reshape(-1).tolist() if timesteps.dim() <= 1 else None
+    if isinstance(timesteps, np.ndarray) and timesteps.ndim > 1:
+        timesteps = None
+    try:  # a string is iterable too: "10" would be the grid [1.0, 0.0]
+        ts = None if isinstance(timesteps, (str, bytes)) else [float(t) for t in timesteps]
+    except (TypeError, ValueError):
+        ts = None
+    if ts is None:
+        shape = f" of shape {tuple(given.shape)}" if hasattr(given, "shape") else ""
+        raise ValueError(f"timesteps must be a 1-D sequence of numbers (e.g. trellis_timesteps(steps)), got "
+                         f"{type(given).__name__}{shape}")
     if len(ts) < 2:
         raise ValueError(f"timesteps must hold at least 2 values (steps >= 1), got {len(ts)}")
     if not all(math.isfinite(t) for t in ts):
@@ -262,8 +275,15 @@ def sample_euler(
     after one eager warm-up and replays it. Returns the final state in noise.dtype. The state is fp32 (fp64 for
     fp64 noise). Every model output (and guidance.uncond_fn's) is checked on the host before the step reads it: a
     tensor of the input's shape, a floating dtype, on noise's device; otherwise a ValueError names `model_name`.
+    Not differentiable: the result carries no autograd history (noise that requires grad is a ValueError while
+    grad mode is on).
     """
     check_float_tensor("noise", noise, FLOAT_DTYPES + (torch.float64,))
+    if noise.requires_grad and torch.is_grad_enabled():
+        # the fused steps write the state in place outside autograd: a gradient through them would be wrong
+        raise ValueError("noise requires grad, but sample_euler is not differentiable: pass noise.detach() or "
+                         "call it under torch.no_grad()")
+    time_scale, sigma_min = check_real("time_scale", time_scale), check_real("sigma_min", sigma_min, 0.0, 1.0)
     if model_dtype is not None and model_dtype not in FLOAT_DTYPES + (torch.float64,):
         raise ValueError(f"model_dtype={model_dtype!r} must be a floating dtype "
                          f"({', '.join(str(d) for d in FLOAT_DTYPES + (torch.float64,))})")
@@ -276,7 +296,7 @@ def sample_euler(
         if not isinstance(guidance, Guidance):
             raise ValueError(f"guidance must be a flowkernels.Guidance, got {type(guidance).__name__}")
         guidance.validate()
-        if guidance.rescale > 0 and noise[0].numel() < 2:
+        if guidance.rescale > 0 and math.prod(noise.shape[1:]) < 2:
             raise ValueError("guidance.rescale needs at least 2 elements per sample (a standard deviation)")
     if cuda_graph and noise.device.type != "cuda":
         raise ValueError("cuda_graph=True needs CUDA tensors (noise is on %s)" % noise.device)
@@ -306,7 +326,7 @@ class _EulerRun:
         self.t_table = torch.tensor([e.t * time_scale for e in self.evals], dtype=torch.float32).to(
             dev, non_blocking=True)[:, None].expand(-1, 2 * B).contiguous()
         state_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
-        self.state = noise.to(state_dtype, copy=True).contiguous()
+        self.state = noise.detach().to(state_dtype, copy=True).contiguous()
         self.model_in = torch.empty((2 * B,) + tuple(noise.shape[1:]), dtype=model_dtype, device=dev)
         self.model_in[:B].copy_(noise)
         if self.rows[0] == 2:

@@ -3,8 +3,10 @@ a NaN result or a silently wrong answer."""
 import pytest
 import torch
 
+import flowkernels as fk
 from flowkernels.compat import trellis as T1
 from flowkernels.compat import trellis2 as T2
+from flowkernels.compat.hunyuan3d import FlowMatchingSampler
 from flowkernels.reference import trellis as ref_trellis
 from flowkernels.sampling import guidance_rescale_factor, guided_step, step_coefficients
 from conftest import FakeSparse
@@ -196,3 +198,71 @@ def test_trellis2_sparse_rescale_checks_the_layout(layout, message):
     with pytest.raises(ValueError, match=message), torch.no_grad():
         T2.FlowEulerCfgSampler(1e-5).sample(model, sparse, None, None, steps=2, guidance_strength=3.0,
                                             guidance_rescale=0.5, verbose=False)
+
+
+# --- sample_euler and Hunyuan3D's sampler ---------------------------------------------------------------------
+def _velocity(x, t):
+    return torch.tanh(x * 0.8) + 0.1
+
+
+def test_sample_euler_refuses_noise_that_requires_grad():
+    """The fused steps update the state in place outside autograd: d out / d noise came back as 1 (the copy
+    alone) where the Euler step gives 1 + dt·dv/dx, a silently wrong gradient."""
+    noise = torch.randn(2, 5, requires_grad=True)
+    with pytest.raises(ValueError, match="noise requires grad"):
+        fk.sample_euler(lambda x, t: x * 0.5, noise, [1.0, 0.0])
+    with torch.no_grad():  # under no_grad (how samplers run) the same noise is fine, the result has no history
+        out = fk.sample_euler(lambda x, t: x * 0.5, noise, [1.0, 0.0])
+    assert not out.requires_grad
+    assert_close("out", out, noise.detach().double() * 0.5, 1e-6)
+
+
+@pytest.mark.parametrize("timesteps", ["10", None, torch.tensor([[1.0, 0.5], [0.5, 0.0]]), 3],
+                         ids=["str", "None", "2d", "int"])
+def test_sample_euler_names_bad_timesteps(timesteps):
+    """A string was a grid ('10' sampled from t=1 to t=0); None, an int or a 2-D tensor raised TypeErrors."""
+    with pytest.raises(ValueError, match="timesteps must be a 1-D sequence"):
+        fk.sample_euler(_velocity, torch.randn(2, 4), timesteps)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(time_scale=float("nan")), "time_scale=nan"),           # the model got NaN times
+    (dict(sigma_min=float("nan")), "sigma_min=nan"),             # NaN data predictions in the callback
+    (dict(guidance=fk.Guidance("3")), "guidance.scale='3'"),
+    (dict(guidance=fk.Guidance(True)), "guidance.scale=True"),
+    (dict(guidance=fk.Guidance(3.0, interval=(0.1,))), "guidance.interval"),
+    (dict(guidance=fk.Guidance(3.0, interval=(0.1, float("nan")))), "guidance.interval"),
+    (dict(guidance=fk.Guidance(3.0, uncond_fn=3)), "guidance.uncond_fn must be callable"),
+], ids=["time_scale", "sigma_min", "scale-str", "scale-bool", "interval-short", "interval-nan", "uncond_fn"])
+def test_sample_euler_names_bad_numbers(kw, message):
+    with pytest.raises(ValueError, match=message):
+        fk.sample_euler(_velocity, torch.randn(2, 4), [1.0, 0.5, 0.0], **kw)
+
+
+def test_sample_euler_empty_batch_with_rescale():
+    """B = 0 with guidance rescale raised an IndexError (noise[0]); it returns the empty batch as without it."""
+    out = fk.sample_euler(_velocity, torch.randn(0, 4), [1.0, 0.0],
+                          guidance=fk.Guidance(3.0, formula="trellis2", rescale=0.5))
+    assert out.shape == (0, 4)
+
+
+class _HunyuanModel(torch.nn.Module):
+    def forward(self, x, t, cond, guidance=None):
+        return torch.tanh(x * 0.5) + cond.mean() * 0.0 + t.view(-1, 1, 1) * 0.01
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(guidance_scale=float("nan")), "guidance_scale=nan"),    # NaN >= 0 is False: CFG was silently off
+    (dict(timesteps=[-5.0, 2000.0]), "timesteps must give times in \\[0, 1\\]"),  # CFG skipped outside [0, 1]
+    (dict(sigmas=[0.0, 0.5, 1.5]), "sigmas must give times in \\[0, 1\\]"),
+])
+def test_hunyuan_sampler_names_bad_guidance_and_grids(kw, message):
+    latents = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=message):
+        FlowMatchingSampler().sample(_HunyuanModel(), latents, torch.randn(4, 3, 4), enable_pbar=False, **kw)
+
+
+def test_hunyuan_sampler_rejects_zero_train_timesteps():
+    """num_train_timesteps=0 made every model time (t·0)/0 = NaN."""
+    with pytest.raises(ValueError, match="num_train_timesteps=0"):
+        FlowMatchingSampler(num_train_timesteps=0)

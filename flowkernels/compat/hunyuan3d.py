@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._validation import check_real
 from ..marching_cubes import marching_cubes
 from ..sampling import Guidance, hunyuan_timesteps, sample_euler
 from .hunyuan3d_data import watertight_and_sample  # noqa: F401  (training data: hy3dshape/tools/watertight)
@@ -98,8 +99,11 @@ class FlowMatchingSampler:
 
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, fix_final_step: bool = True,
                  backend=None):
-        if not shift > 0:
+        if not check_real("shift", shift) > 0:
             raise ValueError(f"shift={shift!r} must be > 0")
+        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or \
+                num_train_timesteps < 1:  # 0 made every model time 0/0 = NaN
+            raise ValueError(f"num_train_timesteps={num_train_timesteps!r} must be an integer >= 1")
         self.num_train_timesteps = num_train_timesteps
         self.shift = shift
         self.fix_final_step = fix_final_step
@@ -112,20 +116,29 @@ class FlowMatchingSampler:
         if sigmas is not None:
             scheduler = FlowMatchEulerDiscreteScheduler(self.num_train_timesteps, self.shift)
             scheduler.set_timesteps(sigmas=sigmas)
-            return scheduler.sigmas.tolist()
+            return self._in_unit_interval("sigmas", scheduler.sigmas.tolist())
         if timesteps is not None:
             t = torch.as_tensor(timesteps, dtype=torch.float32).reshape(-1).cpu() / self.num_train_timesteps
             if t.numel() < 1 or not bool(torch.isfinite(t).all()):
                 raise ValueError("timesteps must hold at least one finite value")
-            return torch.cat([t, torch.ones(1)]).tolist()
+            return self._in_unit_interval("timesteps", torch.cat([t, torch.ones(1)]).tolist())
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an integer >= 1")
         return hunyuan_timesteps(num_inference_steps, self.shift, self.fix_final_step)
+
+    def _in_unit_interval(self, name, ts):
+        """t runs in [0, 1] (0 noise, 1 data); outside it the guidance interval would silently skip CFG there."""
+        if not all(0.0 <= t <= 1.0 for t in ts):
+            raise ValueError(f"{name} must give times in [0, 1] after shifting ({name}=... in "
+                             f"{'[0, 1]' if name == 'sigmas' else f'[0, {self.num_train_timesteps}]'}), got "
+                             f"t from {min(ts):g} to {max(ts):g}")
+        return ts
 
     @torch.no_grad()
     def sample(self, model, latents: torch.Tensor, cond, *, num_inference_steps: int = 50, timesteps=None,
                sigmas=None, guidance_scale: float = 5.0, guidance=None, enable_pbar: bool = True,
                cuda_graph: bool = False, callback=None, callback_steps: int = 1):
+        guidance_scale = check_real("guidance_scale", guidance_scale)  # NaN turned CFG off (NaN >= 0 is False)
         ts = self.timesteps(num_inference_steps, sigmas=sigmas, timesteps=timesteps)
         scale = float(self.num_train_timesteps)
         embedded = getattr(model, "guidance_embed", None) is True
