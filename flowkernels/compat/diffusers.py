@@ -12,8 +12,8 @@ is imported on first access of the name, never by `import flowkernels`. Without 
 `sigmas`, `scale_noise` and `step` outputs (no config loading/saving; karras / exponential / beta spacings and
 per-token timesteps raise a named error).
 
-Either way, `step` with per-token timesteps, `stochastic_sampling` or float64 tensors runs the original arithmetic
-(diffusers' own `step` where it is installed); otherwise x + (σ_next − σ)·v is one fused pass in fp32, stored in
+Either way, `step` with per-token timesteps, `stochastic_sampling`, float64 tensors or tensors that require grad
+(with grad mode on) runs the original arithmetic (diffusers' own `step` where it is installed); otherwise x + (σ_next − σ)·v is one fused pass in fp32, stored in
 model_output's dtype, with σ_next − σ formed in fp32 as diffusers forms it, reading a per-run coefficient table on
 the device (no host copy per step).
 """
@@ -78,8 +78,11 @@ def _fused_step(table_row, model_output, sample, backend):
 
 
 def _original_arithmetic(model_output, sample) -> bool:
-    """Cases the fused fp32 step does not serve: float64 in, where diffusers' arithmetic is kept."""
-    return model_output.dtype == torch.float64 or sample.dtype == torch.float64
+    """Cases the fused fp32 step does not serve, where the original's torch arithmetic is kept: float64 in, and a
+    step autograd must see (the original's step is differentiable; the fused kernel writes outside autograd, so
+    its result would silently carry no gradient)."""
+    return model_output.dtype == torch.float64 or sample.dtype == torch.float64 or \
+        (torch.is_grad_enabled() and (model_output.requires_grad or sample.requires_grad))
 
 
 @functools.lru_cache(maxsize=None)

@@ -8,7 +8,7 @@ ConsistencyFlowMatchEulerDiscreteScheduler, with the same constructors, tables (
 `config` is a dict with attribute access (the pipeline reads `scheduler.config.num_train_timesteps`); these classes
 do not need diffusers (the originals' ConfigMixin loading and saving is not provided). `step` computes
 x + (σ_next − σ)·v in fp32 with σ_next − σ formed in fp32 as the original forms it, and stores the result in the
-model output's dtype; float64 tensors keep the original's arithmetic op for op.
+model output's dtype; float64 tensors and tensors that require grad keep the original's arithmetic op for op.
 """
 from __future__ import annotations
 
