@@ -10,7 +10,7 @@ from flowkernels import flow_algebra as fa
 from flowkernels.compat.sit import create_transport
 from flowkernels.ops.flow_interpolate import flow_interpolate_op
 from flowkernels.ops.flow_loss import flow_loss_op, scale_rows_op
-from flowkernels.reference import flow_matching as ref
+from flowkernels.reference.sit_transport import create_original_transport
 from conftest import ToyTransportModel as TinyModel
 from helpers import DEVICE, assert_close
 
@@ -20,11 +20,12 @@ COMBOS = [(p, "velocity", None) for p in ("Linear", "GVP", "VP")] + [
 
 
 def original_training_losses(transport_args, model, x1, t, x0, model_kwargs):
-    """SiT's training_losses for a given t and noise, written as the original does it."""
-    path, prediction, loss_weight = transport_args
-    xt, ut = ref.sit_plan(path, t, x0, x1)
-    out = model(xt, t, **model_kwargs)
-    return ref.sit_loss(out, x1, x0, t, path=path, prediction=prediction, loss_weight=loss_weight), out
+    """SiT's training_losses in its own call sequence (reference.sit_transport) for a given t and noise: its
+    sample() hands them over instead of drawing, as a user reproducing a draw would patch it."""
+    original = create_original_transport(*transport_args)
+    original.sample = lambda x: (t, x0, x)
+    terms = original.training_losses(model, x1, model_kwargs)
+    return terms["loss"], terms["pred"]
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=["-".join(str(c) for c in combo) for combo in COMBOS])
@@ -55,6 +56,46 @@ def test_intervals_and_defaults_match_original():
     assert noise.train_eps == 1e-3 and noise.check_interval(1e-3, 1e-3) == (1e-3, 1 - 1e-3)
     assert create_transport("GVP", "score", train_eps=1e-2).sample_eps == 1e-3      # fixed default
     assert create_transport("GVP", "score", train_eps=1e-2, bug_compatible=True).sample_eps is None
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=["-".join(str(c) for c in combo) for combo in COMBOS])
+def test_eps_defaults_and_interval_as_the_original(combo):
+    """create_transport resolves train_eps / sample_eps as the original (bug_compatible: sample_eps left None where
+    the original leaves it), and both give the same training interval."""
+    for train_eps in (None, 0.02):
+        ours = create_transport(*combo, train_eps=train_eps, bug_compatible=True)
+        theirs = create_original_transport(*combo, train_eps=train_eps)
+        assert (ours.train_eps, ours.sample_eps) == (theirs.train_eps, theirs.sample_eps), (combo, train_eps)
+        assert ours.check_interval(ours.train_eps, ours.sample_eps) == \
+            theirs.check_interval(theirs.train_eps, theirs.sample_eps)
+
+
+SAMPLE_CASES = [("Linear", "velocity", "uniform", 1.0), ("Linear", "noise", "uniform", 1.0),
+                ("VP", "velocity", "uniform", 1.0), ("GVP", "score", "logit_normal", 4.0),
+                ("Linear", "velocity", "logit_normal", 1.0), ("VP", "noise", "logit_normal", 2.5)]
+
+
+@pytest.mark.parametrize("path,prediction,sampler,shift", SAMPLE_CASES,
+                         ids=["-".join(map(str, c)) for c in SAMPLE_CASES])
+def test_sample_draws_what_the_original_draws(path, prediction, sampler, shift):
+    """transport.sample(x1) from the same torch seed draws the original's x0 (the same bits) and t on the CPU: the
+    same ops for the uniform sampler (the same bits), sigmoid for its 1 / (1 + exp(-t)) for the logit-normal one,
+    which, as the original, is not mapped into the training interval [t0, t1]."""
+    seed = torch.initial_seed()
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        x1 = torch.randn(7, 5, 3, dtype=dtype)
+        kwargs = dict(train_sample_type=sampler, mean=0.3, std=1.4, shift_scale=shift)
+        ours = create_transport(path, prediction, **kwargs)
+        theirs = create_original_transport(path, prediction, **kwargs)
+        torch.manual_seed(seed)
+        t, x0, same = ours.sample(x1)
+        torch.manual_seed(seed)
+        t_want, x0_want, _ = theirs.sample(x1)
+        assert same is x1 and torch.equal(x0, x0_want) and t.dtype == t_want.dtype == dtype, (seed, dtype)
+        if sampler == "uniform" or dtype == torch.bfloat16:  # bf16: the original rounds before the sigmoid
+            torch.testing.assert_close(t, t_want, rtol=0 if sampler == "uniform" else 8e-3, atol=0)
+        else:
+            assert_close("t", t, t_want, 1e-6)
 
 
 def test_draws_its_own_t_and_noise():

@@ -377,8 +377,8 @@ E2E_SIZES = {"cuda": dict(B=16, tokens=4096, channels=64, width=256, blocks=4),
 def _e2e_case(kind):
     def build(device):
         from flowkernels.compat.sit import create_transport
-        from flowkernels.reference import flow_matching as ref
         from flowkernels.reference import samplers as ref_samplers
+        from flowkernels.reference.sit_transport import create_original_transport
         from flowkernels.sampling import Guidance, hunyuan_timesteps, sample_euler
         cfg = E2E_SIZES[device]
         model = _TinyDiT(cfg["channels"], cfg["width"], cfg["blocks"]).to(device)
@@ -386,12 +386,11 @@ def _e2e_case(kind):
         transport = create_transport("Linear", "velocity")
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
         if kind == "train":
-            def eager():
-                t, noise = torch.rand(x1.shape[0], device=device), torch.randn_like(x1)
-                xt, ut = ref.sit_plan("linear", t, noise, x1)
+            original = create_original_transport("Linear", "velocity")
+
+            def eager():  # SiT's / Hunyuan3D-2.1's Transport, its own calls (reference.sit_transport)
                 with amp:
-                    out = model(xt, t)
-                ref.mean_flat((out.float() - ut) ** 2).mean().backward()
+                    original.training_losses(model, x1)["loss"].mean().backward()
 
             def fused():
                 with amp:

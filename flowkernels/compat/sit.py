@@ -50,15 +50,13 @@ class Transport:
         return t0, t1
 
     def sample_t(self, batch_size: int, device=None, generator=None) -> torch.Tensor:
-        """Per-sample t in [t0, t1] on `device` (uniform, or logit-normal with SiT's sqrt(shift) warp)."""
-        t0, t1 = self.check_interval(self.train_eps, self.sample_eps)
+        """Per-sample t on `device`: uniform on check_interval's [t0, t1], or, as Hunyuan3D-2.1's sampler,
+        logit-normal with SiT's sqrt(shift) warp on (0, 1), not mapped to [t0, t1] (the original does not)."""
         if self.train_sample_type == "uniform":
-            t = sample_time(batch_size, sampler="uniform", t0=t0, t1=t1, device=device, generator=generator)
-        else:
-            t = sample_time(batch_size, sampler="logit_normal", mean=self.mean, std=self.std,
-                            shift=self.shift_scale, shift_sense="sit", device=device, generator=generator)
-            t = t * (t1 - t0) + t0
-        return t
+            t0, t1 = self.check_interval(self.train_eps, self.sample_eps)
+            return sample_time(batch_size, sampler="uniform", t0=t0, t1=t1, device=device, generator=generator)
+        return sample_time(batch_size, sampler="logit_normal", mean=self.mean, std=self.std,
+                           shift=self.shift_scale, shift_sense="sit", device=device, generator=generator)
 
     def sample(self, x1, generator=None):
         """(t, x0, x1) as the original: noise x0 ~ N(0, I) like x1, t on x1's device and dtype."""
@@ -110,8 +108,9 @@ def create_transport(path_type="Linear", prediction="velocity", loss_weight=None
                      bug_compatible: bool = False, backend=None) -> Transport:
     """SiT / Hunyuan3D-2.1 `create_transport` with the same signature and defaults.
 
-    The original leaves sample_eps = None when train_eps is given (a later sampler then fails); that is fixed
-    here (sample_eps defaults like train_eps) unless bug_compatible=True.
+    The original leaves sample_eps None unless given on the VP path and for non-velocity models (it tests train_eps
+    after defaulting it; a later sampler then fails); here sample_eps defaults to 1e-3 there unless
+    bug_compatible=True.
     """
     path = check_choice("path_type", path_type, _PATHS)
     model_type = check_choice("prediction", prediction, _PREDICTIONS)
