@@ -297,6 +297,7 @@ class _EagerLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_of_grad):
+        _refuse_double_backward()
         (grad,) = ctx.saved_tensors
         grad_pred = None
         if grad_loss is not None:
@@ -308,6 +309,16 @@ class _EagerLoss(torch.autograd.Function):
             grad_pred = _scale_rows_impl(grad, grad_loss.contiguous(), ctx.offsets, ctx.backend, ctx.pred_dtype,
                                          out=out)
         return grad_pred, None
+
+
+def _refuse_double_backward():
+    """create_graph=True runs backward with grad mode on, expecting a gradient that is itself differentiable in
+    pred. The stored gradient is a constant to autograd: its second derivative would silently be zero (a gradient
+    penalty through this loss would be wrong), so that is a named error instead."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("flow_matching_loss does not support double backward (create_graph=True): its gradient is "
+                           "formed in the forward kernel and has no graph of its own, so second derivatives through "
+                           "it would be zero; compute the loss with torch ops where they are needed")
 
 
 def _graph_kept() -> bool:
@@ -343,6 +354,7 @@ class _ReducedLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_per_sample=None):
+        _refuse_double_backward()
         grad = ctx.grad
         if grad is None:  # as autograd's saved tensors: a freed graph refuses a second backward
             raise RuntimeError("Trying to backward through the graph a second time: flowkernels' loss handed its "
