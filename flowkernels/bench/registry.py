@@ -183,16 +183,19 @@ def _trellis_case(rows_lo, rows_hi, B=8, C=8, stand_in="matmul"):
         noise = torch.randn(N, C, device=device)
         t = torch.rand(B, device=device)
         weight = torch.randn(*((C, C) if stand_in == "matmul" else (C,)), device=device, requires_grad=True)
+        # both sides get TRELLIS sparse tensors (the reference's stand-in for sp.SparseTensor), as its trainer does
+        layout = [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
+        sparse_feats, sparse_noise = ref.SparseTensorLike(feats, layout), ref.SparseTensorLike(noise, layout)
 
         def denoiser(x, t_, cond):  # a stand-in with one trained parameter: the benchmark is about the loss machinery
-            return x @ weight if stand_in == "matmul" else x * weight
+            return x.replace(x.feats @ weight if stand_in == "matmul" else x.feats * weight)
 
         def original():
             terms, _ = ref.sparse_training_losses(denoiser, feats, offsets, t, noise)
             terms["loss"].backward()
 
         def fused():
-            terms, _ = training_losses(denoiser, feats, t=t, noise=noise, offsets=offsets)
+            terms, _ = training_losses(denoiser, sparse_feats, t=t, noise=sparse_noise)
             terms["loss"].backward()
             return terms
 

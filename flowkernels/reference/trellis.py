@@ -34,19 +34,68 @@ def dense_training_losses(denoiser, x_0, t, noise, cond=None, sigma_min=1e-5, **
     return terms, {}
 
 
+class SparseTensorLike:
+    """The part of TRELLIS's `sp.SparseTensor` its trainer touches: feats [N, C], layout (one slice of rows per
+    sample), shape [B, C], replace(feats), and elementwise arithmetic whose torch.Tensor operand is first broadcast to
+    [B, C] and then copied into a zeros [N, C] buffer, sample by sample in a Python loop (`__elemwise__` and
+    `sparse_batch_broadcast` of trellis/modules/sparse/basic.py), on every such op."""
+
+    def __init__(self, feats, layout):
+        self.feats, self.layout, self.device = feats, layout, feats.device
+        self.shape = torch.Size([len(layout), *feats.shape[1:]])
+
+    def replace(self, feats):
+        return SparseTensorLike(feats, self.layout)
+
+    def _batch_broadcast(self, other):
+        out = torch.zeros_like(self.feats)
+        for k in range(self.shape[0]):
+            out[self.layout[k]] = other[k]
+        return out
+
+    def _elemwise(self, other, op):
+        if isinstance(other, torch.Tensor):
+            try:
+                other = self._batch_broadcast(torch.broadcast_to(other, self.shape))
+            except RuntimeError:
+                pass
+        if isinstance(other, SparseTensorLike):
+            other = other.feats
+        return self.replace(op(self.feats, other))
+
+    def __add__(self, other):
+        return self._elemwise(other, torch.add)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self._elemwise(other, torch.sub)
+
+    def __rsub__(self, other):
+        return self._elemwise(other, lambda x, y: torch.sub(y, x))
+
+    def __mul__(self, other):
+        return self._elemwise(other, torch.mul)
+
+    __rmul__ = __mul__
+
+
 def sparse_training_losses(denoiser, feats, offsets, t, noise, cond=None, sigma_min=1e-5, **kwargs):
-    """SparseFlowMatchingTrainer.training_losses on a feature matrix [N, C] with row offsets [B + 1]:
-    t is broadcast to the rows with a Python loop into a zeros_like buffer, as the original does."""
-    t_rows = torch.zeros_like(feats[:, :1])
+    """SparseFlowMatchingTrainer.training_losses in its own call sequence for given t and noise, on a feature matrix
+    [N, C] with row offsets [B + 1]: the data and noise as sparse tensors (`SparseTensorLike`), `diffuse` with t
+    viewed [B, 1] (each product with t broadcasts it to the rows again), the denoiser called on the sparse x_t, the
+    shape assert, `get_v`, F.mse_loss of the features, one `.item()` per sample, np.digitize bins."""
     layout = [slice(int(offsets[i]), int(offsets[i + 1])) for i in range(offsets.numel() - 1)]
-    for i, rows in enumerate(layout):
-        t_rows[rows] = t[i]
-    x_t = (1 - t_rows) * feats + (sigma_min + (1 - sigma_min) * t_rows) * noise
+    x_0, noise = SparseTensorLike(feats, layout), SparseTensorLike(noise, layout)
+    t_ = t.view(-1, *[1 for _ in range(len(x_0.shape) - 1)])
+    x_t = (1 - t_) * x_0 + (sigma_min + (1 - sigma_min) * t_) * noise
     pred = denoiser(x_t, t * 1000, cond, **kwargs)
-    target = (1 - sigma_min) * noise - feats
-    terms = {"mse": F.mse_loss(pred, target)}
+    assert pred.shape == noise.shape == x_0.shape
+    target = (1 - sigma_min) * noise - x_0
+    terms = {"mse": F.mse_loss(pred.feats, target.feats)}
     terms["loss"] = terms["mse"]
-    mse_per_instance = np.array([F.mse_loss(pred[rows], target[rows]).item() for rows in layout])
+    mse_per_instance = np.array([F.mse_loss(pred.feats[x_0.layout[i]], target.feats[x_0.layout[i]]).item()
+                                 for i in range(x_0.shape[0])])
     terms.update(bin_terms(mse_per_instance, t))
     return terms, {}
 
