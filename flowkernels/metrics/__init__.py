@@ -18,7 +18,7 @@ import torch
 from . import conventions as _conv
 from ._points import Matching, as_point_set, check_pair, match
 from .conventions import CONVENTIONS, check_convention
-from .surface import as_mesh, genus, is_mesh, sample_surface, volume_iou, weld, winding_number
+from .surface import as_mesh, check_seed, genus, is_mesh, sample_surface, volume_iou, weld, winding_number
 
 DEFAULT_THRESHOLDS = (0.01, 0.015, 0.02)   # OccNet / ConvONet: 1%, 1.5%, 2% of a unit cube
 REDUCTIONS = ("none", "mean")
@@ -122,6 +122,7 @@ def evaluate(pred, gt, n_points: int = 100_000, convention: str = "occnet", *, t
     a metric that the inputs or the convention do not define is None."""
     convention = check_convention(convention)
     ts = _thresholds(thresholds)
+    seed = check_seed(seed)
     p_pts, p_nrm, p_mesh = _surface_points("pred", pred, n_points, seed, device)
     g_pts, g_nrm, g_mesh = _surface_points("gt", gt, n_points, seed + 1, device)
     p, g = _prepare(p_pts, g_pts, None, None, p_nrm, g_nrm, device)
@@ -153,6 +154,7 @@ def chamfer_to_nearest(sample, references, n_points: int = 10_000, convention: s
     convention = check_convention(convention)
     if len(references) == 0:
         raise ValueError("references is empty")
+    seed = check_seed(seed)
     s_pts = _surface_points("sample", sample, n_points, seed, None)[0]
     s_pts = torch.as_tensor(s_pts)
     refs = [torch.as_tensor(_surface_points(f"references[{i}]", r, n_points, seed + 1 + i, s_pts.device)[0])
@@ -178,6 +180,7 @@ def score_samples(samples, references, n_points: int = 2_000, convention: str = 
     convention = check_convention(convention)
     if len(references) == 0:
         raise ValueError("references is empty")
+    seed = check_seed(seed)
     ref_pts = [torch.as_tensor(_surface_points(f"references[{i}]", r, n_points, seed + 1 + i, None)[0]).float()
                for i, r in enumerate(references)]
     out, pairs_p, pairs_g, owners = [], [], [], []

@@ -2,6 +2,7 @@
 number) behind volume IoU, and the genus of a welded mesh."""
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -62,6 +63,14 @@ def face_geometry(mesh: TriMesh):
     return 0.5 * twice_area, normals
 
 
+def check_seed(seed) -> int:
+    """A seed for torch.Generator: an integer in [-2**62, 2**62) (evaluate adds small offsets per mesh), else a
+    named error instead of torch's 'Overflow when unpacking long long' or a TypeError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not -2**62 <= seed < 2**62:
+        raise ValueError(f"seed={seed!r} must be an integer in [-2**62, 2**62)")
+    return int(seed)
+
+
 def sample_surface(mesh, n_points: int, seed: int = 0, name: str = "mesh"):
     """(points [n, 3], unit face normals [n, 3]) drawn uniformly by area, on the mesh's device, in its float
     dtype. Deterministic for a seed on every device (the draws are made on the CPU)."""
@@ -71,7 +80,7 @@ def sample_surface(mesh, n_points: int, seed: int = 0, name: str = "mesh"):
     areas, normals = face_geometry(mesh)
     if mesh.faces.shape[0] == 0 or not bool((areas > 0).any()):
         raise ValueError(f"{name} has no faces of non-zero area to sample")
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     face = torch.multinomial(areas.cpu(), int(n_points), replacement=True, generator=gen)
     r = torch.rand(int(n_points), 2, generator=gen, dtype=torch.float64)
     # uniform barycentrics: (1 - sqrt(r1), sqrt(r1)(1 - r2), sqrt(r1) r2)
@@ -95,7 +104,11 @@ def winding_number(mesh, points) -> np.ndarray:
     mesh = as_mesh("mesh", mesh) if not isinstance(mesh, TriMesh) else mesh
     V = np.ascontiguousarray(mesh.verts.detach().cpu().numpy(), dtype=np.float64)
     F = np.ascontiguousarray(mesh.faces.cpu().numpy(), dtype=np.int64)
-    Q = np.ascontiguousarray(torch.as_tensor(points).detach().cpu().numpy(), dtype=np.float64).reshape(-1, 3)
+    Q = np.ascontiguousarray(torch.as_tensor(points).detach().cpu().numpy(), dtype=np.float64)
+    if Q.ndim != 2 or Q.shape[1] != 3:  # a reshape to [-1, 3] would scramble [N, 3, 2]-like input silently
+        raise ValueError(f"points must have shape [Q, 3], got {Q.shape}")
+    if not np.isfinite(Q).all():  # a NaN point is neither inside nor outside: it would count as outside
+        raise ValueError("points hold non-finite coordinates (NaN or inf)")
     if F.shape[0] == 0:
         return np.zeros(Q.shape[0])
     fast = getattr(igl, "fast_winding_number", None) or getattr(igl, "fast_winding_number_for_meshes")
@@ -107,6 +120,9 @@ def volume_iou(pred_mesh, gt_mesh, n_points: int = 100_000, seed: int = 0, point
     OccNet's points_iou), else `n_points` uniform in the union of both bounding boxes grown by `padding` of
     its size on each side (seeded). Inside: winding number > 0.5. Two empty volumes give 0."""
     pred, gt = as_mesh("pred_mesh", pred_mesh), as_mesh("gt_mesh", gt_mesh)
+    if isinstance(padding, bool) or not isinstance(padding, (int, float, np.floating, np.integer)) or \
+            not 0.0 <= padding < math.inf:  # NaN padding made every query point NaN: an IoU of 0
+        raise ValueError(f"padding={padding!r} must be a finite number >= 0")
     if points is None:
         if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points <= 0:
             raise ValueError(f"n_points must be a positive integer, got {n_points!r}")
@@ -115,7 +131,7 @@ def volume_iou(pred_mesh, gt_mesh, n_points: int = 100_000, seed: int = 0, point
             return 0.0
         lo, hi = both.min(0).values, both.max(0).values
         pad = padding * (hi - lo).max().clamp_min(1e-12)
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(check_seed(seed))
         points = (lo - pad) + (hi - lo + 2 * pad) * torch.rand(int(n_points), 3, generator=gen,
                                                                dtype=torch.float64)
     inside_pred = winding_number(pred, points) > 0.5
