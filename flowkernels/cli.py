@@ -130,7 +130,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _load_shape(path: str):
+def _load_shape(path: str, option: str):
     """A mesh (.ply .obj .off .stl .glb with faces) or a point cloud (.npy .npz .pt [N, 3] or [N, 6] with normals,
     or a mesh file without faces)."""
     import os
@@ -138,7 +138,7 @@ def _load_shape(path: str):
     if not os.path.isfile(path):
         raise ValueError(f"{path!r}: no such file")
     if path.endswith((".npy", ".npz", ".pt")):
-        arr = np.asarray(_load_grid(path), dtype=np.float64)
+        arr = np.asarray(_load_grid(path, option), dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] not in (3, 6):
             raise ValueError(f"{path!r}: a point cloud must be an [N, 3] (or [N, 6] with normals) array, "
                              f"got shape {arr.shape}")
@@ -167,7 +167,11 @@ def cmd_eval(args) -> int:
 
     from . import metrics
 
-    pred, gt = _load_shape(args.pred), _load_shape(args.gt)
+    for option, value in (("--points", args.points), ("--iou-points", args.iou_points)):
+        if value < 1:
+            raise ValueError(f"{option} {value}: must be at least 1")
+    device("--device", args.device)  # a named error before the files are read (torch's assertion otherwise)
+    pred, gt = _load_shape(args.pred, "PRED"), _load_shape(args.gt, "GT")
     thresholds = tuple(args.thresholds) if args.thresholds else metrics.DEFAULT_THRESHOLDS
     start = time.perf_counter()
     result = metrics.evaluate(pred, gt, n_points=args.points, convention=args.convention, thresholds=thresholds,

@@ -419,13 +419,19 @@ def add_parser(sub):
     return p
 
 
+# NVIDIA compute capabilities that Triton's NVPTX backend compiles for. A number outside this set (sm_99, or sm_88,
+# which needs a newer PTX than Triton emits) aborts the whole process inside LLVM, so it is refused up front.
+KNOWN_ARCHS = (70, 72, 75, 80, 86, 87, 89, 90, 100, 103, 110, 120, 121)
+
+
 def parse_archs(text: str) -> tuple[int, ...]:
     try:
         archs = tuple(int(a) for a in text.split(",") if a.strip())
     except ValueError:
         archs = ()
-    if not archs or any(a < 70 or a > 130 for a in archs):
-        raise ValueError(f"--arch={text!r}: expected compute capabilities such as 90,80")
+    if not archs or any(a not in KNOWN_ARCHS for a in archs):
+        raise ValueError(f"--arch={text!r}: expected compute capabilities from "
+                         f"{','.join(map(str, KNOWN_ARCHS))}, such as 90,80")
     return archs
 
 

@@ -326,6 +326,8 @@ def _run_cli(args) -> int:
         raise ValueError(f"--res {args.res} must be even and >= 8 (the model halves the grid once)")
     if not math.isfinite(args.guidance):
         raise ValueError(f"--guidance {args.guidance} must be finite")
+    if not -2**62 <= args.seed < 2**62:  # torch.manual_seed's own error does not name the option
+        raise ValueError(f"--seed {args.seed} must be an integer in [-2**62, 2**62)")
     dev = device("--device", args.device)
     out = output_dir("--out", args.out)
     run(args.steps, args.batch, args.res, args.per_class, args.sample_steps, str(dev), out, args.seed,

@@ -129,3 +129,29 @@ def test_console_errors_have_no_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "flowkernels", "mesh", str(tmp_path / "missing.npy"), "-o",
                           str(tmp_path / "o.glb")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_eval_and_demo_number_and_device_errors(tmp_path, capsys):
+    """--device cuda without a GPU printed torch's 'AssertionError: Torch not compiled with CUDA enabled';
+    --points 0 / --iou-points -3 were accepted; an unreadable point cloud was called 'GRID'; --seed past int64
+    gave 'Overflow when unpacking long long'."""
+    cloud = tmp_path / "pc.npy"
+    np.save(cloud, np.random.default_rng(0).random((50, 3)))
+    (tmp_path / "bad.npy").write_bytes(b"garbage")
+    if not torch.cuda.is_available():
+        fails(["eval", str(cloud), str(cloud), "--device", "cuda"], capsys, "--device cuda: no CUDA device")
+    fails(["eval", str(cloud), str(cloud), "--points", "0"], capsys, "--points 0")
+    fails(["eval", str(cloud), str(cloud), "--iou-points", "-3"], capsys, "--iou-points -3")
+    fails(["eval", str(tmp_path / "bad.npy"), str(cloud)], capsys, "PRED ")
+    fails(["eval", str(cloud), str(tmp_path / "bad.npy")], capsys, "GT ")
+    fails(["eval", str(cloud), str(cloud), "--seed", str(2**70)], capsys, "seed=")
+    fails(["demo", "--seed", str(2**70)], capsys, "--seed")
+
+
+@pytest.mark.parametrize("arch", ["99", "88", "90,99", "60"])
+def test_compile_check_refuses_archs_llvm_cannot_target(arch):
+    """--arch 99 passed the 70..130 range check and aborted the process inside LLVM (exit 134, no message)."""
+    from flowkernels.compile_check import parse_archs
+    with pytest.raises(ValueError, match="--arch="):
+        parse_archs(arch)
+    assert parse_archs("90,80,120") == (90, 80, 120)
