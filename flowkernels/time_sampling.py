@@ -10,6 +10,9 @@ from ._validation import check_choice
 SAMPLERS = {"uniform": "uniform", "logit_normal": "logit_normal", "logitnormal": "logit_normal", "mode": "mode"}
 SHIFT_SENSES = {"sit": "sit", "sd3": "sd3"}
 TIME_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# SD3's mode map t = 1 - u - m (cos^2(pi u / 2) - 1 + u) stays in [0, 1] for every u in [0, 1] only when
+# -1 <= m <= min over u of (1 - u) / (u - sin^2(pi u / 2)) = 7.235...; the upper end is rounded down.
+MODE_SCALE_RANGE = (-1.0, 7.2)
 
 
 def sample_time(batch_size: int, *, sampler: str = "uniform", device=None, generator=None,
@@ -42,6 +45,9 @@ def sample_time(batch_size: int, *, sampler: str = "uniform", device=None, gener
             raise ValueError(f"{name}={value!r} must be a finite number")
     if std < 0:
         raise ValueError(f"std={std} must be >= 0")
+    if sampler == "mode" and not MODE_SCALE_RANGE[0] <= mode_scale <= MODE_SCALE_RANGE[1]:
+        raise ValueError(f"mode_scale={mode_scale} must lie in [{MODE_SCALE_RANGE[0]:g}, {MODE_SCALE_RANGE[1]:g}]: "
+                         "outside it the mode map sends some t outside [0, 1]")
     if not shift > 0:
         raise ValueError(f"shift={shift} must be > 0")
     if dtype not in TIME_DTYPES:  # an integer dtype would round every t to 0 or 1

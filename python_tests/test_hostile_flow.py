@@ -28,3 +28,28 @@ def test_double_backward_is_a_named_error_not_a_zero_hessian(backend, reduction)
     want = want / B if reduction == "mean" else want
     torch.testing.assert_close(g.double(), want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g2, g)
+
+
+@pytest.mark.parametrize("mode_scale", [10.0, -2.0, 7.3])
+def test_mode_sampling_scale_that_leaves_the_unit_interval_is_refused(mode_scale):
+    """SD3's mode map with mode_scale=10 drew t down to -0.29 and up to 1.29: the CPU loss then refused 't has
+    values outside [0, 1]', and on CUDA those samples' losses were NaN."""
+    with pytest.raises(ValueError, match="mode_scale"):
+        fk.sample_time(1000, sampler="mode", mode_scale=mode_scale)
+
+
+@pytest.mark.parametrize("mode_scale", [-1.0, 0.0, 1.29, 7.2])
+def test_mode_sampling_scales_inside_the_range_stay_in_the_unit_interval(mode_scale):
+    t = fk.sample_time(20000, sampler="mode", mode_scale=mode_scale, dtype=torch.float64)
+    assert 0.0 <= t.min().item() and t.max().item() <= 1.0
+
+
+def test_sit_training_losses_names_a_model_that_returns_a_tuple():
+    """A model returning (output,) raised AttributeError: 'tuple' object has no attribute 'shape'."""
+    from flowkernels.compat.sit import create_transport
+    transport = create_transport("Linear", "velocity")
+    x1 = torch.randn(2, 4, 8)
+    with pytest.raises(ValueError, match="model returned a tuple"):
+        transport.training_losses(lambda x, t: (x,), x1)
+    with pytest.raises(ValueError, match="model returned shape"):
+        transport.training_losses(lambda x, t: x[:1], x1)

@@ -13,6 +13,7 @@ import torch
 
 from .._validation import check_choice
 from ..flow_matching import flow_batch, flow_interpolate_batch, flow_matching_loss_batch
+from ..sampling import check_model_output
 from ..time_sampling import sample_time
 
 _PATHS = {"linear": "Linear", "gvp": "GVP", "vp": "VP"}
@@ -90,10 +91,8 @@ class Transport:
         t = batch.t
         xt = flow_interpolate_batch(batch, convention="sit", path=names["path"], prediction=self.model_type,
                                     out_dtype=out_dtype, backend=self.backend)
-        model_output = model(xt, t, **model_kwargs)
-        B, *_, C = xt.shape
-        if model_output.shape != (B, *xt.shape[1:-1], C):
-            raise ValueError(f"model output has shape {tuple(model_output.shape)}, expected {tuple(xt.shape)}")
+        # a tensor of x_t's shape, floating, on its device (a tuple raised an AttributeError here)
+        model_output = check_model_output("model", model(xt, t, **model_kwargs), xt)
         loss = flow_matching_loss_batch(model_output, batch, **names)
         # computed in fp32, rounded once into the original's dtype: (model_output - u_t)^2 with u_t = x1 - x0 on the
         # linear velocity path, weighted by t-dependent terms otherwise
