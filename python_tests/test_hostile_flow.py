@@ -53,3 +53,24 @@ def test_sit_training_losses_names_a_model_that_returns_a_tuple():
         transport.training_losses(lambda x, t: (x,), x1)
     with pytest.raises(ValueError, match="model returned shape"):
         transport.training_losses(lambda x, t: x[:1], x1)
+
+
+def test_trellis_training_losses_checks_the_sparse_layout():
+    """A layout with a gap ([0:2], [3:7]) became offsets [0, 3, 7] from the slices' starts: row 2 was trained as
+    part of sample 0 without a word."""
+    from conftest import FakeSparse
+    from flowkernels.compat.trellis import training_losses
+    lin = torch.nn.Linear(4, 4)
+
+    def denoiser(x, t, cond=None, **kw):
+        return x.replace(lin(x.feats))
+    with pytest.raises(ValueError, match="layout\\[1\\]"):
+        training_losses(denoiser, FakeSparse(torch.randn(7, 4), [slice(0, 2), slice(3, 7)]))
+    terms, _ = training_losses(denoiser, FakeSparse(torch.randn(7, 4), [slice(0, 3), slice(3, 7)]))
+    assert torch.isfinite(terms["loss"])
+
+
+def test_trellis_training_losses_names_a_denoiser_that_returns_a_tuple():
+    from flowkernels.compat.trellis import training_losses
+    with pytest.raises(ValueError, match="denoiser returned a tuple"):
+        training_losses(lambda x, t, cond=None: (x,), torch.randn(3, 8))

@@ -24,7 +24,8 @@ import torch
 from ..flow_algebra import TRELLIS_SIGMA_MIN
 from ..flow_matching import flow_batch, flow_interpolate_batch, flow_matching_loss_batch
 from ..time_sampling import sample_time
-from ._trellis_sampling import AttrDict
+from ..sampling import check_model_output
+from ._trellis_sampling import AttrDict, _layout_offsets
 
 N_BINS = 10
 # FlowMatchingTrainer's default t_schedule (TRELLIS and TRELLIS.2)
@@ -136,10 +137,8 @@ def sample_t_schedule(t_schedule, batch_size: int, device, generator=None) -> to
 def _sparse_parts(x_0, offsets):
     """(features [N, C], offsets [B + 1] or None, rewrap) for dense tensors, TRELLIS sparse tensors or feats+offsets."""
     if hasattr(x_0, "feats") and hasattr(x_0, "replace"):
-        if offsets is None:
-            layout = x_0.layout
-            bounds = [s.start for s in layout] + [layout[-1].stop if layout else 0]
-            offsets = torch.tensor(bounds, dtype=torch.int64).to(x_0.feats.device, non_blocking=True)
+        if offsets is None:  # checked on the host: a gap or overlap would assign rows to the wrong sample
+            offsets = _layout_offsets(x_0, x_0.feats.device)
         return x_0.feats, offsets, x_0.replace
     if not isinstance(x_0, torch.Tensor):
         raise ValueError(f"x_0 must be a torch.Tensor or a TRELLIS SparseTensor, got {type(x_0).__name__}")
@@ -179,8 +178,7 @@ def training_losses(denoiser, x_0, cond=None, *, sigma_min: float = TRELLIS_SIGM
     with autocast:
         pred = denoiser(rewrap(x_t), t * 1000, cond, **kwargs)
     pred = pred.feats if hasattr(pred, "feats") else pred
-    if pred.shape != feats.shape:
-        raise ValueError(f"denoiser returned shape {tuple(pred.shape)} for x_t of shape {tuple(feats.shape)}")
+    pred = check_model_output("denoiser", pred, feats)  # a tuple raised AttributeError on .shape
     # mse: the mean over all elements (sparse: samples weigh by their rows, as F.mse_loss over all features),
     # computed in fp32 and rounded once into F.mse_loss(pred, target)'s dtype (fp32 at least under autocast)
     mse, mse_per_sample = flow_matching_loss_batch(pred, batch, convention="trellis", sigma_min=sigma_min,
