@@ -34,6 +34,33 @@ def test_skimage_dropin_matches_scikit_image():
     assert len(f) and np.isfinite(v).all()
 
 
+def _area(v, f):
+    a, b, c = (v[f[:, i]].astype(np.float64) for i in range(3))
+    return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1).sum()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float16, np.float32, np.float64])
+def test_skimage_dropin_puts_values_equal_to_the_level_below_it(dtype):
+    """scikit-image's inside is v > level. The drop-in used the core's v >= level: a 0/1 mask at level=0 gave an
+    empty mesh (scikit-image: the mask's outer surface), and an integer field's plateau at the level put the
+    surface on the plateau's other side (area 166 instead of 214 on a 14^3 sphere)."""
+    rng = np.random.default_rng(torch.initial_seed())  # conftest's per-test seed (printed on failure)
+    mask = np.zeros((9, 10, 11), dtype)
+    lo, hi = rng.integers(1, 4, 3), rng.integers(6, 9, 3)
+    mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 1
+    x = np.linspace(-1, 1, 14)
+    field = np.round(10 * (np.sqrt(x[:, None, None] ** 2 + x[None, :, None] ** 2 + x[None, None, :] ** 2) - 0.6))
+    for vol, level in ((mask, 0), (field.astype(dtype) if dtype != np.uint8 else (field + 5).astype(dtype), 0)):
+        v, f, _, _ = fk_skimage.marching_cubes(vol, level)
+        sv, sf, _, _ = skimage.marching_cubes(vol, level)
+        assert len(f) > 0
+        assert abs(_area(v, f) - _area(sv, sf)) <= 1e-4 * _area(sv, sf)
+        assert np.abs(v.min(0) - sv.min(0)).max() < 1e-3 and np.abs(v.max(0) - sv.max(0)).max() < 1e-3
+    # a level at the maximum: nothing is above it (scikit-image raises "No surface found"; the drop-in is empty)
+    v, f, _, _ = fk_skimage.marching_cubes(mask, 1)
+    assert len(f) == 0
+
+
 def test_skimage_dropin_rejects_what_it_cannot_honour():
     vol = blob(9)
     for kwargs, match in [({"step_size": 2}, "step_size"), ({"mask": np.ones_like(vol, bool)}, "mask"),

@@ -1,7 +1,8 @@
 """Drop-in for `skimage.measure.marching_cubes` on flowkernels' core (numpy in, numpy out).
 
 Differences from scikit-image, by design: the mesh is topologically consistent (watertight on closed
-surfaces) for both method names, and cells with a non-finite corner emit nothing instead of NaN vertices.
+surfaces) for both method names, and cells with a non-finite corner emit nothing instead of NaN vertices. Grid
+values equal to the level count as below it, as in scikit-image (flowkernels.marching_cubes counts them as above).
 """
 from __future__ import annotations
 
@@ -11,6 +12,21 @@ from .._validation import check_choice
 from ..marching_cubes import marching_cubes as _marching_cubes
 
 _METHODS = {"lewiner": "lewiner", "lorensen": "lorensen"}
+
+
+def _strict_level(volume: np.ndarray, level: float) -> float:
+    """The level for flowkernels' core that reproduces scikit-image's side of a tie. scikit-image counts a grid
+    value equal to the level as below it (inside is v > level); the core counts it as above (v >= level). On a
+    plateau at the level (integer grids, masks: level=0 of a 0/1 mask) the two surfaces differ, or one is empty.
+    Where some value equals the level, the core gets the next value above the level in the grid's dtype, where
+    v >= that value is v > level; elsewhere the level is passed unchanged (the same mesh bit for bit)."""
+    if not np.any(volume == level):
+        return level
+    kind = volume.dtype.type
+    above = kind(level)
+    if float(above) <= level:
+        above = np.nextafter(above, kind(np.inf))
+    return float(above)
 
 
 def marching_cubes(volume, level=None, *, spacing=(1.0, 1.0, 1.0), gradient_direction="descent", step_size=1,
@@ -37,7 +53,7 @@ def marching_cubes(volume, level=None, *, spacing=(1.0, 1.0, 1.0), gradient_dire
     elif not vmin <= level <= vmax:
         raise ValueError("Surface level must be within volume data range.")
     bounds = [(0.0, s * (n - 1)) if n > 1 else (0.0, 1.0) for s, n in zip(spacing, volume.shape)]
-    mesh = _marching_cubes(volume, level, bounds=bounds, gradient_direction=gradient_direction,
+    mesh = _marching_cubes(volume, _strict_level(volume, float(level)), bounds=bounds, gradient_direction=gradient_direction,
                            return_normals=True)
     verts, faces = mesh.verts, mesh.faces
     normals = -mesh.normals  # scikit-image's normals point down the gradient, against its own winding
