@@ -176,6 +176,15 @@ def check_grid_args(resolution, eps):
         raise ValueError(f"eps={eps!r} must be a positive number")
 
 
+def _check_shell(n_faces: int, eps: float, step) -> None:
+    """An empty shell from a mesh with faces: no grid point lies within eps of the surface (eps well below the grid
+    step, e.g. the default eps = 2/256 at a low resolution). A named error instead of an empty 'watertight' mesh."""
+    if n_faces == 0:
+        step = float(np.max(np.asarray(step)))
+        raise ValueError(f"the eps={eps:g} offset surface crosses no grid cell: the grid step is {step:.4g}; use "
+                         f"eps >= {step:.3g} or a resolution at which the step is below eps")
+
+
 def watertight(verts, faces, resolution: int = 256, eps: float = 2.0 / 256, outer_only: bool = False, *,
                return_shell: bool = False, num_threads=None):
     """Hunyuan3D-2.1's `Watertight`: the eps-offset surface of the mesh from a `resolution`^3 grid over its box
@@ -195,10 +204,16 @@ def watertight(verts, faces, resolution: int = 256, eps: float = 2.0 / 256, oute
 
         shell = data_device.watertight(verts, faces, int(resolution), float(eps), outer_only,
                                        num_threads=_threads(num_threads))
+        _check_shell(shell.faces.shape[0], eps, shell.step)
         return shell if return_shell else (shell.verts, shell.faces)
     v, f = _mesh_arrays(verts, faces)
     if len(f) == 0:
         raise ValueError("faces is empty: nothing to make watertight")
+    extent = (v.max(dim=0).values - v.min(dim=0).values).tolist()
+    if not min(extent) > 0:  # the grid over the mesh's box would have a zero step (flat or point-like meshes)
+        raise ValueError(f"verts span no extent along axis {'xyz'[extent.index(min(extent))]} (box size "
+                         f"{[round(e, 6) for e in extent]}): the grid spans the mesh's box, so a flat mesh has none; "
+                         "place it in a box first (e.g. add the box's corner points as unused vertices)")
     origin, step = grid_frame(v.numpy(), resolution)
     band = eps + float(np.sqrt((step ** 2).sum()))  # every cell with a corner below eps holds exact values
     grid = udf_grid(v, f, origin, step, (resolution,) * 3, band, num_threads=num_threads)
@@ -207,6 +222,7 @@ def watertight(verts, faces, resolution: int = 256, eps: float = 2.0 / 256, oute
     bounds = np.stack([origin, origin + step * (resolution - 1)], axis=1)
     mesh = marching_cubes(grid, eps, bounds=bounds, gradient_direction="descent", num_threads=num_threads,
                           ambiguity="signs")
+    _check_shell(mesh.faces.shape[0], eps, step)
     mverts = mesh.verts.numpy().astype(np.float64)
     mfaces = mesh.faces.numpy()
     if return_shell:
