@@ -117,6 +117,18 @@ def prepare_one(path, name, out_dir, resolution, eps, seed, outer_only, count, n
         return name, path, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
 
 
+def check_options(out_dir, resolution, eps, count):
+    """The options every mesh shares, checked once before any mesh is read: a bad one would otherwise fail each
+    mesh in turn (logged per mesh, exit code 1) instead of one named error up front."""
+    from .data import check_grid_args
+
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):  # (missing folders are made, parents included)
+        raise ValueError(f"-o/--output {out_dir!r} is a file, not a folder")
+    check_grid_args(resolution, eps)
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 6):
+        raise ValueError(f"--count {count!r} must be an integer >= 6")
+
+
 def run(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only=False, count=None, workers=1,
         rank=0, world_size=1, progress=True, log=print, device=None, _device_path=False):
     """Prepare every mesh of `inputs` (this rank's share); returns the summary dict. device: None / "cpu" (the
@@ -124,6 +136,7 @@ def run(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, outer_only
     from ._cli_checks import device as check_device
 
     dev = check_device("--device", device)
+    check_options(out_dir, resolution, eps, count)
     device = None if dev is None or dev.type == "cpu" else ("cuda" if dev.index is None else str(dev))
     gpu_count = 0
     if device is not None:
@@ -227,6 +240,7 @@ def ray_prepare(inputs, out_dir, *, resolution=256, eps=2.0 / 256, seed=None, ou
     import functools
 
     task_device, resources = ray_resources(device, num_gpus)
+    check_options(out_dir, resolution, eps, count)
     import ray
 
     from .data import SAMPLES

@@ -69,6 +69,23 @@ def test_prepare_cli_errors(tmp_path, capsys):
         assert len(err) == 1 and match in err[0]
 
 
+def test_prepare_shared_options_fail_once_up_front(mesh_folder, tmp_path, capsys):
+    """--resolution 1, --eps nan, --count 0 or a file as -o were reported per mesh ('failed', logged, exit 1)
+    after reading every mesh: now one line and exit code 2 before any mesh is read."""
+    (tmp_path / "file").write_text("x")
+    for extra, match in [(["--resolution", "1"], "resolution=1"), (["--eps", "nan"], "eps=nan"),
+                         (["--count", "0"], "--count 0")]:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["prepare", str(mesh_folder), "-o", str(tmp_path / "out"), "--no-progress", *extra])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err
+        assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["prepare", str(mesh_folder), "-o", str(tmp_path / "file"), "--no-progress"])
+    assert exc.value.code == 2 and "is a file" in capsys.readouterr().err
+
+
 def test_ray_data_recipe_matches_one_local_run(tmp_path):
     """prepare.ray_prepare (ray.data over the file list) on a local ray.init(num_cpus=2): the same files, byte for
     byte, as the plain run; a failing mesh is a row with its error; a second run skips what is done;
