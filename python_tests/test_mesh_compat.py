@@ -1,4 +1,5 @@
 """skimage / Hunyuan3D drop-ins, mesh export, the `flowkernels mesh` CLI and the demo."""
+import os
 import subprocess
 import sys
 
@@ -115,6 +116,20 @@ def test_export_round_trip(tmp_path, ext):
 def test_export_rejects_unknown_format(tmp_path):
     with pytest.raises(ValueError, match="path"):
         export(fk.marching_cubes(-blob(9)), str(tmp_path / "m.fbx"))
+
+
+@pytest.mark.parametrize("shift", [1000, -1000], ids=["past-the-vertices", "negative"])
+def test_export_refuses_faces_outside_the_vertices(tmp_path, shift):
+    """trimesh writes faces as given: .ply / .obj / .glb files with indices past the vertices were written
+    without a word (.stl raised an IndexError)."""
+    pytest.importorskip("trimesh")
+    mesh = fk.marching_cubes(-blob(9))
+    for ext in (".ply", ".obj", ".glb", ".stl"):
+        with pytest.raises(ValueError, match="faces index vertices outside"):
+            export(fk.Mesh(mesh.verts, mesh.faces + shift), str(tmp_path / f"m{ext}"))
+        assert not (tmp_path / f"m{ext}").exists()
+    # (verts, faces) works as a Mesh does (it raised AttributeError: 'tuple' object has no attribute 'verts')
+    assert os.path.getsize(export((mesh.verts, mesh.faces), str(tmp_path / "t.ply"))) > 0
 
 
 def test_mesh_cli(tmp_path):
