@@ -142,8 +142,17 @@ def guidance_rescale_factor(x: torch.Tensor, c: torch.Tensor, u: torch.Tensor, c
     return _step_op.rescale_factor(x, c, u, coef, phi, offsets, "native" if resolved == "native" else "torch")
 
 
+def _check_grid_args(steps, warp_name, warp):
+    """A grid of `steps` >= 1 steps and a finite warp > 0 (0 or a negative one gave NaN or non-monotone grids)."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be an integer >= 1")
+    if not check_real(warp_name, warp) > 0:
+        raise ValueError(f"{warp_name}={warp!r} must be > 0")
+
+
 def trellis_timesteps(steps: int, rescale_t: float = 1.0) -> list[float]:
     """TRELLIS's grid: linspace(1, 0, steps + 1) warped by r t / (1 + (r − 1) t)."""
+    _check_grid_args(steps, "rescale_t", rescale_t)
     t = np.linspace(1, 0, steps + 1)
     return (rescale_t * t / (1 + (rescale_t - 1) * t)).tolist()
 
@@ -154,6 +163,7 @@ def hunyuan_timesteps(steps: int, shift: float = 1.0, fix_final_step: bool = Tru
     The original evaluates the model at linspace(0, 1, steps) and appends 1.0, so its last step has dt = 0: a
     wasted model call (`fix_final_step=False` reproduces that grid). The fix uses linspace(0, 1, steps + 1): every
     one of the `steps` model calls moves the state."""
+    _check_grid_args(steps, "shift", shift)
     t = np.linspace(0, 1, steps + 1 if fix_final_step else steps)
     t = shift * t / (1 + (shift - 1) * t)
     t = torch.from_numpy(t).to(torch.float32)

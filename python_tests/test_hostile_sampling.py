@@ -266,3 +266,18 @@ def test_hunyuan_sampler_rejects_zero_train_timesteps():
     """num_train_timesteps=0 made every model time (t·0)/0 = NaN."""
     with pytest.raises(ValueError, match="num_train_timesteps=0"):
         FlowMatchingSampler(num_train_timesteps=0)
+
+
+@pytest.mark.parametrize("grid,kw,message", [
+    ("trellis", dict(steps=3, rescale_t=0.0), "rescale_t=0.0"),       # [nan, 0, 0, 0]
+    ("trellis", dict(steps=3, rescale_t=-1.0), "rescale_t=-1.0"),     # [1, 2, -1, 0]: not monotone
+    ("trellis", dict(steps=0), "steps=0"),                            # [1.0]: no step
+    ("trellis", dict(steps=2.5), "steps=2.5"),
+    ("hunyuan", dict(steps=3, shift=0.0), "shift=0.0"),               # [0, 0, 0, nan]
+    ("hunyuan", dict(steps=3, shift=float("inf")), "shift=inf"),      # all NaN
+    ("hunyuan", dict(steps=0), "steps=0"),
+])
+def test_time_grids_name_bad_arguments(grid, kw, message):
+    fn = fk.sampling.trellis_timesteps if grid == "trellis" else fk.sampling.hunyuan_timesteps
+    with pytest.raises(ValueError, match=message):
+        fn(**kw)
