@@ -248,7 +248,19 @@ def write_obj(path, verts, faces, *, num_threads=None):
 # --- sampling -------------------------------------------------------------------------------------------------------
 
 def _rng(seed):
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    from .data_sampling import check_seed
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
+
+
+def _query_points(points, dtype=np.float64) -> np.ndarray:
+    """Query points as a finite [P, 3] array: a NaN point was labelled (inside_shell) and a [P, 2] array failed
+    with numpy's broadcasting message."""
+    pts = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=dtype)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"points must be a [P, 3] array, got shape {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise ValueError("points holds NaN or inf")
+    return pts
 
 
 def _truncated_normal(rng, scale, bound, size):
@@ -281,7 +293,7 @@ def _grid_value(shell: Shell, points):
 def inside_shell(shell: Shell, points):
     """True where a point is inside the watertight shell: the trilinear interpolation of the distance grid is
     below eps (the field the shell was extracted from). Points off the grid are outside."""
-    value, on_grid = _grid_value(shell, points)
+    value, on_grid = _grid_value(shell, _query_points(points))
     return on_grid & (value < shell.eps)
 
 
@@ -314,7 +326,7 @@ def shell_labels(shell: Shell, points, *, num_threads=None):
 
         return data_device.shell_labels(shell, torch.as_tensor(points, device=shell.grid.device),
                                         num_threads=_threads(num_threads))
-    pts = np.asarray(points, dtype=np.float32)
+    pts = _query_points(points, np.float32)
     value, on_grid = _grid_value(shell, pts)
     inside = on_grid & (value < shell.eps)
     dist = np.empty(len(pts), dtype=np.float64)
@@ -374,6 +386,8 @@ def sample_mesh(shell: Shell, count: int = SAMPLES, seed=None, *, num_threads=No
     A shell without sharp edges takes its sharp samples from the surface (so every file has the same shapes).
     `timings`: a dict that receives the seconds of each stage (surface, sharp, labels). A shell of tensors (the
     CUDA pipeline's) is sampled and labelled on its device (fp16 tensors there)."""
+    from .data_sampling import check_count
+    check_count(count)
     if isinstance(shell.verts, torch.Tensor):
         from . import data_device
 

@@ -39,7 +39,24 @@ def _as_tensors(verts, faces):
     return v, f, numpy_in
 
 
+def check_seed(seed):
+    """None, a non-negative integer (numpy's SeedSequence takes no other), a numpy or a torch Generator."""
+    if seed is None or isinstance(seed, (np.random.Generator, torch.Generator)):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be None, an integer >= 0 or a random generator")
+    return int(seed)
+
+
+def check_count(count):
+    """A sample count: an integer >= 0 (a negative one raised torch's 'negative dimension', 2.5 a TypeError)."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count={count!r} must be an integer >= 0")
+    return int(count)
+
+
 def _generator(seed, device):
+    seed = check_seed(seed)
     if isinstance(seed, torch.Generator):
         if seed.device.type != torch.device(device).type:
             raise ValueError(f"seed: a torch.Generator on {seed.device} for a mesh on {device}")
@@ -109,6 +126,7 @@ def _pick(weights, u):
 
 def sample_surface(verts, faces, count: int, seed=None):
     """`count` points uniform by area on the mesh and the unit normals of their faces: float64 [count, 3] x 2."""
+    count = check_count(count)
     v, f, numpy_in = _as_tensors(verts, faces)
     fn, area2 = _face_normals(v, f)
     if len(f) == 0 or not bool(area2.sum() > 0):
@@ -301,6 +319,7 @@ def sample_sharp_edges(verts, faces, count: int, seed=None):
     """`count` points on the sharp edges by length, with normals blended linearly from the vertex normals (not
     renormalised, as in the original). A mesh without sharp edges gives empty [0, 3] arrays (the original
     raised IndexError)."""
+    count = check_count(count)
     v, f, numpy_in = _as_tensors(verts, faces)
     a, b, length, _, vn = _sharp_weights(v, f, SHARP_COS)
     if len(a) == 0 or not bool(length.sum() > 0):

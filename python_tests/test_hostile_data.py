@@ -24,3 +24,34 @@ def test_watertight_names_a_flat_mesh():
     f = np.array([[0, 1, 2], [0, 2, 3]])
     with pytest.raises(ValueError, match="verts span no extent along axis z"):
         data.watertight(v, f, resolution=32)
+
+
+@pytest.mark.parametrize("count", [-1, 2.5, True])
+def test_sample_counts_are_checked_by_name(count):
+    """count=-1 raised torch's 'negative dimension', 2.5 a TypeError from torch.rand."""
+    for fn in (data.sample_surface, data.sample_sharp_edges):
+        with pytest.raises(ValueError, match="count="):
+            fn(TETRA_V, TETRA_F, count)
+    shell = data.watertight(TETRA_V, TETRA_F, resolution=24, eps=0.05, return_shell=True)
+    with pytest.raises(ValueError, match="count="):
+        data.sample_mesh(shell, count)
+
+
+@pytest.mark.parametrize("seed", [-1, "x", 1.5])
+def test_sample_seeds_are_checked_by_name(seed):
+    """numpy's 'expected non-negative integer' / SeedSequence's TypeError did not name the argument."""
+    with pytest.raises(ValueError, match="seed="):
+        data.sample_surface(TETRA_V, TETRA_F, 5, seed=seed)
+
+
+def test_shell_queries_check_their_points():
+    """inside_shell labelled NaN points (a NaN cast to a grid index), and a [P, 2] array failed with numpy's
+    broadcasting message."""
+    shell = data.watertight(TETRA_V, TETRA_F, resolution=24, eps=0.05, return_shell=True)
+    for fn in (data.inside_shell, data.shell_labels):
+        with pytest.raises(ValueError, match="points holds NaN or inf"):
+            fn(shell, np.full((3, 3), np.nan))
+        with pytest.raises(ValueError, match="points must be a \\[P, 3\\] array"):
+            fn(shell, np.zeros((3, 2)))
+    inside = data.inside_shell(shell, np.array([[0.3, 0.3, 0.0], [5.0, 5.0, 5.0]]))  # in the 2 eps band, far out
+    assert inside.tolist() == [True, False]
