@@ -62,6 +62,25 @@ def test_skimage_dropin_puts_values_equal_to_the_level_below_it(dtype):
     assert len(f) == 0
 
 
+def test_skimage_dropin_value_range_leaves_nan_out_on_every_layout():
+    """The level check and the default level use the NaN-free range, as scikit-image's: the fast pass (contiguous,
+    writable float32 / float64) and numpy's (NaN inside, read-only, strided, float16) agree."""
+    seed = torch.initial_seed()
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(9, 8, 7))
+    holes = base.copy()
+    holes[2:4, 3:5, 1:3] = np.nan
+    readonly = base.astype(np.float32)
+    readonly.flags.writeable = False
+    for vol in (base, base.astype(np.float32), holes, readonly, base[:, ::-1], base.astype(np.float16)):
+        finite = vol[np.isfinite(vol)].astype(np.float64)
+        assert fk_skimage._value_range(vol) == (float(finite.min()), float(finite.max())), seed
+        verts, *_ = fk_skimage.marching_cubes(vol)  # level None: the middle of the range
+        assert len(verts) > 0, seed
+        with pytest.raises(ValueError, match="within volume data range"):
+            fk_skimage.marching_cubes(vol, level=float(finite.max()) + 1.0)
+
+
 def test_skimage_dropin_rejects_what_it_cannot_honour():
     vol = blob(9)
     for kwargs, match in [({"step_size": 2}, "step_size"), ({"mask": np.ones_like(vol, bool)}, "mask"),

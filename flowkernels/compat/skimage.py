@@ -7,6 +7,7 @@ values equal to the level count as below it, as in scikit-image (flowkernels.mar
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .._validation import check_choice
 from ..marching_cubes import marching_cubes as _marching_cubes
@@ -29,6 +30,18 @@ def _strict_level(volume: np.ndarray, level: float) -> float:
     return float(above)
 
 
+def _value_range(volume: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the values, NaN left out, as np.nanmin / np.nanmax give them: one multithreaded pass of
+    torch.aminmax over a writable contiguous float32 / float64 volume (half the time of numpy's two passes on a
+    256^3 grid), numpy's when the volume holds a NaN or is any other array."""
+    if volume.dtype in (np.float32, np.float64) and volume.flags.c_contiguous and volume.flags.writeable \
+            and volume.size:
+        lo, hi = (float(v) for v in torch.aminmax(torch.from_numpy(volume)))
+        if lo == lo and hi == hi:
+            return lo, hi
+    return float(np.nanmin(volume)), float(np.nanmax(volume))
+
+
 def marching_cubes(volume, level=None, *, spacing=(1.0, 1.0, 1.0), gradient_direction="descent", step_size=1,
                    allow_degenerate=True, method="lewiner", mask=None):
     """Returns (verts [V, 3] float32, faces [F, 3] int64, normals [V, 3] float32, values [V] float32)."""
@@ -47,14 +60,14 @@ def marching_cubes(volume, level=None, *, spacing=(1.0, 1.0, 1.0), gradient_dire
         raise ValueError(f"spacing={spacing} must be three positive numbers")
     if volume.dtype not in (np.float16, np.float32, np.float64):
         volume = volume.astype(np.float64)
-    vmin, vmax = float(np.nanmin(volume)), float(np.nanmax(volume))
+    vmin, vmax = _value_range(volume)
     if level is None:
         level = 0.5 * (vmin + vmax)
     elif not vmin <= level <= vmax:
         raise ValueError("Surface level must be within volume data range.")
     bounds = [(0.0, s * (n - 1)) if n > 1 else (0.0, 1.0) for s, n in zip(spacing, volume.shape)]
-    mesh = _marching_cubes(volume, _strict_level(volume, float(level)), bounds=bounds, gradient_direction=gradient_direction,
-                           return_normals=True)
+    mesh = _marching_cubes(volume, _strict_level(volume, float(level)), bounds=bounds,
+                           gradient_direction=gradient_direction, return_normals=True)
     verts, faces = mesh.verts, mesh.faces
     normals = -mesh.normals  # scikit-image's normals point down the gradient, against its own winding
     if not allow_degenerate and len(faces):
