@@ -74,3 +74,14 @@ def test_trellis_training_losses_names_a_denoiser_that_returns_a_tuple():
     from flowkernels.compat.trellis import training_losses
     with pytest.raises(ValueError, match="denoiser returned a tuple"):
         training_losses(lambda x, t, cond=None: (x,), torch.randn(3, 8))
+
+
+@pytest.mark.parametrize("schedule,message", [
+    ({"name": "logitNormal", "args": {"mean": "abc"}}, "t_schedule mean='abc'"),   # float('abc')'s message
+    ({"name": "logitNormal", "args": [0.0, 1.0]}, "args must be a dict"),           # AttributeError: .get
+    ({"name": "logitNormal", "args": {"std": float("nan")}}, "t_schedule std=nan"),
+])
+def test_trellis_t_schedule_arguments_are_named(schedule, message):
+    from flowkernels.compat.trellis_train import sample_t_schedule
+    with pytest.raises(ValueError, match=message):
+        sample_t_schedule(schedule, 4, "cpu")

@@ -21,6 +21,7 @@ import functools
 import numpy as np
 import torch
 
+from .._validation import check_real
 from ..flow_algebra import TRELLIS_SIGMA_MIN
 from ..flow_matching import flow_batch, flow_interpolate_batch, flow_matching_loss_batch
 from ..time_sampling import sample_time
@@ -128,9 +129,12 @@ def sample_t_schedule(t_schedule, batch_size: int, device, generator=None) -> to
     if name == "uniform":
         return sample_time(batch_size, sampler="uniform", device=device, generator=generator)
     if name == "logitNormal":
-        args = schedule.get("args", {})
-        return sample_time(batch_size, sampler="logit_normal", mean=float(args.get("mean", 0.0)),
-                           std=float(args.get("std", 1.0)), device=device, generator=generator)
+        args = schedule.get("args") or {}
+        if not isinstance(args, dict):
+            raise ValueError(f"t_schedule={t_schedule!r}: args must be a dict with mean and std")
+        return sample_time(batch_size, sampler="logit_normal",
+                           mean=check_real("t_schedule mean", args.get("mean", 0.0)),
+                           std=check_real("t_schedule std", args.get("std", 1.0)), device=device, generator=generator)
     raise ValueError(f"t_schedule={t_schedule!r}: name must be 'uniform' or 'logitNormal'")
 
 
