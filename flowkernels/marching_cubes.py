@@ -250,6 +250,11 @@ def marching_cubes(grid, level: float = 0.0, *, bounds=None, gradient_direction:
     pipelines built on it have; no centre vertices). Both are watertight.
     """
     grids, batched, from_numpy = _as_grids(grid)
+    # a one-value tensor or array (e.g. level=grid.mean()) is its number (one read for a CUDA tensor)
+    if isinstance(level, torch.Tensor) and level.numel() == 1 and level.dtype != torch.bool:
+        level = level.item()
+    elif isinstance(level, np.ndarray) and level.size == 1 and level.dtype.kind in "fiu":
+        level = level.item()
     if isinstance(level, bool) or not isinstance(level, (int, float, np.floating, np.integer)):
         raise ValueError(f"level must be a number, got {type(level).__name__}")
     level = float(level)

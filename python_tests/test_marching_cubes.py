@@ -230,6 +230,18 @@ BAD = {
 }
 
 
+def test_level_may_be_a_one_value_tensor_or_array():
+    """level=grid.mean() (a 0-d tensor) or a 0-d numpy array was refused ('level must be a number, got Tensor')."""
+    grid = torch.randn(9, 10, 11, dtype=torch.float64)
+    want = fk.marching_cubes(grid, float(grid.mean()))
+    for level in (grid.mean(), grid.mean().reshape(1), np.asarray(float(grid.mean()))):
+        got = fk.marching_cubes(grid, level)
+        assert torch.equal(got.verts, want.verts) and torch.equal(got.faces, want.faces)
+    for level in (grid[0, 0, :2], torch.tensor(True), np.array(["0"])):
+        with pytest.raises(ValueError, match="level must be a number"):
+            fk.marching_cubes(grid, level)
+
+
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_input_raises_named_value_error(name):
     fn, match = BAD[name]
