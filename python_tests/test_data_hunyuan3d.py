@@ -141,3 +141,19 @@ def test_dropin_cli_errors_are_one_line(tmp_path, capsys):
         hunyuan3d_data.main(["--input_obj", str(tmp_path / "missing.obj")])
     assert exc.value.code == 2
     assert "input_path" in capsys.readouterr().err
+
+
+def test_dropin_checks_the_output_folder_before_any_work(tmp_path, capsys):
+    """An output_prefix under a file ran the whole pipeline, then died in os.makedirs with a FileExistsError
+    traceback: now one line and exit code 2 before the mesh is read."""
+    box = trimesh.creation.box(extents=(1.0, 0.8, 0.6))
+    src = tmp_path / "box.obj"
+    box.export(src)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        hunyuan3d_data.main(["--input_obj", str(src), "--output_prefix", str(tmp_path / "file" / "out" / "box")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a folder" in err[0] and "output_prefix" in err[0]
+    with pytest.raises(ValueError, match="output_prefix"):
+        hunyuan3d_data.watertight_and_sample(str(src), str(tmp_path / "file" / "box"), resolution=16, eps=0.1)

@@ -84,6 +84,19 @@ def _sync(dev, timed):
         torch.cuda.synchronize(dev)
 
 
+def _check_output_prefix(output_prefix):
+    """Before any work: the folder of output_prefix must be one that can exist and be written (a file in its path
+    failed with a FileExistsError traceback after the whole pipeline had run)."""
+    parent = os.path.dirname(os.path.abspath(output_prefix))
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"output_prefix={output_prefix!r}: {existing!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"output_prefix={output_prefix!r}: {existing!r} is not writable")
+
+
 def watertight_and_sample(input_path, output_prefix=None, *, resolution: int = 256, eps: float = 2.0 / 256,
                           seed=None, outer_only: bool = False, count: int = data.SAMPLES, num_threads=None,
                           device=None, return_timings: bool = False, _device_path: bool = False):
@@ -95,6 +108,7 @@ def watertight_and_sample(input_path, output_prefix=None, *, resolution: int = 2
         output_prefix = os.path.splitext(input_path)[0]
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 6:
         raise ValueError(f"count={count!r} must be an integer >= 6")
+    _check_output_prefix(output_prefix)
     dev = resolve_device(device)
     on_device = dev is not None or _device_path
     times = {}
@@ -155,7 +169,7 @@ def main(argv=None) -> int:
         dev = resolve_device(args.device, "--device")
         watertight_and_sample(args.input_obj, args.output_prefix, resolution=args.resolution, eps=args.eps,
                               seed=args.seed, outer_only=args.outer_only, device=dev)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         parser.exit(2, f"watertight_and_sample: error: {' '.join(str(exc).split())}\n")
     return 0
 
