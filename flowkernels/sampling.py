@@ -299,6 +299,8 @@ def sample_euler(
                          f"({', '.join(str(d) for d in FLOAT_DTYPES + (torch.float64,))})")
     if not callable(model_fn):
         raise ValueError(f"{model_name} must be callable, got {type(model_fn).__name__}")
+    if callback is not None and not callable(callback):  # else a TypeError after the first step's model call
+        raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
     ts = _check_timesteps(timesteps)
     method = check_choice("method", method, ("euler", "heun"))
     convention = canonical_convention(convention)

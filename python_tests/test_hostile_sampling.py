@@ -281,3 +281,18 @@ def test_time_grids_name_bad_arguments(grid, kw, message):
     fn = fk.sampling.trellis_timesteps if grid == "trellis" else fk.sampling.hunyuan_timesteps
     with pytest.raises(ValueError, match=message):
         fn(**kw)
+
+
+def test_non_callable_callbacks_are_named_before_any_model_call():
+    """callback=3 ran the first step's model call, then raised TypeError: 'int' object is not callable."""
+    calls = []
+
+    def model(x, t, *args, **kw):
+        calls.append(1)
+        return torch.tanh(x)
+    with pytest.raises(ValueError, match="callback must be callable"):
+        fk.sample_euler(model, torch.randn(2, 4), [1.0, 0.5, 0.0], callback=3)
+    with pytest.raises(ValueError, match="callback must be callable"):
+        FlowMatchingSampler().sample(model, torch.randn(2, 3, 4), torch.randn(4, 3, 4), num_inference_steps=2,
+                                     enable_pbar=False, callback="log")
+    assert calls == []

@@ -152,6 +152,8 @@ class FlowMatchingSampler:
 
         step_callback = None
         if callback is not None:
+            if not callable(callback):
+                raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
             if isinstance(callback_steps, bool) or not isinstance(callback_steps, int) or callback_steps < 1:
                 raise ValueError(f"callback_steps={callback_steps!r} must be an integer >= 1")
 
