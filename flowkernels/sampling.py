@@ -44,7 +44,8 @@ def guided_step(x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coe
     rescale φ > 0 (needs u): TRELLIS.2's guidance rescale, v scaled so that x0 becomes k·x0 with
     k = φ·std(x0_c)/std(x0_guided) + 1 − φ per sample (`guidance_rescale_factor`), formed on the device in the same
     call (a statistics pass, then the step; no host sync). Where x0 does not depend on v (x0_b = 0, the data end)
-    the original's formula is 0/0; the step takes its limit there (flowkernels/flow_kernels.md). offsets [B + 1] (int64, on x's device): x, c, u and the
+    the original's formula is 0/0; the step takes its limit there (flowkernels/flow_kernels.md). Where x0_guided
+    has no spread (std 0) the ratio is undefined (the original gives NaN) and the rescale is skipped (k = 1). offsets [B + 1] (int64, on x's device): x, c, u and the
     outputs are [N, ...] rows of B ragged samples (TRELLIS sparse latents), sample b being rows
     offsets[b]:offsets[b + 1]; the std is then over each sample's rows.
 

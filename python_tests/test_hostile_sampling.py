@@ -296,3 +296,27 @@ def test_non_callable_callbacks_are_named_before_any_model_call():
         FlowMatchingSampler().sample(model, torch.randn(2, 3, 4), torch.randn(4, 3, 4), num_inference_steps=2,
                                      enable_pbar=False, callback="log")
     assert calls == []
+
+
+@pytest.mark.parametrize("backend", ["native", "torch", "triton"])
+def test_rescale_of_a_constant_data_prediction_skips_instead_of_nan(backend):
+    """TRELLIS.2's rescale divides std(x0_c) by std(x0_cfg): where the data prediction is constant (here c = u = x
+    at the noise end t = 1, so x0 = x - v = 0) both are 0 and every later step of the sample was NaN. The rescale is
+    skipped there (k = 1): the step is the plain guided one, x + dt·v, against float64."""
+    x = torch.randn(3, 7)
+    coef = torch.tensor(step_coefficients(dt=-0.25, a_c=3.0, a_u=-2.0, x0_a=1.0, x0_b=-1.0))
+    out = torch.empty_like(x)
+    guided_step(x, x.clone(), x.clone(), coef, out=out, rescale=0.7, backend=backend)
+    assert_close("out", out, x.double() * 0.75, 1e-6)
+    k = guidance_rescale_factor(x, x.clone(), x.clone(), coef, 0.7, backend=backend)
+    assert torch.equal(k, torch.ones(3))
+    # through the samplers: an identity model with TRELLIS.2 guidance and rescale stays finite
+    with torch.no_grad():
+        got = fk.sample_euler(lambda z, t: z, x, [1.0, 0.6, 0.2, 0.0], sigma_min=0.0, backend=backend,
+                              guidance=fk.Guidance(3.0, formula="trellis2", rescale=0.5))
+        sampled = T2.FlowEulerCfgSampler(0.0, backend=backend).sample(
+            lambda z, t, cond=None: z, x, None, None, steps=3, guidance_strength=3.0, guidance_rescale=0.5,
+            verbose=False).samples
+    want = x.double() * 0.6 * 0.6 * 0.8   # v = x: each step multiplies by 1 + (t_next - t)
+    assert_close("sample_euler", got, want, 1e-6)
+    assert_close("TRELLIS.2 sampler", sampled, x.double() * (2 / 3) ** 3, 1e-6)   # grid 1, 2/3, 1/3, 0

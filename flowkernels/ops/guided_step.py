@@ -11,7 +11,9 @@ std(x0_c)² − std(x0_cfg)² = Bq·(2·cov(x0_cfg, d) + Bq·var(d)) and
     m = φ·(2·cov(x0_cfg, d) + Bq·var(d)) / (std(x0_cfg)·(std(x0_c) + std(x0_cfg))),   k = 1 + Bq·m,
 
 the same k as the original wherever Bq ≠ 0 and its limit where Bq = 0 (x0_c = x0_cfg = A·x there, yet the
-velocity still moves: v' = v + φ·cov(A·x, c − v)/var(A·x)·A·x). The per-sample m needs five sums first
+velocity still moves: v' = v + φ·cov(A·x, c − v)/var(A·x)·A·x). Where x0_cfg has no spread (std 0: a constant
+data prediction, e.g. c = u = x at the noise end) the ratio of stds is 0/0 or x/0 and the original turns the sample
+NaN; there m = 0 (k = 1, the rescale skipped). The per-sample m needs five sums first
 (`_rescale_stats_kernel` writes them per (sample, chunk)); each program of the step kernel sums its sample's partials
 and forms m itself, so a rescaled step is two launches and never syncs.
 
@@ -76,7 +78,9 @@ def _rescale_slope(stats_ptr, row, n_stat_chunks, n_el, x0_b, phi, STAT_BLOCK: t
     cov = tl.sum(s_gd, axis=0) - S_g * S_d / n
     std_g = tl.sqrt(var_g)
     std_c = tl.sqrt(tl.maximum(var_g + b * (2.0 * cov + b * var_d), 0.0))
-    return (phi * (2.0 * cov + b * var_d) / (std_g * (std_c + std_g))).to(tl.float32)
+    den = std_g * (std_c + std_g)
+    # x0_cfg without spread: no ratio of stds to take, the rescale is skipped (k = 1) instead of 0/0 or x/0
+    return tl.where(den == 0.0, 0.0, phi * (2.0 * cov + b * var_d) / den).to(tl.float32)
 
 
 # B, the row count and the chunk counts vary per call: runtime integers, one compiled variant per configuration
@@ -233,7 +237,12 @@ def _slope_from_sums(sums, n, phi, b, clamp0, sqrt):
     cov = sums[:, S_GD] - sums[:, S_G] * sums[:, S_D] / n
     std_g = sqrt(var_g)
     std_c = sqrt(clamp0(var_g + b * (2 * cov + b * var_d)))
-    return phi * (2 * cov + b * var_d) / (std_g * (std_c + std_g))
+    den = std_g * (std_c + std_g)
+    # x0_cfg without spread (a constant data prediction): no ratio of stds to take, the rescale is skipped (m = 0,
+    # k = 1) where TRELLIS.2's formula is 0/0 or x/0 and would turn the whole sample NaN from then on
+    num = phi * (2 * cov + b * var_d)
+    safe = den + (den == 0)
+    return (num / safe) * (den != 0)
 
 
 def rescale_factor(x, c, u, coef, phi: float, offsets: Optional[torch.Tensor] = None,
