@@ -45,8 +45,9 @@ def guided_step(x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coe
     k = φ·std(x0_c)/std(x0_guided) + 1 − φ per sample (`guidance_rescale_factor`), formed on the device in the same
     call (a statistics pass, then the step; no host sync). Where x0 does not depend on v (x0_b = 0, the data end)
     the original's formula is 0/0; the step takes its limit there (flowkernels/flow_kernels.md). Where x0_guided
-    has no spread (std 0) the ratio is undefined (the original gives NaN) and the rescale is skipped (k = 1). offsets [B + 1] (int64, on x's device): x, c, u and the
-    outputs are [N, ...] rows of B ragged samples (TRELLIS sparse latents), sample b being rows
+    has no spread (std 0) the ratio is undefined (the original gives NaN) and the rescale is skipped (k = 1).
+
+    offsets [B + 1] (int64, on x's device): x, c, u and the outputs are [N, ...] rows of B ragged samples (TRELLIS sparse latents), sample b being rows
     offsets[b]:offsets[b + 1]; the std is then over each sample's rows.
 
     Side outputs, each written in the same pass when given: model_in (the next model input, [B] or [2B] rows, in
@@ -55,6 +56,40 @@ def guided_step(x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coe
     x0 and v_out must be contiguous. Every tensor's shape, dtype and device is checked on the host (a named
     ValueError: the kernels would read or write past a smaller buffer); CPU offsets are checked by value too
     (CUDA offsets are trusted: checking them would cost a sync per step)."""
+    if not _usual_step(x, c, u, coef, out, model_in, (h, x0, v_out), offsets, rescale):
+        _check_step(x, c, u, coef, out, h, model_in, x0, v_out, offsets, rescale)
+    unchecked_guided_step(x, c, u, coef, out=out, h=h, model_in=model_in, x0=x0, v_out=v_out, offsets=offsets,
+                          rescale=rescale, backend=backend)
+
+
+def _usual_step(x, c, u, coef, out, model_in, outputs, offsets, rescale) -> bool:
+    """Whether a call is the usual sampling step, checked in a few comparisons (a step of a small latent takes tens
+    of microseconds, and the named checks cost a third of that): no offsets or rescale, c, u and the outputs of x's
+    shape, floating dtype and device, contiguous outputs, a float32 coefficient row. Anything else goes through
+    `_check_step`, which names what is wrong."""
+    if offsets is not None or rescale != 0 or type(x) is not torch.Tensor or x.dtype not in _STEP_DTYPES \
+            or x.dim() == 0:
+        return False
+    shape, device = x.shape, x.device
+    for z in (c, u):
+        if z is not None and (type(z) is not torch.Tensor or z.shape != shape or z.dtype not in _STEP_DTYPES
+                              or z.device != device):
+            return False
+    for z in (out, model_in) + outputs:
+        if z is not None and (type(z) is not torch.Tensor or z.dtype not in _STEP_DTYPES or z.device != device
+                              or not z.is_contiguous()):
+            return False
+        if z is not None and z is not model_in and z.shape != shape:
+            return False
+    if model_in is not None and (model_in.shape[1:] != shape[1:] or model_in.shape[0] not in (shape[0],
+                                                                                           2 * shape[0])):
+        return False
+    return (type(coef) is torch.Tensor and coef.dtype is torch.float32 and coef.dim() == 1
+            and coef.shape[0] >= _step_op.N_COEF and coef.device == device)
+
+
+def _check_step(x, c, u, coef, out, h, model_in, x0, v_out, offsets, rescale):
+    """guided_step's named checks."""
     _check_step_tensors(x, c, u, coef, offsets, rescale)
     for name, z in (("out", out), ("h", h), ("x0", x0), ("v_out", v_out)):
         if z is not None:
@@ -63,8 +98,6 @@ def guided_step(x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coe
         rows = x.shape[0]
         _check_buffer("model_in", model_in, x, tuple((k * rows,) + tuple(x.shape[1:]) for k in (1, 2)),
                       "[B] or [2B] rows of x's shape")
-    unchecked_guided_step(x, c, u, coef, out=out, h=h, model_in=model_in, x0=x0, v_out=v_out, offsets=offsets,
-                          rescale=rescale, backend=backend)
 
 
 def unchecked_guided_step(x, c, u, coef, *, out, h=None, model_in=None, x0=None, v_out=None, offsets=None,
