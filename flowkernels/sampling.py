@@ -47,8 +47,8 @@ def guided_step(x: torch.Tensor, c: torch.Tensor, u: Optional[torch.Tensor], coe
     the original's formula is 0/0; the step takes its limit there (flowkernels/flow_kernels.md). Where x0_guided
     has no spread (std 0) the ratio is undefined (the original gives NaN) and the rescale is skipped (k = 1).
 
-    offsets [B + 1] (int64, on x's device): x, c, u and the outputs are [N, ...] rows of B ragged samples (TRELLIS sparse latents), sample b being rows
-    offsets[b]:offsets[b + 1]; the std is then over each sample's rows.
+    offsets [B + 1] (int64, on x's device): x, c, u and the outputs are [N, ...] rows of B ragged samples (TRELLIS
+    sparse latents), sample b being rows offsets[b]:offsets[b + 1]; the std is then over each sample's rows.
 
     Side outputs, each written in the same pass when given: model_in (the next model input, [B] or [2B] rows, in
     its own dtype), x0 (the data prediction), v_out (v in fp32, Heun's predictor). c and u may be the two halves of
