@@ -185,6 +185,7 @@ def _rescale_stats_kernel(
 
 STEP_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=6)  # Heun's predictor on odd rows: 72 registers
 STATS_KERNEL = _plan.KernelSpec(num_warps=4, programs_per_sm=4)
+STATS_TILE = 512  # elements a stats program loads per tensor and iteration (a divisor of every chunk's span)
 
 
 def coefficient_row(dt, a_c=1.0, a_u=0.0, x0_a=1.0, x0_b=0.0, dt_h=0.0) -> list[float]:
@@ -267,6 +268,8 @@ def stats_plan(x, c, u, coef, offsets, target=None) -> _plan.LaunchPlan:
     B, M = _samples(x, offsets), x[0].numel()
     (x, sx), (c, sc), (u, su) = (_strided(z, ragged) for z in (x, c, u))
     chunks, span, tile = _plan.row_grid(B, _launch.mean_sample_size(x, B, M, ragged), target, STATS_KERNEL)
+    if target.cuda:  # five fp64 accumulators a lane: half the tile keeps unaligned rows within 128 registers
+        tile = min(tile, STATS_TILE)
     partial = torch.empty((B, chunks, N_STATS), dtype=torch.float64, device=x.device)
     args = (x, c, u, coef, offsets if ragged else coef, partial, M, span, x.shape[0], chunks, sx, sc, su)
     align = _plan.pow2_alignment(M) if ragged else _plan.pow2_alignment(M, sx, sc, su)
