@@ -31,6 +31,30 @@ def check_real(name: str, value, lo: float = -math.inf, hi: float = math.inf) ->
     return v
 
 
+def check_row_offsets(offsets, rows: int, device, data: str, dtypes=(torch.int64, torch.int32)) -> torch.Tensor:
+    """offsets [B + 1] of ragged samples over the `rows` rows of the tensor named `data`, as contiguous int64: named
+    errors for what the host can see. On the CPU the values too (0 first, `rows` last, never decreasing: the kernels
+    index rows with them); a CUDA tensor's values are not read (a sync per call), the kernels clamp them instead."""
+    if not isinstance(offsets, torch.Tensor) or offsets.dim() != 1 or offsets.dtype not in dtypes \
+            or offsets.shape[0] < 1:
+        raise ValueError(f"offsets must be a 1-D {' or '.join(str(d).split('.')[-1] for d in dtypes)} tensor of B + 1 "
+                         f"row offsets, got {getattr(offsets, 'dtype', type(offsets).__name__)} of shape "
+                         f"{tuple(getattr(offsets, 'shape', ()))}")
+    if offsets.device != torch.device(device):
+        raise ValueError(f"offsets is on {offsets.device} but {data} is on {device}")
+    offsets = offsets.to(torch.int64).contiguous()
+    if offsets.device.type == "cpu" and not torch.compiler.is_compiling():
+        if offsets.numel() <= 4097:  # a few values: read as Python ints (one call, not five small ops)
+            v = offsets.tolist()
+            bad = v[0] != 0 or v[-1] != rows or any(a > b for a, b in zip(v, v[1:]))
+        else:
+            bad = int(offsets[0]) != 0 or int(offsets[-1]) != rows or bool((offsets[1:] < offsets[:-1]).any())
+        if bad:
+            shown = offsets.tolist() if offsets.numel() <= 8 else offsets[:4].tolist() + ["..."] + offsets[-2:].tolist()
+            raise ValueError(f"offsets must run from 0 to {data}'s {rows} rows without decreasing, got {shown}")
+    return offsets
+
+
 def check_float_tensor(name: str, x, dtypes=FLOAT_DTYPES, min_ndim: int = 1) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")

@@ -7,7 +7,8 @@ from typing import NamedTuple
 import torch
 
 from ._dispatch import resolve_backend
-from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor, check_per_sample, check_same_shape
+from ._validation import (FLOAT_DTYPES, check_choice, check_float_tensor, check_per_sample, check_row_offsets,
+                          check_same_shape)
 from .flow_algebra import resolve_scheme
 from .ops.flow_interpolate import flow_interpolate_call
 from .ops.flow_loss import flow_loss_call, flow_loss_reduced
@@ -75,30 +76,12 @@ def _t_in_unit_interval(t: torch.Tensor) -> bool:
 
 
 def _check_offsets(offsets, x1):
-    """offsets [B + 1] (int64 or int32) over the rows of a ragged x1 [N, C...]: named errors for what the host can
-    see; on CUDA the values are not read (a sync), and the kernels clamp them instead."""
+    """offsets [B + 1] (int64 or int32) over the rows of a ragged x1 [N, C...] (check_row_offsets), as int64."""
     if offsets is None:
         return None
-    if not isinstance(offsets, torch.Tensor) or offsets.dim() != 1 or offsets.dtype not in (torch.int64, torch.int32):
-        raise ValueError("offsets must be a 1-D int64 tensor [B + 1] of row offsets "
-                         f"(got {getattr(offsets, 'dtype', type(offsets).__name__)}, "
-                         f"shape {tuple(getattr(offsets, 'shape', ()))})")
-    if offsets.numel() < 1:
-        raise ValueError("offsets must hold at least one value (B + 1 offsets for B samples)")
-    if offsets.device != x1.device:
-        raise ValueError(f"offsets is on {offsets.device} but x1 is on {x1.device}")
+    offsets = check_row_offsets(offsets, x1.shape[0], x1.device, "x1")
     if x1.dim() < 2:
         raise ValueError(f"with offsets, x1 must be [N_rows, C, ...], got shape {tuple(x1.shape)}")
-    offsets = offsets.to(torch.int64).contiguous()
-    if offsets.device.type == "cpu" and not torch.compiler.is_compiling():
-        if offsets.numel() <= 4097:  # a few values: read as Python ints (one call, not five small ops)
-            v = offsets.tolist()
-            bad = v[0] != 0 or v[-1] != x1.shape[0] or any(a > b for a, b in zip(v, v[1:]))
-        else:
-            bad = int(offsets[0]) != 0 or int(offsets[-1]) != x1.shape[0] or bool((offsets[1:] < offsets[:-1]).any())
-        if bad:
-            raise ValueError(f"offsets must rise from 0 to the number of rows of x1 ({x1.shape[0]}), got "
-                             f"{offsets.tolist()[:8]}{'...' if offsets.numel() > 8 else ''}")
     return offsets
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ._dispatch import resolve_backend
-from ._validation import FLOAT_DTYPES, check_choice, check_float_tensor, check_real, check_same_shape
+from ._validation import (FLOAT_DTYPES, check_choice, check_float_tensor, check_real, check_row_offsets,
+                          check_same_shape)
 from .flow_algebra import GUIDANCE_FORMULAS, canonical_convention, guidance_weights, x0_coefficients
 from .ops import guided_step as _step_op
 
@@ -147,22 +148,11 @@ def _check_step_tensors(x, c, u, coef, offsets, rescale):
 
 
 def _check_offsets(offsets, x, single_values_fail=False):
-    rows = x.shape[0]
-    if not isinstance(offsets, torch.Tensor) or offsets.dtype != torch.int64 or offsets.dim() != 1 or \
-            offsets.shape[0] < 1:
-        raise ValueError(f"offsets must be a 1-D int64 tensor of B + 1 row offsets, got "
-                         f"{getattr(offsets, 'dtype', type(offsets).__name__)} of shape "
-                         f"{tuple(getattr(offsets, 'shape', ()))}")
-    if offsets.device != x.device:
-        raise ValueError(f"offsets is on {offsets.device} but x is on {x.device}")
-    if offsets.device.type == "cpu" and not torch.compiler.is_compiling():
-        o = offsets.numpy()
-        if o[0] != 0 or o[-1] != rows or (o[1:] < o[:-1]).any():
-            raise ValueError(f"offsets must run from 0 to x's {rows} rows without decreasing, got "
-                             f"{o.tolist() if o.size <= 8 else o[:4].tolist() + ['...'] + o[-2:].tolist()}")
-        if single_values_fail and ((o[1:] - o[:-1]) == 1).any():
-            raise ValueError("rescale > 0 needs at least 2 elements per sample (a standard deviation); a sample of "
-                             f"offsets has one row of {x[0].numel()} element")
+    """int64 offsets over x's rows (the step kernels read them as int64, so int32 is refused rather than copied)."""
+    offsets = check_row_offsets(offsets, x.shape[0], x.device, "x", dtypes=(torch.int64,))
+    if single_values_fail and offsets.device.type == "cpu" and bool(((offsets[1:] - offsets[:-1]) == 1).any()):
+        raise ValueError("rescale > 0 needs at least 2 elements per sample (a standard deviation); a sample of "
+                         f"offsets has one row of {x[0].numel()} element")
 
 
 def guidance_rescale_factor(x: torch.Tensor, c: torch.Tensor, u: torch.Tensor, coef: torch.Tensor, phi: float, *,

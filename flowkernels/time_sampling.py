@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ._validation import check_choice
+from ._validation import check_choice, check_real
 
 SAMPLERS = {"uniform": "uniform", "logit_normal": "logit_normal", "logitnormal": "logit_normal", "mode": "mode"}
 SHIFT_SENSES = {"sit": "sit", "sd3": "sd3"}
@@ -37,12 +37,7 @@ def sample_time(batch_size: int, *, sampler: str = "uniform", device=None, gener
     if not (0.0 <= t0 <= t1 <= 1.0):
         raise ValueError(f"t0={t0}, t1={t1} must satisfy 0 <= t0 <= t1 <= 1")
     for name, value in (("mean", mean), ("std", std), ("mode_scale", mode_scale), ("shift", shift)):
-        try:
-            finite = math.isfinite(float(value))
-        except (TypeError, ValueError):
-            finite = False
-        if not finite:  # NaN would give all-NaN t
-            raise ValueError(f"{name}={value!r} must be a finite number")
+        check_real(name, value)  # NaN would give all-NaN t
     if std < 0:
         raise ValueError(f"std={std} must be >= 0")
     if sampler == "mode" and not MODE_SCALE_RANGE[0] <= mode_scale <= MODE_SCALE_RANGE[1]:

@@ -13,9 +13,9 @@ is imported on first access of the name, never by `import flowkernels`. Without 
 per-token timesteps raise a named error).
 
 Either way, `step` with per-token timesteps, `stochastic_sampling`, float64 tensors or tensors that require grad
-(with grad mode on) runs the original arithmetic (diffusers' own `step` where it is installed); otherwise x + (σ_next − σ)·v is one fused pass in fp32, stored in
-model_output's dtype, with σ_next − σ formed in fp32 as diffusers forms it, reading a per-run coefficient table on
-the device (no host copy per step).
+(with grad mode on) runs the original arithmetic (diffusers' own `step` where it is installed); otherwise
+x + (σ_next − σ)·v is one fused pass in fp32, stored in model_output's dtype, with σ_next − σ formed in fp32 as
+diffusers forms it, reading a per-run coefficient table on the device (no host copy per step).
 """
 from __future__ import annotations
 
