@@ -15,10 +15,6 @@ import torch
 from .flow_matching import VP_SMAX, VP_SMIN, expand_t_like_x
 
 
-def _expand(t, x):
-    return expand_t_like_x(t, x)
-
-
 class LinearPlan:
     """ICPlan: alpha = t, sigma = 1 - t."""
 
@@ -32,19 +28,19 @@ class LinearPlan:
         return 1 / t
 
     def compute_drift(self, x, t):
-        t = _expand(t, x)
+        t = expand_t_like_x(t, x)
         ratio = self.compute_d_alpha_alpha_ratio_t(t)
         sigma_t, d_sigma_t = self.compute_sigma_t(t)
         return -(ratio * x), ratio * sigma_t ** 2 - sigma_t * d_sigma_t
 
     def compute_xt(self, t, x0, x1):
-        t = _expand(t, x1)
+        t = expand_t_like_x(t, x1)
         alpha_t, _ = self.compute_alpha_t(t)
         sigma_t, _ = self.compute_sigma_t(t)
         return alpha_t * x1 + sigma_t * x0
 
     def compute_ut(self, t, x0, x1, xt):
-        t = _expand(t, x1)
+        t = expand_t_like_x(t, x1)
         _, d_alpha_t = self.compute_alpha_t(t)
         _, d_sigma_t = self.compute_sigma_t(t)
         return d_alpha_t * x1 + d_sigma_t * x0
@@ -86,7 +82,7 @@ class VPPlan(LinearPlan):
         return sigma_t, torch.exp(p_sigma_t) * (2 * self._d_log_mean_coeff(t)) / (-2 * sigma_t)
 
     def compute_drift(self, x, t):
-        t = _expand(t, x)
+        t = expand_t_like_x(t, x)
         beta_t = VP_SMIN + (1 - t) * (VP_SMAX - VP_SMIN)
         return -0.5 * beta_t * x, beta_t / 2
 
@@ -147,7 +143,7 @@ class OriginalTransport:
             terms["loss"] = mean_flat((model_output - ut) ** 2)
             return terms
         _, drift_var = self.path_sampler.compute_drift(xt, t)
-        sigma_t, _ = self.path_sampler.compute_sigma_t(_expand(t, xt))
+        sigma_t, _ = self.path_sampler.compute_sigma_t(expand_t_like_x(t, xt))
         if self.loss_type == "velocity":
             weight = (drift_var / sigma_t) ** 2
         elif self.loss_type == "likelihood":
