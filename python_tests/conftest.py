@@ -31,16 +31,8 @@ def _seed_per_test(request):
 
 
 # --- shared fakes: stand-ins for the objects of the systems the drop-ins replace ---------------------------------
-class FakeSparse:
-    """TRELLIS's SparseTensor as its samplers and trainer see it: .feats rows [N, C], .layout (one slice of rows per
-    sample), .device, shape[0] = batch, .replace(feats)."""
-
-    def __init__(self, feats, layout):
-        self.feats, self.layout, self.device = feats, layout, feats.device
-        self.shape = torch.Size([len(layout), feats.shape[1]])
-
-    def replace(self, feats):
-        return FakeSparse(feats, self.layout)
+# TRELLIS's SparseTensor as its samplers and trainer see it (.feats, .layout, .shape, .device, .replace, arithmetic)
+from flowkernels.reference.trellis import SparseTensorLike as FakeSparse  # noqa: E402
 
 
 class ToyVelocityModel(torch.nn.Module):
