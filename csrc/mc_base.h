@@ -54,9 +54,7 @@ static constexpr int8_t kVariantTriCount[FK_VARIANTS] = FK_VARIANT_TRI_COUNT;
 static constexpr int8_t kVariantCentre[FK_VARIANTS] = FK_VARIANT_CENTRE;
 static constexpr int8_t kVariantTriEdges[FK_VARIANTS][3 * FK_MAX_VARIANT_TRIANGLES] = FK_VARIANT_TRI_EDGES;
 static constexpr int8_t kFaceCorners[6][4] = FK_FACE_CORNERS;
-static constexpr uint8_t kPathCentral[256] = FK_PATH_CENTRAL;
 #if defined(__CUDACC__)
-__constant__ uint8_t dPathCentral[256] = FK_PATH_CENTRAL;
 __constant__ uint8_t dAmbiguousFaces[256] = FK_AMBIGUOUS_FACES;
 __constant__ int8_t dInteriorPair[256] = FK_INTERIOR_PAIR;
 __constant__ uint8_t dDecidedCase[256] = FK_DECIDED_CASE;
@@ -90,8 +88,6 @@ FK_HD int variant_base(int config) { return FK_TABLE(kVariantBase, dVariantBase)
 FK_HD int variant_tri_count(int v) { return FK_TABLE(kVariantTriCount, dVariantTriCount)[v]; }
 FK_HD bool variant_centre(int v) { return FK_TABLE(kVariantCentre, dVariantCentre)[v] != 0; }
 FK_HD int variant_tri_edge(int v, int n) { return FK_TABLE(kVariantTriEdges, dVariantTriEdges)[v][n]; }
-// A twisted path's two central triangulations, variant offsets first | second << 4; 255 for other cases.
-FK_HD int path_central(int config) { return FK_TABLE(kPathCentral, dPathCentral)[config]; }
 
 FK_HD int popcount3(unsigned m) { return (m & 1u) + ((m >> 1) & 1u) + ((m >> 2) & 1u); }
 

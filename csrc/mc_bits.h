@@ -313,7 +313,7 @@ RowCounts count_row_bits(const Volume<T>& vol, const BitPlanes& bp, int64_t i, i
       double d[8];
       vol.cell_values(i, j, 64 * w + bit, v);
       level_offsets(v, vol.level, d);
-      const int variant = decided_variant<false>(vol, config, d);
+      const int variant = decided_variant(vol, config, d);
       c.tris += variant_tri_count(variant);
       c.centres += variant_centre(variant);
     }

@@ -5,9 +5,9 @@
 // Output order, identical on every driver: vertices by (grid point in C order, axis x<y<z) of the edge they lie
 // on, then the cell-centre vertices by cell in C order; triangles by cell in C order, then table order. Each
 // crossed edge is owned by its lower grid point, so a vertex is produced once and shared by every face that uses
-// it (welded by construction). A cell whose values decide its triangles (mc_decide.h: an ambiguous face, case 4, a
-// twisted path) takes them from the variant its decisions select (mc_variants.h); every other cell from the
-// 256-case table, which is those cases' only variant.
+// it (welded by construction). A cell whose values decide its triangles (mc_decide.h: an ambiguous face, or case
+// 4) takes them from the variant its decisions select (mc_variants.h); every other cell from the 256-case table,
+// which is those cases' only variant.
 #pragma once
 #include "mc_decide.h"
 
@@ -170,7 +170,7 @@ FK_HD RowCounts count_row(const Volume<T>& vol, int64_t i, int64_t j) {
           v[r + 4] = hi[r];
         }
         level_offsets(v, vol.level, d);
-        const int variant = decided_variant<false>(vol, config, d);
+        const int variant = decided_variant(vol, config, d);
         c.tris += variant_tri_count(variant);
         c.centres += variant_centre(variant);
       } else if (finite && config > 0) {

@@ -1,6 +1,6 @@
 // The cells whose values decide their triangles, shared by every driver: ambiguous faces (the asymptotic
-// decider), case 4's interior and the twisted paths' triangulation, each evaluated in double in one fixed
-// order so that every driver and the float64 reference agree.
+// decider) and case 4's interior, each evaluated in double in one fixed order so that every driver and the
+// float64 reference agree.
 #pragma once
 #include "mc_base.h"
 
@@ -54,30 +54,10 @@ FK_HD W body_diagonal_cells(const W corner[8]) {
   }
   return out;
 }
-// Cells whose four corners on each side form a path of three edges along three axes (Lewiner's cases 11 and 14),
-// and those of case 4: no face has its four corners on one side and no corner has its three neighbours on its
-// side (with an ambiguous face excluded, only these cases are left).
-template <typename W>
-FK_HD W twisted_path_cells(const W corner[8]) {
-  W other = 0;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-  for (int f = 0; f < 6; ++f) {
-    const W a = corner[face_corner(f, 0)];
-    other |= ~((a ^ corner[face_corner(f, 1)]) | (a ^ corner[face_corner(f, 2)]) | (a ^ corner[face_corner(f, 3)]));
-  }
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-  for (int c = 0; c < 8; ++c)
-    other |= ~((corner[c] ^ corner[c ^ 1]) | (corner[c] ^ corner[c ^ 2]) | (corner[c] ^ corner[c ^ 4]));
-  return ~other;
-}
-// The cells that read their values: an ambiguous face, case 4, or a twisted path.
+// The cells that read their values: an ambiguous face, or case 4.
 template <typename W>
 FK_HD W decided_cells(const W corner[8]) {
-  return ambiguous_cells(corner) | body_diagonal_cells(corner) | twisted_path_cells(corner);
+  return ambiguous_cells(corner) | body_diagonal_cells(corner);
 }
 
 // Case 4's interior: in the frame where the pair is corners 0 and 7 and negative (e: the values minus the level,
@@ -109,72 +89,8 @@ FK_HD bool face_joins(double a, double b, double c, double d) {
   return p_in > p_out && p_in <= 1.7976931348623157e308;
 }
 
-// A twisted path's triangulation: the variant (offset 0..13), other than its two central triangulations (always
-// equally near: taking one would pick by the table's orientation), whose area at the real edge vertices is nearest
-// the mean of the central ones' (the first of equals), as `path_choice` in reference/mc_ambiguity.py computes it,
-// with the same operations in the same order in double, so every driver and the reference agree; a NaN area (values
-// near the double range) is never nearer. src(c): corner c's value minus the level.
-template <typename Src>
-FK_HD double path_fraction(const Src& src, int e) {
-  const int c0 = edge_corner(e);
-  const double d0 = src(c0), d1 = src(c0 | 1 << edge_axis(e));
-  return d0 / (d0 - d1);
-}
-// Coordinate a of the vertex at fraction t along edge e: recomputed where used, so that only the three fractions
-// of a triangle stay live (its nine coordinates made the GPU face kernel spill).
-FK_HD double path_coord(int e, double t, int a) {
-  return double(edge_corner(e) >> a & 1) + (a == edge_axis(e) ? t : 0.0);
-}
-template <typename Src>
-FK_HD double path_twice_area(const Src& src, int v) {
-  double total = 0.0;
-  for (int n = 0; n < variant_tri_count(v); ++n) {
-    const int ep = variant_tri_edge(v, 3 * n), eq = variant_tri_edge(v, 3 * n + 1);
-    const int er = variant_tri_edge(v, 3 * n + 2);
-    const double tp = path_fraction(src, ep), tq = path_fraction(src, eq), tr = path_fraction(src, er);
-    const double ux = path_coord(eq, tq, 0) - path_coord(ep, tp, 0), uy = path_coord(eq, tq, 1) - path_coord(ep, tp, 1);
-    const double uz = path_coord(eq, tq, 2) - path_coord(ep, tp, 2), vx = path_coord(er, tr, 0) - path_coord(ep, tp, 0);
-    const double vy = path_coord(er, tr, 1) - path_coord(ep, tp, 1), vz = path_coord(er, tr, 2) - path_coord(ep, tp, 2);
-    const double cx = uy * vz - uz * vy, cy = uz * vx - ux * vz, cz = ux * vy - uy * vx;
-    total += sqrt(cx * cx + cy * cy + cz * cz);
-  }
-  return total;
-}
-template <typename Src>
-FK_HD int path_choice(int config, const Src& src) {
-  const int base = variant_base(config), central = path_central(config);
-  const double target =
-      (path_twice_area(src, base + (central & 15)) + path_twice_area(src, base + (central >> 4))) * 0.5;
-  double best = HUGE_VAL;
-  int out = 0;
-  for (int n = 0; n < 14; ++n) {
-    if (n == (central & 15) || n == central >> 4) continue;
-    const double dist = fabs(path_twice_area(src, base + n) - target);
-    if (dist < best) {
-      best = dist;
-      out = n;
-    }
-  }
-  return out;
-}
-struct OffsetsIn {  // a cell's values minus the level, held
-  const double* d;
-  FK_HD double operator()(int c) const { return d[c]; }
-};
-template <typename V>
-struct OffsetsAt {  // a cell's values minus the level, read from the grid when asked
-  const V& vol;
-  int64_t i, j, k;
-  FK_HD double operator()(int c) const {
-    return double(vol.at(i + (c & 1), j + (c >> 1 & 1), k + (c >> 2))) - double(vol.level);
-  }
-};
-
 // Variant of a decided cell: its case's first variant plus its decisions, bit n for the n-th ambiguous face, bit
-// 0 for case 4's interior, or a twisted path's triangulation. d[c]: corner c's value minus the level, in double.
-// kTiling false leaves the twisted path's choice out: its 14 variants have 4 triangles each and no centre vertex,
-// so the count passes skip it.
-template <bool kTiling = true>
+// 0 for case 4's interior. d[c]: corner c's value minus the level, in double.
 FK_HD int cell_variant(int config, const double d[8]) {
   const unsigned faces = ambiguous_faces(config);
   int bits = 0, n = 0;
@@ -195,20 +111,19 @@ FK_HD int cell_variant(int config, const double d[8]) {
     bits |= int(interior_joins(s * d[0 ^ c], s * d[1 ^ c], s * d[2 ^ c], s * d[3 ^ c], s * d[4 ^ c], s * d[5 ^ c],
                                s * d[6 ^ c], s * d[7 ^ c]));
   }
-  if (kTiling && path_central(config) != 255) bits = path_choice(config, OffsetsIn{d});
   return variant_base(config) + bits;
 }
 
 // The variant of a decided-case cell from its level offsets d, or, when the volume asks for the sign rule, the
 // variant with no face and no interior joined (what the 256-case table draws).
-template <bool kTiling = true, typename V>
+template <typename V>
 FK_HD int decided_variant(const V& vol, int config, const double d[8]) {
-  return vol.decide_from_values ? cell_variant<kTiling>(config, d) : variant_base(config);
+  return vol.decide_from_values ? cell_variant(config, d) : variant_base(config);
 }
 
 // cell_variant with each ambiguous face's 4 values read from the grid when it is decided: the same decisions,
 // holding 4 values at a time instead of 8 (the GPU face kernel has no registers to spare).
-template <bool kTiling = true, typename V>
+template <typename V>
 FK_HD int cell_variant_at(const V& vol, int config, int64_t i, int64_t j, int64_t k) {
   if (!vol.decide_from_values) return variant_base(config);
   const unsigned faces = ambiguous_faces(config);
@@ -237,7 +152,6 @@ FK_HD int cell_variant_at(const V& vol, int config, int64_t i, int64_t j, int64_
     }
     bits |= int(interior_joins(e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]));
   }
-  if (kTiling && path_central(config) != 255) bits = path_choice(config, OffsetsAt<V>{vol, i, j, k});
   return variant_base(config) + bits;
 }
 

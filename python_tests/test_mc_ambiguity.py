@@ -1,8 +1,7 @@
 """The value-decided marching cubes reference (asymptotic face decider, flowkernels.reference.mc_ambiguity): its
 tables stay watertight whatever each face decides, the two cells sharing a face decide it alike from its values
-(ties included), and whole fields come out watertight. How far it moves the area toward scikit-image's (Lewiner)
-is measured in marching_cubes.md: on its own it is not within 5e-4 at 16^3 on every saddle-dense field, so no
-test asserts that yet."""
+(ties included), and whole fields come out watertight. How far the drivers' area is from scikit-image's (Lewiner's) is
+tested in test_mc_skimage_area.py and measured in marching_cubes.md."""
 import itertools
 
 import numpy as np
@@ -10,10 +9,11 @@ import pytest
 import torch
 
 from flowkernels.reference.marching_cubes import marching_cubes_reference
-from flowkernels.reference.mc_ambiguity import (AMBIGUOUS, CENTRE, CENTRE_FAN_MIN, PATH_CENTRAL, VARIANTS, _loops,
-                                                body_diagonal_pair, cell_triangles, face_bits, in_face,
+from flowkernels.reference.mc_ambiguity import (AMBIGUOUS, CENTRE, CENTRE_FAN_MIN, VARIANTS, _loops,
+                                                body_diagonal_pair, cell_triangles, in_face,
                                                 interior_joins, marching_cubes_decided, trilinear_joins)
-from flowkernels.reference.mc_tables import CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, TRIANGLES, _edge_id
+from flowkernels.reference.mc_tables import (CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, TRIANGLES,
+                                             TWISTED_PATH_DIAGONAL, _edge_id, is_twisted_path)
 
 from test_mc_watertight import check_watertight, smooth_field
 
@@ -144,60 +144,31 @@ def mesh_edges(tris, corners=None):
     return frozenset(frozenset(moved(e) for e in pair) for t in tris for pair in itertools.combinations(t, 2))
 
 
-def test_twisted_paths_take_the_triangulation_nearest_the_central_pair_and_turn_with_the_cell():
-    """Each side's four corners a path of three edges (Lewiner's cases 11 and 14, 24 cases): the cell takes, among
-    its loop's 14 triangulations less the two central ones, the one whose area at the real vertices is nearest the
-    mean of the central ones' (recomputed here with numpy, the central ones found as those holding a triangle of
-    three diagonals), the sign rule keeps the 256-case table's, and turning the cell (values and all) turns the
-    choice, which no fixed table does: a half turn maps each of these cases to itself and swaps its central
-    triangulations."""
-    seed = torch.initial_seed()
-    rng = np.random.default_rng(seed)
-    assert len(PATH_CENTRAL) == 24
-    rotations, compared = cube_rotations(), 0
-    for config in PATH_CENTRAL:
-        assert VARIANTS[config, 0] == TRIANGLES[config] and (config, 14) not in VARIANTS
-        for _ in range(6):
-            vals = [(-1.0 if config >> c & 1 else 1.0) * rng.uniform(0.02, 1.0) for c in range(8)]
-
-            def vertex(e):
-                p = np.array(CORNER_POS[EDGE_CORNER[e]], dtype=float)
-                d0, d1 = vals[EDGE_CORNER[e]], vals[EDGE_CORNER[e] | 1 << EDGE_AXIS[e]]
-                p[EDGE_AXIS[e]] += d0 / (d0 - d1)
-                return p
-
-            areas, central = [], []
-            for n in range(14):
-                tris = VARIANTS[config, n]
-                areas.append(sum(np.linalg.norm(np.cross(vertex(b) - vertex(a), vertex(c) - vertex(a)))
-                                 for a, b, c in tris))
-                uses = [frozenset(p) for t in tris for p in itertools.combinations(t, 2)]
-                if any(all(uses.count(frozenset(p)) == 2 for p in itertools.combinations(t, 2)) for t in tris):
-                    central.append(n)
-            assert len(central) == 2, (config, central)
-            dist = np.abs(np.array(areas) - np.mean([areas[n] for n in central]))
-            dist[central] = np.inf  # always equally near: the choice leaves them out
-            if np.sort(dist)[1] - dist.min() < 1e-9 * max(areas):
-                continue  # two triangulations equally near: rounding decides, nothing to check
-            chosen = face_bits(vals, config)
-            assert chosen == int(np.argmin(dist)), (seed, config, vals)
-            for r in rotations:
-                turned = [0.0] * 8
-                for c in range(8):
-                    turned[r[c]] = vals[c]
-                other = sum(1 << r[c] for c in range(8) if config >> c & 1)
-                assert mesh_edges(VARIANTS[other, face_bits(turned, other)]) == \
-                    mesh_edges(VARIANTS[config, chosen], r), (seed, config, r)
-            compared += 1
-    print(f"seed {seed}: {compared} cells compared")
-    assert compared > 3 * len(PATH_CENTRAL), (seed, compared)
+def test_twisted_paths_take_one_central_triangulation_whatever_the_values():
+    """Each side's four corners a path of three edges (Lewiner's cases 11 and 14, 24 cases): one variant, the
+    256-case table's, a central triangulation (a triangle of three diagonals) whose triangle leaves out the corners
+    of the stated body diagonal, the same for a case and its complement; whether it is scikit-image's is checked
+    against scikit-image (test_mc_skimage_area.py)."""
+    twisted = [c for c in range(256) if is_twisted_path(c)]
+    assert len(twisted) == 24 and all(255 - c in twisted for c in twisted)
+    for config in twisted:
+        assert (config, 1) not in VARIANTS and VARIANTS[config, 0] == TRIANGLES[config]
+        tris = TRIANGLES[config]
+        uses = [frozenset(p) for t in tris for p in itertools.combinations(t, 2)]
+        central = [t for t in tris if all(uses.count(frozenset(p)) == 2 for p in itertools.combinations(t, 2))]
+        assert len(tris) == 4 and len(central) == 1, (config, tris)
+        c = TWISTED_PATH_DIAGONAL[min(config, 255 - config)]
+        ends = {EDGE_CORNER[e] for e in central[0]} | {EDGE_CORNER[e] | 1 << EDGE_AXIS[e] for e in central[0]}
+        assert ends == set(range(8)) - {c, 7 - c}, (config, central)
+        assert mesh_edges(TRIANGLES[255 - config]) == mesh_edges(tris)
 
 
 def test_rotating_a_case_rotates_its_triangulation():
     """Where the rotations that fix a case leave its triangulation unchanged, every rotation of the case takes the
     rotated triangulation, as Lewiner's tables do (so rotating a field rotates the mesh and keeps its area): only
     the four corners of one face (both diagonals are rotations of each other) and the twisted paths of four corners
-    (whose triangulation is chosen otherwise, marching_cubes.md) cannot. Ties broken by the order of the loop's
+    (a half turn fixes the case and swaps its two central triangulations; they take scikit-image's, whose
+    orientation picks one, marching_cubes.md) cannot. Ties broken by the order of the loop's
     vertices alone gave 8 of the 21 rotation classes."""
     rotations, seen, free = cube_rotations(), set(), []
     for config in range(1, 255):

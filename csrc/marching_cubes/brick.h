@@ -328,7 +328,7 @@ FK_HD uint32_t segment_corners(const Planes& p, int64_t i, int64_t j, int64_t s,
 }
 
 // The cells of segment (i, j, s): corner words, the cells that emit (corners on both sides, all finite) and those
-// of them with an ambiguous face, of case 4 or a twisted path, decided from values.
+// of them with an ambiguous face or of case 4, decided from values.
 struct SegmentCells {
   uint32_t corner[8];
   uint32_t emitting, decided;
@@ -356,13 +356,11 @@ FK_HD int lane_case(const SegmentCells& c, int lane) {
 // The variant of the lane's cell (case `config`) when it is decided from values, else -1 (the case table). The
 // values are read only then, face by face, and not kept: on the GPU the face kernel has no registers to spare for
 // eight doubles, and the few lanes that place a centre vertex read them again.
-// kTiling false (the count and centre passes) leaves out a twisted path's choice among its triangulations, which
-// changes neither the count nor the centre vertex.
-template <bool kTiling = true, typename T>
+template <typename T>
 FK_HD int lane_variant(const Volume<T>& vol, const SegmentCells& c, int config, int64_t i, int64_t j, int64_t s,
                        int lane) {
   if (!(c.decided >> lane & 1u)) return -1;
-  return cell_variant_at<kTiling>(vol, config, i, j, 32 * s + lane);
+  return cell_variant_at(vol, config, i, j, 32 * s + lane);
 }
 
 // Vertices owned by the segment's points below the lane: popcounts of the 3 edge words.

@@ -79,7 +79,7 @@ void count_block(const Volume<T>& vol, const Planes& p, const Scratch& sc, int64
     bool centre[kLanes];
     for (int lane = 0; lane < kLanes; ++lane) {
       const int config = lane_case(cells, lane);
-      const int variant = lane_variant<false>(vol, cells, config, x.i, x.j, x.s, lane);
+      const int variant = lane_variant(vol, cells, config, x.i, x.j, x.s, lane);
       ntri[lane] = variant >= 0 ? variant_tri_count(variant) : kHostTables.tri_count[config];
       centre[lane] = variant >= 0 && variant_centre(variant);
     }

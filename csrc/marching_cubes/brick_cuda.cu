@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) count_kernel(Volume
     int ntri = tri_count[config];
     bool centre = false;
     if (cells.decided >> lane & 1u) {
-      const int variant = lane_variant<false>(vol, cells, config, x.i, x.j, x.s, lane);
+      const int variant = lane_variant(vol, cells, config, x.i, x.j, x.s, lane);
       ntri = variant_tri_count(variant);
       centre = variant_centre(variant);
     }
@@ -238,7 +238,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
   const SegIndex x = p.grid.decode(g);
   const SegmentCells cells = segment_cells(p, x.i, x.j, x.s);
   if (!cells.decided) return;  // uniform across the warp
-  const int variant = lane_variant<false>(vol, cells, lane_case(cells, lane), x.i, x.j, x.s, lane);
+  const int variant = lane_variant(vol, cells, lane_case(cells, lane), x.i, x.j, x.s, lane);
   const bool has_centre = variant >= 0 && variant_centre(variant);
   const uint32_t centres = __ballot_sync(kFullWarp, has_centre);
   if (has_centre) emit_lane_centre(vol, out, x.i, x.j, x.s, lane, lane_centre_id(out, sc, g, centres, lane));

@@ -23,24 +23,18 @@ off the faces exists: 116 such loops have none, and where one exists Lewiner fan
 measured closer to his area. Of the interior ambiguities (Lewiner's cases 4, 6, 7, 10, 12, 13: tubes through the
 cell) only case 4's is decided.
 
-Twisted paths. Where each side's four corners form a path of three cube edges along three axes (Lewiner's cases
-11 and 14: 24 cases, no ambiguous face, one loop of 6 vertices), a half turn of the cube maps the case to itself
-and swaps the two central triangulations (three diagonals joining alternate vertices), one of which Lewiner's tiling
-draws, by his table's orientation. Their areas at the real vertices can differ by a fifth of a cell face. These
-cells take, among the other 12 triangulations of the loop (all keep their edges off the faces), the one whose area
-is nearest the mean of the two central triangulations' (`path_choice`): rotating the field rotates the choice,
-and its area lies between his two where the loop allows (measured: marching_cubes.md).
+Twisted paths (Lewiner's cases 11 and 14: no ambiguous face, one loop of 6 vertices) draw the central
+triangulation of `mc_tables` (scikit-image's), whatever the values.
 """
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 
 from . import mc_tables
-from .mc_tables import (CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, FACES, _edge_id,
-                        largest_area_triangulation, SMALLEST_AREA_LOOP)
+from .mc_tables import (CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, FACES, _edge_id, is_twisted_path,
+                        largest_area_triangulation, SMALLEST_AREA_LOOP, twisted_path_triangulation)
 
 CENTRE = 12  # vertex slot of the cell-centre vertex (edges are 0..11)
 
@@ -100,6 +94,8 @@ def _loops(config: int, joined):
 
 CENTRE_FAN_MIN = 8  # loops this long are fanned from the cell centre
 def _loop_triangles(loop, config):
+    if is_twisted_path(config):
+        return twisted_path_triangulation(loop, config)
     largest = len(loop) != SMALLEST_AREA_LOOP  # joined or not, as the 256-case table
     tris = largest_area_triangulation(loop, largest, config) if len(loop) < CENTRE_FAN_MIN else None
     if tris is None:  # fan from the cell centre: every edge from it crosses the cell's interior
@@ -110,82 +106,6 @@ def _loop_triangles(loop, config):
 def _orient(tris):
     """mc_tables' winding: for corner 0 alone inside, the normal points away from corner 0."""
     return [(t[0], t[2], t[1]) for t in tris]
-
-
-def _triangulations(n: int, lo: int = 0, hi: int | None = None):
-    """Every triangulation of the polygon lo..hi (positions on a loop of n vertices), first split first."""
-    hi = n - 1 if hi is None else hi
-    if hi - lo < 2:
-        return [[]]
-    return [left + [(lo, k, hi)] + right for k in range(lo + 1, hi)
-            for left in _triangulations(n, lo, k) for right in _triangulations(n, k, hi)]
-
-
-def is_twisted_path(config: int) -> bool:
-    """Four corners on each side, each side a path of three cube edges along three axes (Lewiner's cases 11, 14):
-    no ambiguous face, no face with its four corners on one side, no corner whose three neighbours share its side,
-    and not case 4 (the word test the bricks run, less its case 4)."""
-    side = [(config >> c) & 1 for c in range(8)]
-    if AMBIGUOUS[config] or body_diagonal_pair(config) is not None:
-        return False
-    mono = any(len({side[c] for c in face}) == 1 for face in FACES)
-    hub = any(all(side[c ^ 1 << a] == side[c] for a in range(3)) for c in range(8))
-    return not mono and not hub
-
-
-def _path_variants(config: int):
-    """The 14 triangulations of a twisted path's loop, the 256-case table's first (the sign rule draws it), and the
-    offsets of its two central triangulations among them."""
-    (loop,) = _loops(config, set())
-    table = [tuple(t) for t in mc_tables.TRIANGLES[config]]
-    listed = [_orient([(loop[a], loop[b], loop[c]) for a, b, c in tri]) for tri in _triangulations(6)]
-    key = lambda tris: frozenset(frozenset(pair) for t in tris for pair in itertools.combinations(t, 2))
-    first = next(n for n, tris in enumerate(listed) if key(tris) == key(table))
-    order = [table] + listed[:first] + listed[first + 1:]
-    central = [n for n, tris in enumerate(order) if key(tris) in
-               [key(_orient([(loop[a], loop[b], loop[c]) for a, b, c in tri])) for tri in
-                ([(0, 2, 4), (0, 1, 2), (2, 3, 4), (4, 5, 0)], [(1, 3, 5), (1, 2, 3), (3, 4, 5), (5, 0, 1)])]]
-    assert len(order) == 14 and len(central) == 2
-    return order, tuple(central)
-
-
-def _twice_area(p, q, r) -> float:
-    """Twice a triangle's area, in the drivers' order of operations."""
-    ux, uy, uz = q[0] - p[0], q[1] - p[1], q[2] - p[2]
-    vx, vy, vz = r[0] - p[0], r[1] - p[1], r[2] - p[2]
-    cx, cy, cz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
-    return math.sqrt(cx * cx + cy * cy + cz * cz)
-
-
-def path_choice(vals, config: int) -> int:
-    """The variant offset of a twisted path's cell (vals: the corners minus the level): the triangulation, in variant
-    order, whose area at the real edge vertices is nearest the mean of the two central ones' (the first of equals),
-    the central ones left out (they are always equally near: taking one picks by orientation). Every driver
-    evaluates the same operations in double in the same order; a NaN area (values near the double range) is never
-    nearer, so such a cell keeps variant 0."""
-    def vertex(e):
-        c0 = EDGE_CORNER[e]
-        d0, d1 = vals[c0], vals[c0 | 1 << EDGE_AXIS[e]]
-        t = d0 / (d0 - d1)
-        return tuple(float(CORNER_POS[c0][a]) + (t if a == EDGE_AXIS[e] else 0.0) for a in range(3))
-
-    with np.errstate(all="ignore"):
-        areas = []
-        for n in range(14):
-            total = 0.0
-            for tri in VARIANTS[config, n]:
-                total += _twice_area(*(vertex(e) for e in tri))
-            areas.append(total)
-        c0, c1 = PATH_CENTRAL[config]
-        target = (areas[c0] + areas[c1]) * 0.5
-        best, out = math.inf, 0
-        for n in range(14):
-            if n in (c0, c1):
-                continue
-            dist = abs(areas[n] - target)
-            if dist < best:
-                best, out = dist, n
-    return out
 
 
 def body_diagonal_pair(config: int):
@@ -248,12 +168,8 @@ def _build():
             table[config, bits] = _orient([t for loop in loops for t in _loop_triangles(loop, config)])
         if body_diagonal_pair(config) is not None:  # case 4: its interior decides a second variant, the tube
             table[config, 1] = _tube(table[config, 0])
-        if is_twisted_path(config):
-            for n, tris in enumerate(_path_variants(config)[0]):
-                table[config, n] = tris
     return table
 VARIANTS = _build()
-PATH_CENTRAL = {c: _path_variants(c)[1] for c in range(256) if is_twisted_path(c)}
 
 
 def face_bits(vals, config: int) -> int:
@@ -265,8 +181,6 @@ def face_bits(vals, config: int) -> int:
             bits |= 1 << n
     if body_diagonal_pair(config) is not None and interior_joins(vals, config):
         bits |= 1
-    if config in PATH_CENTRAL:  # a twisted path: no face, no interior; its triangulation is the decision
-        bits = path_choice(vals, config)
     return bits
 
 
@@ -442,7 +356,7 @@ def header() -> str:
     for config in range(256):
         base.append(at)
         pair = body_diagonal_pair(config)
-        at += 2 if pair else 14 if config in PATH_CENTRAL else 1 << len(AMBIGUOUS[config])
+        at += 2 if pair else 1 << len(AMBIGUOUS[config])
         pairs.append(-1 if pair is None else pair[0] | (0 if config >> pair[0] & 1 else 4))
     most = max(len(t) for t in VARIANTS.values())
     decided = ", ".join(str(int(n > 1)) for n in np.diff(base + [at]))
@@ -456,8 +370,6 @@ def header() -> str:
     masks = ", ".join(str(sum(1 << f for f in AMBIGUOUS[c])) for c in range(256))
     counts = ", ".join(str(len(VARIANTS[k])) for k in keys)
     centre = ", ".join(str(int(any(CENTRE in t for t in VARIANTS[k]))) for k in keys)
-    central = ", ".join(str(PATH_CENTRAL[c][0] | PATH_CENTRAL[c][1] << 4 if c in PATH_CENTRAL else 255)
-                        for c in range(256))
     return f"""// Generated by `python -m flowkernels.reference.mc_ambiguity`; do not edit (see that module for the derivation).
 #pragma once
 
@@ -474,10 +386,6 @@ def header() -> str:
 // Case 4 (two body-diagonal corners alone on their side; no ambiguous face): its lower corner c (0..3), plus 4 when
 // the pair lies outside; -1 for other cases. Decision bit 0: the interior joins the pair (a tube).
 #define FK_INTERIOR_PAIR {{{", ".join(map(str, pairs))}}}
-// A twisted path (each side's four corners a path of three edges along three axes): its 14 variants are the
-// triangulations of its loop, the value choice picks one (path_choice); the offsets of its two central
-// triangulations, first | second << 4; 255 for other cases.
-#define FK_PATH_CENTRAL {{{central}}}
 // 1 where the case has more than one variant: its cells read their values.
 #define FK_DECIDED_CASE {{{decided}}}
 #define FK_VARIANT_BASE {{{", ".join(map(str, base))}}}

@@ -20,6 +20,15 @@ vertices (Lewiner's case 6), which take the one of smallest area: their largest-
 from Lewiner's strip (measured: marching_cubes.md). Every loop of the sign rule has such a triangulation (a test
 checks all 256 cases).
 
+Twisted paths (each side's four corners a path of three cube edges along three axes, Lewiner's cases 11 and 14:
+24 cases, one loop of 6 vertices, no ambiguous face) are the exception: they take the central triangulation (a
+triangle joining alternate vertices, and three ears) that scikit-image's (Lewiner's) tiling draws, stated in
+`TWISTED_PATH_DIAGONAL`. A half turn of the cube maps such a case to itself and swaps its two central
+triangulations, so no rule of the cube's geometry picks one; Lewiner's tiling picks by its orientation (its only
+symmetries are the turns about the cube diagonal (0,0,1)-(1,1,0)), and where the two differ by a fifth of a cell
+face any other choice puts a small field's area 5e-4 off his (measured: marching_cubes.md). These 12 numbers are
+the one thing taken from his tables; a test reads them back from scikit-image cell by cell.
+
 `python -m flowkernels.reference.mc_tables > csrc/mc_tables.h` writes the C++ header (a test checks it is current).
 """
 from __future__ import annotations
@@ -107,6 +116,35 @@ def _area(tri) -> float:
 
 SMALLEST_AREA_LOOP = 7  # loops this long (case 6) take the smallest-area triangulation
 
+# A twisted path's case (the one of the case and its complement below 128) -> the body diagonal, corners c and
+# 7 - c, that its central triangle leaves out: the triangle lies across the cube perpendicular to that diagonal.
+TWISTED_PATH_DIAGONAL = {27: 1, 29: 2, 39: 0, 46: 3, 53: 3, 58: 1, 71: 0, 78: 2, 83: 0, 92: 2, 114: 3, 116: 1}
+
+
+def is_twisted_path(config: int) -> bool:
+    """Four corners on each side, each side's a path of three cube edges along three different axes."""
+    for side in (config, 255 - config):
+        corners = [c for c in range(8) if side >> c & 1]
+        edges = [(c, c | 1 << a) for c in corners for a in range(3) if not c >> a & 1 and side >> (c | 1 << a) & 1]
+        degree = sorted(sum(c in e for e in edges) for c in corners)
+        if len(corners) != 4 or degree != [1, 1, 2, 2] or len({a ^ b for a, b in edges}) != 3:
+            return False
+    return True
+
+
+def twisted_path_triangulation(loop, config: int):
+    """The central triangulation of a twisted path's loop of 6 (edge ids in order) that leaves out the corners
+    of `TWISTED_PATH_DIAGONAL`, in loop order (so wound as the loop)."""
+    c = TWISTED_PATH_DIAGONAL[min(config, 255 - config)]
+    skip = {c, 7 - c}
+    for s in (0, 1):
+        centre = [loop[s], loop[s + 2], loop[(s + 4) % 6]]
+        ends = {EDGE_CORNER[e] for e in centre} | {EDGE_CORNER[e] | 1 << EDGE_AXIS[e] for e in centre}
+        if not ends & skip:
+            ears = [(loop[(s + 2 * n) % 6], loop[(s + 2 * n + 1) % 6], loop[(s + 2 * n + 2) % 6]) for n in range(3)]
+            return ears + [tuple(centre)]
+    raise AssertionError(f"case {config}: no central triangle leaves out corners {sorted(skip)}")
+
 
 def handedness(config: int, e0: int, e1: int) -> int:
     """The sign of det[p1 - p0, s0, s1] for a mesh edge between the vertices on cube edges e0 and e1: p the edge's
@@ -163,7 +201,10 @@ def _build():
     for config in range(256):
         tris = []
         for loop in _loops(config):
-            tris += largest_area_triangulation(loop, len(loop) != SMALLEST_AREA_LOOP, config)
+            if is_twisted_path(config):
+                tris += twisted_path_triangulation(loop, config)
+            else:
+                tris += largest_area_triangulation(loop, len(loop) != SMALLEST_AREA_LOOP, config)
         raw.append(tris)
     # orient: for corner 0 alone inside, the normal must point away from corner 0 (toward the outside side)
     a, b, c = (_edge_mid(e) for e in raw[1][0])
