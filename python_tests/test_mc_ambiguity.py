@@ -1,7 +1,7 @@
 """The value-decided marching cubes reference (asymptotic face decider, flowkernels.reference.mc_ambiguity): its
 tables stay watertight whatever each face decides, the two cells sharing a face decide it alike from its values
-(ties included), and whole fields come out watertight. How far the drivers' area is from scikit-image's (Lewiner's) is
-tested in test_mc_skimage_area.py and measured in marching_cubes.md."""
+(ties included), and whole fields come out watertight. How far the drivers' area is from scikit-image's
+(Lewiner's) is tested in test_mc_skimage_area.py and measured in marching_cubes.md."""
 import itertools
 
 import numpy as np

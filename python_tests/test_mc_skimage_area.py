@@ -121,11 +121,10 @@ def test_centre_vertices_sit_where_scikit_image_puts_them():
     assert shared > 0, seed
 
 
-
 def _triangles(verts, faces, lo):
     """The triangles of a mesh inside the cell at (lo, lo, lo), winding aside, each a set of its vertices' grid
-    edges (lower grid point, axis): the edges of its values' fractions (0.025-0.95 here) are told apart whatever
-    the vertices' rounding."""
+    edges (lower grid point, axis), which the vertices' rounding cannot change (their fractions along the edge lie
+    in 0.048-0.952 here)."""
     v = np.asarray(verts, dtype=np.float64)
     axis = np.argmax(np.abs(v - np.round(v)), axis=1)
     keys = [tuple(np.floor(p).astype(int)) + (int(a),) for p, a in zip(v, axis)]
@@ -147,7 +146,7 @@ def test_twisted_paths_draw_scikit_images_central_triangulation(method):
             cell = np.empty((2, 2, 2))
             for c, p in enumerate(CORNER_POS):
                 cell[p] = (-1.0 if config >> c & 1 else 1.0) * rng.uniform(0.05, 1.0)
-            # padded: the outside corners' side around it, so no neighbour adds a crossing next to the cell
+            # padded by repeating its faces: neighbours with crossings of their own; only the cell's triangles count
             grid = cell if trial == 0 else np.pad(cell, 1, mode="edge")
             sv, sf, _, _ = skimage.marching_cubes(grid, 0.0)
             if method == "reference":

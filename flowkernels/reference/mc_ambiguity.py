@@ -32,7 +32,6 @@ import itertools
 
 import numpy as np
 
-from . import mc_tables
 from .mc_tables import (CORNER_POS, EDGE_AXIS, EDGE_CORNER, FACE_EDGES, FACES, _edge_id, is_twisted_path,
                         largest_area_triangulation, SMALLEST_AREA_LOOP, twisted_path_triangulation)
 
